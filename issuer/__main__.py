@@ -1,0 +1,5 @@
+"""``python -m issuer`` = the ``issuer`` command."""
+
+from issuer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The composition root: ``create_app(settings)`` builds everything, in one place.
+
+The lifespan is the dependency container (STYLE.md): it opens the database,
+loads the key ring and starts the group writer, and hands them to handlers as
+``request.state.services``. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from issuer.clock import Clock, SystemClock
+from issuer.crypto import encryptor_for
+from issuer.errors import OAuthError, ServerError, error_response
+from issuer.health import healthz
+from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from issuer.oauth.discovery import authorization_server_metadata
+from issuer.oauth.endpoints import token
+from issuer.oauth.server import TokenIssuer
+from issuer.services import Services
+from issuer.settings import Settings
+from issuer.store.clients import ClientStore
+from issuer.store.db import create_engine
+from issuer.store.writer import GroupWriter
+from jwks.endpoint import jwks
+from jwks.keys import KeyRing
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        encryptor = encryptor_for(settings)
+        engine = create_engine(settings.database_url)
+        writer = GroupWriter(engine)
+        try:
+            keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
+                              rsa_bits=settings.rsa_key_size)
+            await keyring.ensure_active()
+            await writer.start()
+            services = Services(
+                settings=settings, clock=clock, engine=engine, encryptor=encryptor,
+                keyring=keyring,
+                clients=ClientStore(engine, clock, settings.client_cache_ttl),
+                writer=writer,
+                token_issuer=TokenIssuer(
+                    issuer=settings.issuer_url, default_audience=settings.audience,
+                    default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
+                ),
+            )
+            yield {"services": services}
+        finally:
+            await writer.close()
+            await engine.dispose()
+
+    routes = [
+        Route("/token", token, methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", authorization_server_metadata,
+              methods=["GET"]),
+        Route("/.well-known/openid-configuration", authorization_server_metadata,
+              methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={OAuthError: _oauth_error, Exception: _server_error},
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (``issuer serve --workers N``)."""
+    return create_app(Settings.from_env())
+
+
+async def _oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    return error_response(exc)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the server log (ServerErrorMiddleware), never to the caller.
+    return Response(json.dumps(ServerError().body()), status_code=500,
+                    media_type="application/json", headers={"Cache-Control": "no-store"})

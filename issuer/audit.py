@@ -1,0 +1,83 @@
+"""Audit events: one enum, one row shape, written in the same transaction as the change.
+
+An audit row never carries a secret, a token or a hash: callers pass identifiers
+and reasons only, and :func:`audit_row` refuses detail keys that name secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from issuer.clock import utc
+from issuer.store.models import AuditEventRow
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class AuditEvent(StrEnum):
+    M2M_TOKEN_GENERATED = "M2M_TOKEN_GENERATED"
+    M2M_TOKEN_DENIED = "M2M_TOKEN_DENIED"
+    TENANT_CREATED = "TENANT_CREATED"
+    CLIENT_CREATED = "CLIENT_CREATED"
+    SIGNING_KEY_CREATED = "SIGNING_KEY_CREATED"
+
+    @property
+    def severity(self) -> Severity:
+        return _SEVERITY[self]
+
+
+_SEVERITY: dict[AuditEvent, Severity] = {
+    AuditEvent.M2M_TOKEN_GENERATED: Severity.MEDIUM,
+    AuditEvent.M2M_TOKEN_DENIED: Severity.MEDIUM,
+    AuditEvent.TENANT_CREATED: Severity.MEDIUM,
+    AuditEvent.CLIENT_CREATED: Severity.MEDIUM,
+    AuditEvent.SIGNING_KEY_CREATED: Severity.HIGH,
+}
+
+_FORBIDDEN_DETAIL_KEYS = ("secret", "token", "hash", "password", "assertion", "private")
+
+
+def audit_row(
+    event: AuditEvent,
+    *,
+    at: float,
+    actor: str | None = None,
+    tenant_id: str | None = None,
+    client_id: str | None = None,
+    source: str | None = None,
+    request_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of one audit event."""
+    details = dict(details or {})
+    for key in details:
+        lowered = key.lower()
+        if any(word in lowered for word in _FORBIDDEN_DETAIL_KEYS) and not lowered.endswith(
+            ("_type", "_used", "kind")
+        ):
+            raise ValueError(f"audit details must not carry {key!r}")
+    return {
+        "at": utc(at),
+        "event": event.value,
+        "severity": event.severity.value,
+        "actor": actor,
+        "tenant_id": tenant_id,
+        "client_id": client_id,
+        "source": source,
+        "request_id": request_id,
+        "details": details,
+    }
+
+
+async def record(target: AsyncConnection | AsyncSession, event: AuditEvent,
+                 **fields: Any) -> None:
+    """Insert one audit event through ``target`` -- inside the caller's transaction."""
+    await target.execute(AuditEventRow.__table__.insert(), [audit_row(event, **fields)])

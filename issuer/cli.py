@@ -1,0 +1,343 @@
+"""The ``issuer`` command line (DESIGN §5). Also ``python -m issuer``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from issuer.clock import SystemClock, utc
+from issuer.crypto import DecryptionError, encryptor_for
+from issuer.registration import (
+    AUTH_METHODS,
+    ClientSpec,
+    RegistrationError,
+    create_client,
+    create_tenant,
+)
+from issuer.settings import Settings, SettingsError
+from issuer.store import clients as client_queries
+from issuer.store.db import create_engine
+from issuer.store.migrate import current_revision, head_revision, upgrade
+from issuer.store.records import ClientRecord
+from jwks.keys import KeyRing, list_keys
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A one-line error for the user; exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        result: int = args.handler(settings, args)
+        return result
+    except SettingsError as error:
+        print(f"issuer: configuration error: {error}", file=sys.stderr)
+        return 2
+    except (CommandError, RegistrationError, DecryptionError) as error:
+        print(f"issuer: error: {error}", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as error:
+        print(f"issuer: error: the store is unreachable: {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="issuer", description="m2m-issuer: OAuth 2.0 "
+                                     "authorization server for machine clients")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
+    migrate.set_defaults(handler=_migrate)
+
+    tenants = commands.add_parser("tenants", help="manage tenants").add_subparsers(
+        metavar="ACTION")
+    create = tenants.add_parser("create", help="create a tenant; prints its id")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=_tenants_create)
+    listing = tenants.add_parser("list", help="list tenants")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_tenants_list)
+
+    clients = commands.add_parser("clients", help="manage clients").add_subparsers(
+        metavar="ACTION")
+    create = clients.add_parser("create", help="register a client; prints its secret once")
+    create.add_argument("--tenant", required=True, help="tenant name or id")
+    create.add_argument("--scope", default="", help='allowed scopes, e.g. "orders:read '
+                        'orders:*" (space-separated)')
+    create.add_argument("--default-scope", default=None,
+                        help="scopes granted when a request names none (default: every "
+                        "exact allowed scope)")
+    create.add_argument("--name", default=None)
+    create.add_argument("--audience", action="append", default=[], metavar="URL",
+                        help="an allowed audience (repeatable); the first is the default")
+    create.add_argument("--auth-method", action="append", default=[], choices=AUTH_METHODS,
+                        help="allowed token endpoint auth method (repeatable; default both)")
+    create.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=_clients_create)
+    listing = clients.add_parser("list", help="list clients")
+    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_clients_list)
+    show = clients.add_parser("show", help="show one client (never its secret)")
+    show.add_argument("client_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_clients_show)
+
+    fetch = commands.add_parser("token", help="fetch a token from a running issuer")
+    fetch.add_argument("--client-id", required=True)
+    fetch.add_argument("--client-secret", required=True)
+    fetch.add_argument("--scope", default=None)
+    fetch.add_argument("--resource", default=None)
+    fetch.add_argument("--url", default=None, help="issuer URL (default: ISSUER_URL)")
+    fetch.add_argument("--auth-method", default="client_secret_basic", choices=AUTH_METHODS)
+    fetch.set_defaults(handler=_token)
+
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(metavar="ACTION")
+    listing = keys.add_parser("list", help="list signing keys (public metadata only)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_keys_list)
+    return parser
+
+
+# Store helpers -------------------------------------------------------------------
+
+
+def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+async def _require_schema(engine: AsyncEngine) -> None:
+    if await current_revision(engine) != head_revision():
+        raise CommandError("the database schema is not up to date: run `issuer migrate`")
+
+
+async def _prepare(settings: Settings, engine: AsyncEngine) -> None:
+    """Migrate when that is safe to do unasked, then make sure a signing key exists."""
+    current = await current_revision(engine)
+    if current != head_revision():
+        if current is None or engine.dialect.name == "sqlite":
+            await upgrade(engine)
+        else:
+            raise CommandError("the database schema is behind: run `issuer migrate` first")
+    keyring = KeyRing(engine, encryptor_for(settings), SystemClock(), alg=settings.signing_alg,
+                      rsa_bits=settings.rsa_key_size)
+    await keyring.ensure_active()
+
+
+# Commands ------------------------------------------------------------------------
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    _with_engine(settings, lambda engine: _prepare(settings, engine))
+    print(f"issuer: serving {settings.issuer_url} on http://{args.host}:{args.port}",
+          file=sys.stderr)
+    uvicorn.run(
+        "issuer.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+        workers=args.workers, access_log=False, log_level=args.log_level,
+        proxy_headers=False, server_header=False,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> str | None:
+        await upgrade(engine)
+        return await current_revision(engine)
+
+    print(f"database at revision {_with_engine(settings, work)}")
+    return 0
+
+
+def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session, session.begin():
+            tenant = await create_tenant(session, args.name, SystemClock(), actor="cli")
+        return {"id": tenant.id, "name": tenant.name, "status": tenant.status}
+
+    tenant = _with_engine(settings, work)
+    print(json.dumps(tenant) if args.json else tenant["id"])
+    return 0
+
+
+def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session:
+            return [{"id": t.id, "name": t.name, "status": t.status}
+                    for t in await client_queries.list_tenants(session)]
+
+    tenants = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(tenants, indent=2))
+    else:
+        for tenant in tenants:
+            print(f"{tenant['id']}  {tenant['status']:8}  {tenant['name']}")
+    return 0
+
+
+def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session, session.begin():
+            tenant = await client_queries.find_tenant(session, args.tenant)
+            if tenant is None:
+                raise CommandError(f"no tenant named {args.tenant!r}: create it with "
+                                   f"`issuer tenants create {args.tenant}`")
+            spec = ClientSpec(
+                tenant_id=tenant.id, name=args.name or f"{tenant.name} client",
+                allowed_scopes=args.scope.split(),
+                default_scopes=args.default_scope.split() if args.default_scope else None,
+                allowed_audiences=args.audience,
+                auth_methods=args.auth_method or AUTH_METHODS,
+                token_ttl=args.ttl,
+            )
+            created = await create_client(session, spec, SystemClock(), actor="cli")
+        return {**_client_view(created.record), "client_secret": created.client_secret}
+
+    client = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(client, indent=2))
+    else:
+        print(f"client_id:     {client['client_id']}")
+        print(f"client_secret: {client['client_secret']}")
+        print("The secret is shown this once; store it now.", file=sys.stderr)
+    return 0
+
+
+def _clients_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session:
+            tenant_id = None
+            if args.tenant:
+                tenant = await client_queries.find_tenant(session, args.tenant)
+                if tenant is None:
+                    raise CommandError(f"no tenant named {args.tenant!r}")
+                tenant_id = tenant.id
+            return [_client_view(c) for c in await client_queries.list_clients(session,
+                                                                              tenant_id)]
+
+    clients = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(clients, indent=2))
+    else:
+        for client in clients:
+            print(f"{client['client_id']}  {client['status']:8}  {client['name']}  "
+                  f"scopes={' '.join(client['allowed_scopes'])}")
+    return 0
+
+
+def _clients_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session:
+            record = await client_queries.get_client(session, args.client_id)
+        if record is None:
+            raise CommandError(f"no client {args.client_id!r}")
+        return _client_view(record)
+
+    client = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(client, indent=2))
+    else:
+        for key, value in client.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _client_view(record: ClientRecord) -> dict[str, Any]:
+    """What may be shown of a client: everything but its secret hashes."""
+    view = asdict(record)
+    for hidden in ("secret_hash", "previous_secret_hash"):
+        view.pop(hidden)
+    view["created_at"] = utc(record.created_at).isoformat()
+    if record.previous_secret_expires_at is not None:
+        view["previous_secret_expires_at"] = utc(record.previous_secret_expires_at).isoformat()
+    for key, value in view.items():
+        if isinstance(value, tuple):
+            view[key] = list(value)
+    return view
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    url = (args.url or settings.issuer_url).rstrip("/") + "/token"
+    form = {"grant_type": "client_credentials"}
+    if args.scope:
+        form["scope"] = args.scope
+    if args.resource:
+        form["resource"] = args.resource
+    auth = None
+    if args.auth_method == "client_secret_basic":
+        auth = httpx.BasicAuth(args.client_id, args.client_secret)
+    else:
+        form.update(client_id=args.client_id, client_secret=args.client_secret)
+    try:
+        response = httpx.post(url, data=form, auth=auth, timeout=30)
+    except httpx.HTTPError as error:
+        raise CommandError(f"could not reach {url}: {error}") from None
+    try:
+        print(json.dumps(response.json(), indent=2))
+    except ValueError:
+        raise CommandError(f"{url} answered {response.status_code} without JSON") from None
+    return 0 if response.status_code == 200 else 1
+
+
+def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
+        await _require_schema(engine)
+        async with async_sessionmaker(engine)() as session:
+            rows = await list_keys(session)
+        return [{"kid": r.kid, "alg": r.alg, "state": r.state,
+                 "created_at": r.created_at.isoformat(),
+                 "activated_at": r.activated_at.isoformat() if r.activated_at else None,
+                 "retired_at": r.retired_at.isoformat() if r.retired_at else None}
+                for r in rows]
+
+    keys = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(keys, indent=2))
+    else:
+        for key in keys:
+            print(f"{key['kid']}  {key['alg']:6}  {key['state']:8}  created {key['created_at']}")
+    return 0

@@ -1,0 +1,152 @@
+"""The one error table: exception -> RFC error code, HTTP status, public text.
+
+Endpoints raise these; :func:`error_response` renders them. Public texts are
+generic where detail would help an attacker (every ``invalid_client`` reads the
+same, so nobody can probe which clients exist); the real reason travels in
+``reason`` to the audit log and never to the caller.
+
+Deliberate departures from the RFCs are commented at the row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from authlib.oauth2 import OAuth2Error
+from starlette.responses import Response
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    """Base of every error a caller may see. Subclasses are the table's rows."""
+
+    error: ClassVar[str] = "server_error"
+    status: ClassVar[int] = 500
+    public_text: ClassVar[str] = "The server could not handle the request"
+    #: True when ``description`` (caller-supplied detail) may be shown to the caller.
+    exposes_description: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description or self.public_text)
+        self.description = description
+        #: Server-side reason: goes to the audit event, never to the response.
+        self.reason = reason or self.error
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+    @property
+    def error_description(self) -> str:
+        if self.exposes_description and self.description:
+            return self.description
+        return self.public_text
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error, "error_description": self.error_description}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+# RFC 6749 §5.2 ------------------------------------------------------------------
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+    status = 400
+    public_text = "The request is missing a parameter or is malformed"
+    exposes_description = True
+
+
+class InvalidClient(OAuthError):
+    error = "invalid_client"
+    # RFC 6749 §5.2: 401 when the client tried to authenticate via the
+    # Authorization header; we answer 401 for every invalid_client so that the
+    # status does not reveal anything either.
+    status = 401
+    public_text = "Client authentication failed"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+    # Departure: RFC 6749 §5.2 answers 400; DESIGN §4.4 fixes 403 for a client
+    # that authenticated but may not use this grant type.
+    status = 403
+    public_text = "The client is not allowed to use this grant type"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    status = 400
+    public_text = "The grant type is not supported by this server"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+    status = 400
+    public_text = "The requested scope is invalid or not allowed for this client"
+    exposes_description = True
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2: the requested resource/audience is not allowed."""
+
+    error = "invalid_target"
+    status = 400
+    public_text = "The requested resource is invalid or not allowed for this client"
+    exposes_description = True
+
+
+class TooManyRequests(OAuthError):
+    # Not an RFC 6749 code; DESIGN §4.4 (the platform's M2M spec) names it.
+    error = "too_many_requests"
+    status = 429
+    public_text = "Too many token requests"
+
+
+class TemporarilyUnavailable(OAuthError):
+    error = "temporarily_unavailable"
+    status = 503
+    public_text = "The service is temporarily unavailable, try again later"
+
+
+class ServerError(OAuthError):
+    error = "server_error"
+    status = 500
+    public_text = "The server could not handle the request"
+
+
+# Authlib's errors, by code, onto ours. Authlib's own descriptions are dropped:
+# some of them say whether a client exists.
+_FROM_AUTHLIB: dict[str, type[OAuthError]] = {
+    "invalid_request": InvalidRequest,
+    "invalid_client": InvalidClient,
+    "unauthorized_client": UnauthorizedClient,
+    "unsupported_grant_type": UnsupportedGrantType,
+    "invalid_scope": InvalidScope,
+}
+
+
+def from_authlib(error: OAuth2Error) -> OAuthError:
+    cls = _FROM_AUTHLIB.get(error.error or "", ServerError)
+    description = error.description if cls is InvalidRequest else None
+    return cls(description, reason=f"{error.error}: {error.description}")
+
+
+def error_response(error: OAuthError, *, headers: Mapping[str, str] | None = None) -> Response:
+    """Render an error as RFC 6749 §5.2 JSON, never cached."""
+    return Response(
+        json.dumps(error.body(), separators=(",", ":")),
+        status_code=error.status,
+        media_type="application/json",
+        headers={**NO_STORE, **error.headers, **(headers or {})},
+    )

@@ -1,0 +1,100 @@
+"""Client authentication at the token endpoint (RFC 6749 §2.3).
+
+Two parts: :func:`identify` runs before anything is loaded and rejects what the
+RFC forbids (credentials in the URI, two methods at once, none at all);
+:func:`client_secret_basic` / :func:`client_secret_post` are registered into
+Authlib and verify the secret against the preloaded client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from issuer.errors import InvalidClient, InvalidRequest
+
+_CREDENTIAL_PARAMETERS = ("client_id", "client_secret", "client_assertion",
+                          "client_assertion_type")
+
+
+@dataclass(frozen=True)
+class ClaimedClient:
+    client_id: str
+    method: str  # "client_secret_basic" | "client_secret_post"
+    secret: str
+
+
+def identify(headers: Mapping[str, str], form: Mapping[str, str],
+             query: Mapping[str, str]) -> ClaimedClient:
+    """Who claims to be calling, and how; nothing is verified yet."""
+    # RFC 6749 §2.3.1: "The parameters can only be transmitted in the
+    # request-body and MUST NOT be included in the request URI."
+    if any(name in query for name in _CREDENTIAL_PARAMETERS):
+        raise InvalidRequest("Client credentials must not be sent in the request URI",
+                             reason="credentials_in_query")
+    authorization = headers.get("authorization")
+    basic = _basic(authorization) if authorization else None
+    in_body = "client_secret" in form or "client_assertion" in form
+    # RFC 6749 §2.3: "The client MUST NOT use more than one authentication
+    # method in each request."
+    if basic is not None and in_body:
+        raise InvalidRequest("Use exactly one client authentication method",
+                             reason="multiple_auth_methods")
+    if basic is not None:
+        client_id, secret = basic
+        if "client_id" in form and form["client_id"] != client_id:
+            raise InvalidRequest("'client_id' does not match the authenticated client",
+                                 reason="client_id_mismatch")
+        return ClaimedClient(client_id, "client_secret_basic", secret)
+    if "client_assertion" in form:
+        raise InvalidClient(reason="unsupported_auth_method")
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    if not client_id or not secret:
+        raise InvalidRequest("Client authentication is required", reason="missing_credentials")
+    return ClaimedClient(client_id, "client_secret_post", secret)
+
+
+def _basic(authorization: str) -> tuple[str, str]:
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidRequest("Only HTTP Basic client authentication is accepted here",
+                             reason="unsupported_authorization_scheme")
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient(reason="malformed_basic_credentials",
+                            headers=basic_challenge()) from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon or not client_id or not secret:
+        raise InvalidClient(reason="malformed_basic_credentials", headers=basic_challenge())
+    # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def basic_challenge() -> dict[str, str]:
+    # RFC 6749 §5.2: on a 401 the server "MUST include the WWW-Authenticate
+    # response header field matching the authentication scheme used by the client".
+    return {"WWW-Authenticate": 'Basic realm="m2m-issuer", charset="UTF-8"'}
+
+
+def client_secret_basic(query_client: Any, request: Any) -> Any:
+    """Authlib client-auth method: the claimed client, if its secret matches."""
+    return _verified(request, "client_secret_basic")
+
+
+def client_secret_post(query_client: Any, request: Any) -> Any:
+    return _verified(request, "client_secret_post")
+
+
+def _verified(request: Any, method: str) -> Any:
+    claimed: ClaimedClient = request.claimed
+    client = request.preloaded_client
+    if claimed.method != method or client is None:
+        return None
+    if client.get_client_id() != claimed.client_id:
+        return None
+    return client if client.check_client_secret(claimed.secret) else None

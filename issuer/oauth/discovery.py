@@ -1,0 +1,34 @@
+"""RFC 8414 authorization server metadata (also served as openid-configuration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from issuer.services import Services
+from issuer.settings import Settings
+
+
+def metadata(settings: Settings) -> dict[str, Any]:
+    issuer = settings.issuer_url
+    return {
+        # RFC 8414 §2: "issuer" is REQUIRED and must be identical to ISSUER_URL.
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        # REQUIRED by RFC 8414 §2; there is no authorization endpoint here.
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "access_token_signing_alg_values_supported": [settings.signing_alg],
+    }
+
+
+async def authorization_server_metadata(request: Request) -> Response:
+    services: Services = request.state.services
+    document = metadata(services.settings)
+    # RFC 8414 §2 RECOMMENDED: the exact scopes the active clients may request.
+    document["scopes_supported"] = await services.clients.supported_scopes()
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=3600"})

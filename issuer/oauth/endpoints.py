@@ -1,0 +1,158 @@
+"""POST /token (RFC 6749 §3.2, §4.4, §5) as a list of named steps.
+
+parse the form -> identify the client -> load it (async, cached) -> run the
+grant on Authlib (sync, no I/O) -> persist the token record and its audit event
+(one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
+A failure at any step is rendered by the one error table and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import parse_qsl
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from issuer.audit import AuditEvent, audit_row
+from issuer.clock import utc
+from issuer.errors import (
+    NO_STORE,
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    TemporarilyUnavailable,
+    UnsupportedGrantType,
+    error_response,
+)
+from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
+from issuer.oauth.server import IssuedToken
+from issuer.services import Services
+from issuer.store.models import AuditEventRow
+from issuer.store.models import IssuedToken as IssuedTokenRow
+from issuer.store.records import ClientRecord
+
+log = logging.getLogger(__name__)
+
+MAX_FORM_BYTES = 16 * 1024
+# RFC 8707 §2: "multiple 'resource' parameters MAY be used"; nothing else repeats.
+_MAY_REPEAT = frozenset({"resource"})
+
+
+async def token(request: Request) -> Response:
+    services: Services = request.state.services
+    claimed: ClaimedClient | None = None
+    record: ClientRecord | None = None
+    try:
+        form, resources = await _parse_form(request)
+        claimed = identify(request.headers, form, request.query_params)
+        grant_type = form.get("grant_type")
+        if grant_type is None:
+            raise InvalidRequest("Missing 'grant_type' parameter", reason="missing_grant_type")
+        if grant_type != "client_credentials":
+            raise UnsupportedGrantType(reason=f"grant_type={grant_type[:64]}")
+        record = await services.clients.get(claimed.client_id)
+        if record is None:
+            raise InvalidClient(reason="unknown_client")
+        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
+        await services.writer.write(_granted_rows(issued, request))
+    except OAuthError as error:
+        await _audit_denial(services, request, error, claimed, record)
+        headers = basic_challenge() if (
+            isinstance(error, InvalidClient) and claimed is not None
+            and claimed.method == "client_secret_basic"
+        ) else None
+        return error_response(error, headers=headers)
+    except (SQLAlchemyError, OSError):
+        log.exception("the store is unavailable for the token endpoint")
+        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+    return Response(json.dumps(issued.response, separators=(",", ":")), status_code=200,
+                    media_type="application/json", headers=NO_STORE)
+
+
+async def _parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
+    """The body as single-valued parameters, plus the (repeatable) resources."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # RFC 6749 §4.4.2: the request uses "application/x-www-form-urlencoded".
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("The body must be application/x-www-form-urlencoded",
+                             reason="bad_content_type")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidRequest("The request body is too large", reason="body_too_large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                          max_num_fields=64, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid form data", reason="bad_form") from None
+    form: dict[str, str] = {}
+    resources: list[str] = []
+    for name, value in pairs:
+        # RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if
+        # they were omitted from the request."
+        if value == "":
+            continue
+        if name in _MAY_REPEAT:
+            resources.append(value)
+            continue
+        # RFC 6749 §3.1/§3.2: "Request and response parameters MUST NOT be
+        # included more than once."
+        if name in form:
+            raise InvalidRequest(f"Parameter '{name[:64]}' is repeated",
+                                 reason="repeated_parameter")
+        form[name] = value
+    return form, resources
+
+
+def _granted_rows(issued: IssuedToken, request: Request) -> list[tuple[object, dict[str, object]]]:
+    record = issued.client
+    scope = " ".join(issued.scopes)
+    token_row = {
+        "jti": issued.jti, "client_id": record.client_id, "tenant_id": record.tenant_id,
+        "scope": scope, "audience": list(issued.audience), "kid": issued.kid,
+        "issued_at": utc(issued.issued_at), "expires_at": utc(issued.expires_at),
+        "revoked_at": None,
+    }
+    event = audit_row(
+        AuditEvent.M2M_TOKEN_GENERATED, at=issued.issued_at, actor=record.client_id,
+        tenant_id=record.tenant_id, client_id=record.client_id, source=_source(request),
+        request_id=_request_id(request),
+        details={"client_id": record.client_id, "tenant_id": record.tenant_id,
+                 "scopes": list(issued.scopes), "audience": list(issued.audience),
+                 "jti": issued.jti, "kid": issued.kid,
+                 "expiresAt": utc(issued.expires_at).isoformat(),
+                 "secret_used": issued.secret_used},
+    )
+    return [(IssuedTokenRow.__table__, token_row), (AuditEventRow.__table__, event)]
+
+
+async def _audit_denial(services: Services, request: Request, error: OAuthError,
+                        claimed: ClaimedClient | None, known: ClientRecord | None) -> None:
+    details: dict[str, object] = {"error": error.error, "reason": error.reason}
+    if claimed is not None:
+        details["claimed_client_id"] = claimed.client_id[:64]
+        details["auth_method"] = claimed.method
+    if error.details:
+        details.update(error.details)
+    event = audit_row(
+        AuditEvent.M2M_TOKEN_DENIED, at=services.clock.now(),
+        actor=known.client_id if known else None,
+        tenant_id=known.tenant_id if known else None,
+        client_id=known.client_id if known else None,
+        source=_source(request), request_id=_request_id(request), details=details,
+    )
+    try:
+        await services.writer.write([(AuditEventRow.__table__, event)])
+    except (SQLAlchemyError, OSError):
+        log.exception("could not record a denied token request")
+
+
+def _source(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _request_id(request: Request) -> str | None:
+    value = request.scope.get("request_id")
+    return value if isinstance(value, str) else None

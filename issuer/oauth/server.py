@@ -1,0 +1,169 @@
+"""The Authlib adapter: Authlib's synchronous core, run on preloaded values.
+
+Authlib has no async server (STYLE.md). The token endpoint loads the client
+first (async), then :meth:`TokenIssuer.issue` runs Authlib's grant logic with no
+I/O at all, and the endpoint writes the result afterwards (async, one
+transaction). Authlib's untyped surface stays inside this module and grants.py.
+
+Authlib traps handled here: ``send_signal`` raises unless overridden; the
+RFC 9068 generator adds no ``kid`` and would let joserfc pick any key of a set,
+so we sign with the active key alone; Authlib's ``OAuth2Request`` refuses
+``http://`` URIs unless an environment variable is set, so our request carries
+no URI check (TLS is the deployment's job; production demands an https issuer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+
+from issuer.clock import Clock
+from issuer.errors import from_authlib
+from issuer.oauth import client_auth
+from issuer.oauth.claims import access_token_claims, new_jti
+from issuer.oauth.client_auth import ClaimedClient
+from issuer.oauth.grants import ClientCredentialsGrant
+from issuer.secrets import verify_secret
+from issuer.store.records import ClientRecord
+from jwks.keys import KeyRing
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """What the endpoint must persist and answer after a successful grant."""
+
+    response: dict[str, Any]
+    jti: str
+    client: ClientRecord
+    scopes: tuple[str, ...]
+    audience: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    kid: str
+    secret_used: str  # "current" | "previous": which secret authenticated the client
+
+
+class _Client(ClientMixin):  # type: ignore[misc]
+    """Authlib's view of a :class:`ClientRecord`."""
+
+    def __init__(self, record: ClientRecord, now: float) -> None:
+        self.record = record
+        self._now = now
+        self.secret_used = "current"
+
+    def get_client_id(self) -> str:
+        return self.record.client_id
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if verify_secret(client_secret, self.record.secret_hash):
+            self.secret_used = "current"
+            return True
+        expires = self.record.previous_secret_expires_at
+        if expires is not None and self._now < expires and verify_secret(
+            client_secret, self.record.previous_secret_hash
+        ):
+            self.secret_used = "previous"
+            return True
+        return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint == "token" and method in self.record.auth_methods
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.record.grant_types
+
+
+class _Request(OAuth2Request):  # type: ignore[misc]
+    def __init__(self, form: Mapping[str, str], resources: Sequence[str],
+                 headers: Mapping[str, str], claimed: ClaimedClient,
+                 client: _Client | None) -> None:
+        # Deliberately not calling OAuth2Request.__init__ (it rejects http URIs).
+        self.method = "POST"
+        self.uri = ""
+        self.headers = headers
+        self._body = None
+        self.payload = BasicOAuth2Payload(dict(form))
+        self.client = None
+        self.auth_method = None
+        self.user = None
+        self.authorization_code = None
+        self.refresh_token = None
+        self.credential = None
+        self._scope = None
+        self.claimed = claimed
+        self.preloaded_client = client
+        self.resources = list(resources)
+        self.granted_scopes: list[str] = []
+        self.audience: list[str] = []
+        self.issued: IssuedToken | None = None
+
+    @property
+    def form(self) -> dict[str, str]:
+        data: dict[str, str] = self.payload.data
+        return data
+
+
+class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, *, issuer: str, default_audience: str, default_ttl: int,
+                 keyring: KeyRing, clock: Clock) -> None:
+        super().__init__(scopes_supported=None)
+        self.issuer = issuer
+        self.default_audience = default_audience
+        self.default_ttl = default_ttl
+        self.keyring = keyring
+        self.clock = clock
+        self.register_grant(ClientCredentialsGrant)
+        self.register_client_auth_method("client_secret_basic", client_auth.client_secret_basic)
+        self.register_client_auth_method("client_secret_post", client_auth.client_secret_post)
+
+    def issue(self, form: Mapping[str, str], resources: Sequence[str],
+              headers: Mapping[str, str], claimed: ClaimedClient,
+              record: ClientRecord | None) -> IssuedToken:
+        """Run the grant on preloaded values. Pure CPU: no I/O, no await."""
+        client = _Client(record, self.clock.now()) if record is not None else None
+        request = _Request(form, resources, headers, claimed, client)
+        try:
+            grant = self.get_token_grant(request)
+            grant.validate_token_request()
+            grant.create_token_response()
+        except OAuth2Error as error:
+            raise from_authlib(error) from None
+        assert request.issued is not None
+        return request.issued
+
+    def issue_access_token(self, request: _Request) -> dict[str, Any]:
+        """Sign the RFC 9068 token with the active key; called by the grant."""
+        client: _Client = request.client
+        record = client.record
+        key = self.keyring.active
+        issued_at = int(self.clock.now())
+        ttl = record.token_ttl or self.default_ttl
+        jti = new_jti()
+        claims = access_token_claims(
+            issuer=self.issuer, client=record, scopes=request.granted_scopes,
+            audience=request.audience, issued_at=issued_at, ttl=ttl, jti=jti,
+        )
+        scope = claims["scope"]
+        response = {"access_token": key.sign(claims), "token_type": "Bearer",
+                    "expires_in": ttl, "scope": scope}
+        request.issued = IssuedToken(
+            response=response, jti=jti, client=record, scopes=tuple(request.granted_scopes),
+            audience=tuple(request.audience), issued_at=issued_at, expires_at=issued_at + ttl,
+            kid=key.kid, secret_used=client.secret_used,
+        )
+        return response
+
+    def save_token(self, token: dict[str, Any], request: _Request) -> None:
+        """Nothing here: the endpoint persists ``request.issued`` after Authlib returns."""
+
+    def query_client(self, client_id: str) -> None:
+        """Unused: our client-auth methods read the preloaded client."""
+        return None
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib raises NotImplementedError here by default; we have no signals."""

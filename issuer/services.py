@@ -1,0 +1,27 @@
+"""What the lifespan builds and every handler reads from ``request.state.services``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from issuer.clock import Clock
+from issuer.crypto import Encryptor
+from issuer.oauth.server import TokenIssuer
+from issuer.settings import Settings
+from issuer.store.clients import ClientStore
+from issuer.store.writer import GroupWriter
+from jwks.keys import KeyRing
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    encryptor: Encryptor
+    keyring: KeyRing
+    clients: ClientStore
+    writer: GroupWriter
+    token_issuer: TokenIssuer

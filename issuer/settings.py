@@ -1,0 +1,155 @@
+"""Settings: the one place the environment is read (DESIGN §6).
+
+``Settings.from_env()`` reads ``os.environ`` (and a ``.env`` file when present),
+checks every value and raises :class:`SettingsError` with a one-line message that
+names the variable. Nothing else in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.config import Config
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./issuer.db"
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+_HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
+_Getter = Callable[[str], "str | None"]
+_RATE = re.compile(r"^\s*\d+\s*/\s*(second|minute|hour|day)\s*$")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer_url: str = "http://127.0.0.1:8000"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    # Secret fields never print: repr=False.
+    encryption_master_key: bytes | None = field(default=None, repr=False)
+    encryption_master_key_previous: bytes | None = field(default=None, repr=False)
+    env: str = "development"
+    token_ttl: int = 3600
+    signing_alg: str = "RS256"
+    rsa_key_size: int = 2048
+    default_audience: str | None = None
+    rate_limit: str = "1200/minute"
+    rate_limit_fail: str = "open"
+    trusted_proxies: tuple[str, ...] = ()
+    audit_retention_days: int = 365
+    key_rotation_days: int = 90
+    netsuite_allowed_hosts: tuple[str, ...] = ()
+    client_cache_ttl: float = 5.0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def audience(self) -> str:
+        """The audience a token carries when its client names none: never empty."""
+        return self.default_audience or self.issuer_url
+
+    @property
+    def uses_default_sqlite(self) -> bool:
+        return self.database_url == DEFAULT_DATABASE_URL
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        source = os.environ if environ is None else environ
+        path = Path(env_file) if env_file is not None else None
+        config = Config(path if path is not None and path.is_file() else None, environ=source)
+
+        def get(name: str) -> str | None:
+            value = config.get(name, default=None)
+            return value.strip() if isinstance(value, str) and value.strip() else None
+
+        issuer_url = (get("ISSUER_URL") or cls.issuer_url).rstrip("/")
+        env = get("ISSUER_ENV") or cls.env
+        settings = cls(
+            issuer_url=_url("ISSUER_URL", issuer_url, production=env == "production"),
+            database_url=get("ISSUER_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=get("ISSUER_REDIS_URL"),
+            encryption_master_key=_master_key("ENCRYPTION_MASTER_KEY", get),
+            encryption_master_key_previous=_master_key("ENCRYPTION_MASTER_KEY_PREVIOUS", get),
+            env=_choice("ISSUER_ENV", env, ("development", "test", "production")),
+            token_ttl=_int("ISSUER_TOKEN_TTL", get, cls.token_ttl, low=60, high=86400),
+            signing_alg=_choice("ISSUER_SIGNING_ALG", get("ISSUER_SIGNING_ALG") or "RS256",
+                                SIGNING_ALGS),
+            rsa_key_size=int(_choice("ISSUER_RSA_KEY_SIZE", get("ISSUER_RSA_KEY_SIZE") or "2048",
+                                     ("2048", "3072", "4096"))),
+            default_audience=get("ISSUER_DEFAULT_AUDIENCE"),
+            rate_limit=_rate("ISSUER_RATE_LIMIT", get("ISSUER_RATE_LIMIT") or cls.rate_limit),
+            rate_limit_fail=_choice("ISSUER_RATE_LIMIT_FAIL",
+                                    get("ISSUER_RATE_LIMIT_FAIL") or "open", ("open", "closed")),
+            trusted_proxies=_list(get("ISSUER_TRUSTED_PROXIES")),
+            audit_retention_days=_int("ISSUER_AUDIT_RETENTION_DAYS", get,
+                                      cls.audit_retention_days, low=1, high=36500),
+            key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
+                                   low=1, high=3650),
+            netsuite_allowed_hosts=_list(get("ISSUER_NETSUITE_ALLOWED_HOSTS")),
+        )
+        if settings.production and settings.encryption_master_key is None:
+            raise SettingsError("ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production")
+        return settings
+
+
+def _master_key(name: str, get: _Getter) -> bytes | None:
+    value = get(name)
+    if value is None:
+        return None
+    if not _HEX_KEY.match(value):
+        raise SettingsError(f"{name} must be 64 hexadecimal characters (32 bytes)")
+    return bytes.fromhex(value)
+
+
+def _url(name: str, value: str, *, production: bool) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        # RFC 8414 §2: the issuer identifier has no query or fragment components.
+        raise SettingsError(f"{name} must not have a query or fragment")
+    if production and parts.scheme != "https":
+        raise SettingsError(f"{name} must use https when ISSUER_ENV=production")
+    return value
+
+
+def _int(name: str, get: _Getter, default: int, *, low: int, high: int) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _rate(name: str, value: str) -> str:
+    if not _RATE.match(value):
+        raise SettingsError(f"{name} must look like '1200/minute', got {value!r}")
+    return value.replace(" ", "")
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
