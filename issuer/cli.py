@@ -166,6 +166,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    # aiosqlite's debug log prints SQL parameters (hashes among them): never shown.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     _with_engine(settings, lambda engine: _prepare(settings, engine))
     print(f"issuer: serving {settings.issuer_url} on http://{args.host}:{args.port}",
           file=sys.stderr)

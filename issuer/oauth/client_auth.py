@@ -92,9 +92,13 @@ def client_secret_post(query_client: Any, request: Any) -> Any:
 
 def _verified(request: Any, method: str) -> Any:
     claimed: ClaimedClient = request.claimed
+    if claimed.method != method:
+        return None  # the client used the other method; Authlib tries that one next
     client = request.preloaded_client
-    if claimed.method != method or client is None:
-        return None
-    if client.get_client_id() != claimed.client_id:
-        return None
-    return client if client.check_client_secret(claimed.secret) else None
+    if client is None or client.get_client_id() != claimed.client_id:
+        raise InvalidClient(reason="unknown_client")
+    if not client.check_endpoint_auth_method(method, "token"):
+        raise InvalidClient(reason="auth_method_not_allowed")
+    if not client.check_client_secret(claimed.secret):
+        raise InvalidClient(reason="wrong_secret")
+    return client

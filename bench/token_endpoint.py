@@ -1,0 +1,503 @@
+"""Benchmark of POST /token against a real ``issuer serve`` (DESIGN §8).
+
+Not a test: CI does not run it. One run, on one machine:
+
+1. a throwaway store (SQLite file in a temp dir, or a fresh PostgreSQL database
+   with ``--postgres URL``), ``issuer migrate``, one tenant, one client;
+2. ``issuer serve`` on a free port of 127.0.0.1, as its own process group;
+3. the raw RS256 rate of one core (``cryptography``, RSA-2048, PKCS#1 v1.5 with
+   SHA-256, ~300-byte message) in a separate process while the server is idle;
+4. ``wrk`` driving ``POST /token`` (client_credentials, client_secret_basic) at
+   each concurrency for ``--duration`` seconds after a ``--warmup``;
+5. one greppable line per concurrency, then everything is torn down.
+
+Run: ``.venv/bin/python bench/token_endpoint.py [--workers 2] [--postgres URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+SCOPE = "orders:read"
+BODY = "grant_type=client_credentials&scope=orders%3Aread"
+WRK_INSTALL_HINT = (
+    "token_endpoint.py: `wrk` is not installed (or not on PATH).\n"
+    "Install it with:  apt-get update && apt-get install -y wrk   (Debian/Ubuntu, as root)\n"
+    "               or brew install wrk                          (macOS)"
+)
+
+# wrk runs one Lua state per thread. ``response`` counts every status other than
+# 200 (wrk itself only counts socket errors and statuses >= 400); ``done`` runs in
+# the main state and sums the threads' counters. One line, key=value, microseconds.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = "%(body)s"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "%(authorization)s"
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  non200 = 0
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    non200 = non200 + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do
+    bad = bad + thread:get("non200")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "WRK requests=%%d duration_us=%%d non200=%%d connect=%%d read=%%d write=%%d " ..
+    "timeout=%%d p50_us=%%d p90_us=%%d p99_us=%%d max_us=%%d\\n",
+    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+# Runs in a child process (``--sign-rate SECONDS``): nothing else in it competes.
+SIGNING_INPUT_BYTES = 300
+
+
+@dataclass
+class LoadResult:
+    connections: int
+    requests: int
+    duration_s: float
+    non200: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.non200
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.ok / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.non200 + self.socket_errors
+
+
+class BenchError(Exception):
+    """A setup step failed; the message says which."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.sign_rate is not None:
+        print(f"{_signing_rate(args.sign_rate):.1f}")
+        return 0
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(WRK_INSTALL_HINT, file=sys.stderr)
+        return 3
+    issuer = _issuer_executable()
+    if issuer is None:
+        print("token_endpoint.py: the `issuer` command was not found next to this Python "
+              "or on PATH; install the project (pip install -e .) first", file=sys.stderr)
+        return 3
+    try:
+        levels = [int(level) for level in args.connections.split(",") if level.strip()]
+    except ValueError:
+        print("--connections must look like 16,64", file=sys.stderr)
+        return 2
+    # Ctrl-C raises KeyboardInterrupt; make SIGTERM unwind too, so cleanup runs.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args, wrk, issuer, levels)
+    except BenchError as error:
+        print(f"token_endpoint.py: {error}", file=sys.stderr)
+        return 1
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="measured seconds per concurrency (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="unmeasured seconds of load before each level (default 2)")
+    parser.add_argument("--connections", default="16,64",
+                        help="comma-separated concurrencies (default 16,64)")
+    parser.add_argument("--workers", type=int, default=1, help="issuer serve --workers")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (default 1: leave the other cores to the server)")
+    parser.add_argument("--sign-seconds", type=float, default=3.0,
+                        help="length of the raw signing loop (default 3)")
+    parser.add_argument("--postgres", metavar="URL", default=None,
+                        help="PostgreSQL server to use instead of SQLite, e.g. "
+                        "postgresql://postgres@127.0.0.1/postgres; a throwaway database is "
+                        "created on it and dropped at the end")
+    parser.add_argument("--py-spy", metavar="FILE", default=None,
+                        help="record the server with py-spy (raw/collapsed stacks) during "
+                        "the first level's measured run; slows the server a little")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp dir (server log, wrk script) for inspection")
+    parser.add_argument("--sign-rate", type=float, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
+    server: subprocess.Popen[bytes] | None = None
+    pg_admin: tuple[str, str] | None = None
+    try:
+        port = _free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        if args.postgres:
+            pg_admin, database_url = _create_pg_database(args.postgres)
+            store = "postgresql"
+        else:
+            database_url = f"sqlite+aiosqlite:///{workdir / 'issuer.db'}"
+            store = "sqlite"
+        # Nothing of the caller's issuer configuration leaks in: defaults (RS256,
+        # RSA-2048, in-process cache) except for what is set here.
+        env = {
+            **{name: value for name, value in os.environ.items()
+               if not name.startswith(("ISSUER_", "ENCRYPTION_"))},
+            "ISSUER_URL": base_url,
+            "ISSUER_DATABASE_URL": database_url,
+            "ENCRYPTION_MASTER_KEY": secrets.token_hex(32),
+            # One client takes all the load: keep a per-client limit from answering 429.
+            "ISSUER_RATE_LIMIT": "1000000000/minute",
+            "PYTHONUNBUFFERED": "1",
+        }
+        # cwd=workdir: Settings also reads ./.env, which must not leak in from the caller.
+        _cli(issuer, ["migrate"], env, workdir)
+        _cli(issuer, ["tenants", "create", "bench"], env, workdir)
+        client = json.loads(_cli(issuer, ["clients", "create", "--tenant", "bench",
+                                          "--scope", SCOPE, "--json"], env, workdir))
+        authorization = "Basic " + base64.b64encode(
+            f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}"
+            .encode()).decode()
+
+        log_path = workdir / "server.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [issuer, "serve", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", str(args.workers), "--log-level", "warning"],
+                env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: workers die with it
+            )
+        _wait_healthy(base_url, server, log_path, deadline_s=60.0)
+        _probe_token(base_url, authorization, log_path)
+
+        sign_rate = _measure_signing_rate(args.sign_seconds)
+        print(f"bench=token_endpoint store={store} workers={args.workers} "
+              f"duration={args.duration:g}s warmup={args.warmup:g}s "
+              f"wrk_threads={args.wrk_threads} cpus={os.cpu_count()} "
+              f"python={platform.python_version()} "
+              f"raw_rs256_sign/s={sign_rate:.1f} (1 core, RSA-2048 PKCS1v15 SHA-256)",
+              flush=True)
+
+        script = workdir / "token.lua"
+        script.write_text(WRK_SCRIPT % {"body": BODY, "authorization": authorization})
+        issued = 1  # the probe
+        in_flight = 0
+        for index, connections in enumerate(levels):
+            threads = max(1, min(args.wrk_threads, connections))
+            if args.warmup > 0:
+                warm = _wrk(wrk, script, base_url, connections, threads, args.warmup)
+                issued += warm.ok
+                in_flight += connections
+            profiler = None
+            if args.py_spy and index == 0:
+                profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
+            result = _wrk(wrk, script, base_url, connections, threads, args.duration)
+            if profiler is not None:
+                profiler.wait(timeout=args.duration + 30)
+            issued += result.ok
+            in_flight += connections
+            ratio = result.tokens_per_s / sign_rate if sign_rate else 0.0
+            print(f"c={connections} tokens/s={result.tokens_per_s:.1f} "
+                  f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
+                  f"errors={result.errors} ratio={ratio:.2f}", flush=True)
+            if result.errors:
+                print(f"#   c={connections} non200={result.non200} "
+                      f"socket_errors={result.socket_errors} of {result.requests} requests",
+                      flush=True)
+
+        _stop(server)
+        server = None
+        # wrk counts only the responses that came back within its duration: the
+        # requests still in flight when it stops (at most one per connection) were
+        # issued and stored too, but are not among the counted 200s.
+        stored = _count_issued_tokens(database_url)
+        durable = issued <= stored <= issued + in_flight
+        print(f"stored issued_tokens={stored} counted_200={issued} in_flight<={in_flight} "
+              f"durable={'yes' if durable else 'NO'}", flush=True)
+        if _server_log_has_errors(log_path):
+            print(f"# the server logged errors; see {log_path} (kept)", flush=True)
+            args.keep = True
+        return 0 if durable else 1
+    finally:
+        if server is not None:
+            _stop(server)
+        if pg_admin is not None:
+            with contextlib.suppress(Exception):
+                _drop_pg_database(*pg_admin)
+        if args.keep:
+            print(f"# kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# Setup -------------------------------------------------------------------------------
+
+
+def _issuer_executable() -> str | None:
+    beside = Path(sys.executable).parent / "issuer"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("issuer")
+
+
+def _cli(issuer: str, arguments: list[str], env: dict[str, str], cwd: Path) -> str:
+    completed = subprocess.run([issuer, *arguments], env=env, cwd=cwd, capture_output=True,
+                               text=True, timeout=120, check=False)
+    if completed.returncode != 0:
+        raise BenchError(f"`issuer {' '.join(arguments)}` failed ({completed.returncode}):\n"
+                         f"{completed.stderr.strip()}")
+    return completed.stdout
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_healthy(base_url: str, server: subprocess.Popen[bytes], log_path: Path, *,
+                  deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise BenchError(f"`issuer serve` exited with {server.returncode}:\n"
+                             f"{_tail(log_path)}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"`issuer serve` did not answer /healthz within {deadline_s:g}s:\n"
+                     f"{_tail(log_path)}")
+
+
+def _probe_token(base_url: str, authorization: str, log_path: Path) -> None:
+    response = httpx.post(f"{base_url}/token", content=BODY, timeout=10.0, headers={
+        "Authorization": authorization, "Content-Type": "application/x-www-form-urlencoded"})
+    if response.status_code != 200 or "access_token" not in response.json():
+        raise BenchError(f"a first POST /token answered {response.status_code}: "
+                         f"{response.text[:300]}\n{_tail(log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def _server_log_has_errors(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return "ERROR" in text or "Traceback" in text
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (uvicorn and its workers), then SIGKILL."""
+    if server.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=5)
+
+
+# PostgreSQL ----------------------------------------------------------------------------
+
+
+def _asyncpg_dsn(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    if not scheme.startswith(("postgresql", "postgres")):
+        raise BenchError(f"--postgres wants a postgresql:// URL, got {scheme}://")
+    return f"postgresql://{rest}"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _pg_execute(dsn: str, sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def _create_pg_database(url: str) -> tuple[tuple[str, str], str]:
+    """Make an empty database on the server of ``url``: ((admin DSN, name), issuer URL)."""
+    admin = _with_database(_asyncpg_dsn(url), "postgres")
+    name = f"issuer_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        _pg_execute(admin, f'CREATE DATABASE "{name}"')
+    except Exception as error:
+        raise BenchError(f"could not create a database on {urlsplit(admin).hostname}: "
+                         f"{type(error).__name__}: {error}") from None
+    issuer_url = _with_database(_asyncpg_dsn(url), name).replace(
+        "postgresql://", "postgresql+asyncpg://", 1)
+    return (admin, name), issuer_url
+
+
+def _drop_pg_database(admin: str, name: str) -> None:
+    _pg_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _count_issued_tokens(database_url: str) -> int:
+    if database_url.startswith("sqlite"):
+        path = database_url.split(":///", 1)[1]
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            count: int = connection.execute("SELECT count(*) FROM issued_tokens").fetchone()[0]
+            return count
+    import asyncpg
+
+    async def run() -> int:
+        connection = await asyncpg.connect(_asyncpg_dsn(database_url), timeout=10)
+        try:
+            value: int = await connection.fetchval("SELECT count(*) FROM issued_tokens")
+            return value
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+# Load ----------------------------------------------------------------------------------
+
+
+def _wrk(wrk: str, script: Path, base_url: str, connections: int, threads: int,
+         seconds: float) -> LoadResult:
+    command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+               "--timeout", "10s", "-s", str(script), f"{base_url}/token"]
+    completed = subprocess.run(command, capture_output=True, text=True,
+                               timeout=seconds + 60, check=False)
+    line = next((text for text in completed.stdout.splitlines() if text.startswith("WRK ")),
+                None)
+    if completed.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({completed.returncode}):\n{completed.stdout}\n"
+                         f"{completed.stderr}")
+    fields = dict(item.split("=", 1) for item in line.split()[1:])
+    value = {key: int(float(raw)) for key, raw in fields.items()}
+    return LoadResult(
+        connections=connections, requests=value["requests"],
+        duration_s=value["duration_us"] / 1e6, non200=value["non200"],
+        socket_errors=value["connect"] + value["read"] + value["write"] + value["timeout"],
+        p50_ms=value["p50_us"] / 1e3, p90_ms=value["p90_us"] / 1e3,
+        p99_ms=value["p99_us"] / 1e3, max_ms=value["max_us"] / 1e3,
+    )
+
+
+def _start_py_spy(output: str, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    py_spy = Path(sys.executable).parent / "py-spy"
+    executable = str(py_spy) if py_spy.is_file() else shutil.which("py-spy")
+    if executable is None:
+        raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
+    return subprocess.Popen(
+        [executable, "record", "--pid", str(pid), "--subprocesses", "--rate", "100",
+         "--threads",
+         "--duration", str(max(1, round(seconds))), "--format", "raw", "--output", output],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Raw signing rate ------------------------------------------------------------------------
+
+
+def _measure_signing_rate(seconds: float) -> float:
+    """One core's RS256 rate, in a fresh interpreter so nothing else shares it."""
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--sign-rate", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if completed.returncode != 0:
+        raise BenchError(f"the signing-rate process failed:\n{completed.stderr}")
+    return float(completed.stdout.strip())
+
+
+def _signing_rate(seconds: float) -> float:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    # About the size of a real JWS signing input: base64url(header) "." base64url(claims).
+    message = base64.urlsafe_b64encode(os.urandom(SIGNING_INPUT_BYTES * 3 // 4))
+    pad, digest = padding.PKCS1v15(), hashes.SHA256()
+    warm_until = time.perf_counter() + 0.3
+    while time.perf_counter() < warm_until:
+        key.sign(message, pad, digest)
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    now = start
+    while now < end:
+        key.sign(message, pad, digest)
+        count += 1
+        now = time.perf_counter()
+    return count / (now - start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Fixtures: the app over HTTP (lifespan entered), a store on SQLite and -- when
+``ISSUER_TEST_DATABASE_URL`` is set -- PostgreSQL, an injectable clock.
+
+Every store-dependent test runs once per backend (a fixture parameter). Each
+PostgreSQL run uses a database of its own, created for the session and dropped
+after, and tables are emptied between tests; each SQLite test gets a fresh file
+copied from a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from issuer.app import create_app
+from issuer.clock import SystemClock
+from issuer.crypto import encryptor_for
+from issuer.registration import ClientSpec, create_client, create_tenant
+from issuer.settings import Settings
+from issuer.store.db import create_engine
+from issuer.store.migrate import upgrade
+from issuer.store.models import Client, Tenant
+from jwks.keys import KeyRing
+
+TEST_MASTER_KEY = bytes.fromhex("5f" * 16 + "a3" * 16)
+ISSUER = "https://issuer.test"
+PG_URL = os.environ.get("ISSUER_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
+_TABLES = ("audit_events", "issued_tokens", "clients", "tenants")
+
+
+class FakeClock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = float(int(start if start is not None else time.time()))
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def run(coroutine: Awaitable[Any]) -> Any:
+    async def wrapper() -> Any:
+        return await coroutine
+
+    return asyncio.run(wrapper())
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _admin(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def fresh_postgres() -> Iterator[Callable[[], str]]:
+    """Makes empty PostgreSQL databases for this run; drops them at the end."""
+    assert PG_URL is not None
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"issuer_test_{uuid.uuid4().hex[:12]}"
+        run(_admin(PG_URL, f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return _with_database(PG_URL, name)
+
+    yield make
+    for name in made:
+        run(_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _migrate_and_key(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        settings = Settings(database_url=url, encryption_master_key=TEST_MASTER_KEY)
+        await KeyRing(engine, encryptor_for(settings), SystemClock(), alg="RS256").ensure_active()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(fresh_postgres: Callable[[], str]) -> str:
+    url = fresh_postgres()
+    run(_migrate_and_key(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "issuer.db"
+    run(_migrate_and_key(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated store holding one RS256 signing key and nothing else."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "issuer.db"
+        shutil.copyfile(template, target)
+        return f"sqlite+aiosqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_url")
+    run(_admin(url, f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE; "
+                    "DELETE FROM signing_keys WHERE alg <> 'RS256'"))
+    return url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(issuer_url=ISSUER, database_url=database_url,
+                    encryption_master_key=TEST_MASTER_KEY, env="test")
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def client(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client bound to the app, with its lifespan entered."""
+    async with app_client(settings, clock) as http:
+        yield http
+
+
+class app_client:  # noqa: N801 - used like a function
+    """``async with app_client(settings, clock) as http``: the app over ASGI."""
+
+    def __init__(self, settings: Settings, clock: FakeClock) -> None:
+        self._manager = LifespanManager(create_app(settings, clock=clock))
+        self._http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self._manager.__aenter__()
+        self._http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self._manager.app, client=("203.0.113.7", 4711)),
+            base_url=ISSUER,
+        )
+        return self._http
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._http is not None
+        await self._http.aclose()
+        await self._manager.__aexit__(*exc)
+
+
+class Registered:
+    """A registered client and its one-time secret."""
+
+    def __init__(self, client_id: str, client_secret: str, tenant_id: str) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.tenant_id = tenant_id
+
+    @property
+    def basic(self) -> tuple[str, str]:
+        return (self.client_id, self.client_secret)
+
+
+@pytest.fixture
+def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[Registered]]:
+    """``await register(allowed_scopes=[...], ...)``: a tenant (reused by name) and a client."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    tenants: dict[str, str] = {}
+
+    async def make(tenant: str = "acme", **spec: Any) -> Registered:
+        async with sessions() as session, session.begin():
+            if tenant not in tenants:
+                tenants[tenant] = (await create_tenant(session, tenant, clock)).id
+            spec.setdefault("name", "test client")
+            spec.setdefault("allowed_scopes", ["orders:read"])
+            created = await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
+                                          clock)
+        return Registered(created.record.client_id, created.client_secret, tenants[tenant])
+
+    return make
+
+
+@pytest.fixture
+def set_status(engine: AsyncEngine) -> Callable[..., Awaitable[None]]:
+    """Flip a client's or tenant's status (what the admin API will do)."""
+
+    async def flip(*, client_id: str | None = None, tenant_id: str | None = None,
+                   status: str = "disabled", grant_types: list[str] | None = None) -> None:
+        async with engine.begin() as connection:
+            if client_id is not None:
+                values: dict[str, Any] = {"status": status}
+                if grant_types is not None:
+                    values = {"grant_types": grant_types}
+                await connection.execute(update(Client).where(Client.id == client_id)
+                                         .values(**values))
+            if tenant_id is not None:
+                await connection.execute(update(Tenant).where(Tenant.id == tenant_id)
+                                         .values(status=status))
+
+    return flip
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[str]:
+    """The app on a real loopback socket (for clients that do their own HTTP)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections queue here until uvicorn accepts: no start-up wait
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(replace(settings, issuer_url=url))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield url
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()

@@ -1,0 +1,109 @@
+"""The ``issuer`` command line, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt as pyjwt
+
+from tests.conftest import TEST_MASTER_KEY
+
+
+def issuer(*args: str, database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
+    environment.update({"ISSUER_DATABASE_URL": database_url,
+                        "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex(), **env})
+    return subprocess.run([sys.executable, "-m", "issuer", *args], capture_output=True,
+                          text=True, env=environment, cwd=cwd, timeout=120, check=False)
+
+
+def test_clients_create_json_then_token_round_trip(live_server, database_url, tmp_path):
+    tenant = issuer("tenants", "create", "acme", "--json", database_url=database_url,
+                    cwd=tmp_path)
+    assert tenant.returncode == 0, tenant.stderr
+    tenant_id = json.loads(tenant.stdout)["id"]
+    created = issuer("clients", "create", "--tenant", "acme", "--scope", "orders:read orders:*",
+                     "--audience", "https://api.example.com", "--ttl", "600", "--json",
+                     database_url=database_url, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    client = json.loads(created.stdout)
+    assert client["client_id"].startswith("m2m_")
+    assert client["client_secret"].startswith("m2ms_")
+    assert client["tenant_id"] == tenant_id
+    assert "secret_hash" not in client
+
+    for method in ("client_secret_basic", "client_secret_post"):
+        fetched = issuer("token", "--client-id", client["client_id"], "--client-secret",
+                         client["client_secret"], "--scope", "orders:write",
+                         "--auth-method", method, "--url", live_server,
+                         database_url=database_url, cwd=tmp_path)
+        assert fetched.returncode == 0, fetched.stderr + fetched.stdout
+        response = json.loads(fetched.stdout)
+        assert response["scope"] == "orders:write"
+        assert response["expires_in"] == 600
+        claims = pyjwt.decode(response["access_token"], options={"verify_signature": False})
+        assert claims["tenant_id"] == tenant_id
+        assert claims["aud"] == "https://api.example.com"
+
+    shown = issuer("clients", "show", client["client_id"], "--json",
+                   database_url=database_url, cwd=tmp_path)
+    assert json.loads(shown.stdout)["allowed_scopes"] == ["orders:read", "orders:*"]
+    assert client["client_secret"] not in shown.stdout
+    listed = issuer("clients", "list", "--tenant", "acme", "--json", database_url=database_url,
+                    cwd=tmp_path)
+    assert [c["client_id"] for c in json.loads(listed.stdout)] == [client["client_id"]]
+
+
+def test_token_with_a_wrong_secret_exits_non_zero_with_the_error(live_server, database_url,
+                                                                 tmp_path):
+    fetched = issuer("token", "--client-id", "m2m_x", "--client-secret", "nope", "--url",
+                     live_server, database_url=database_url, cwd=tmp_path)
+    assert fetched.returncode == 1
+    assert json.loads(fetched.stdout)["error"] == "invalid_client"
+
+
+def test_a_malformed_master_key_is_a_one_line_error_naming_the_variable(database_url, tmp_path):
+    for command in (["keys", "list"], ["serve", "--port", "1"]):
+        result = issuer(*command, database_url=database_url, cwd=tmp_path,
+                        ENCRYPTION_MASTER_KEY="not-hex")
+        assert result.returncode == 2
+        assert result.stderr == ("issuer: configuration error: ENCRYPTION_MASTER_KEY must be 64 "
+                                 "hexadecimal characters (32 bytes)\n")
+        assert "Traceback" not in result.stderr
+
+
+def test_tenants_list_and_keys_list(database_url, tmp_path):
+    issuer("tenants", "create", "globex", database_url=database_url, cwd=tmp_path)
+    tenants = issuer("tenants", "list", "--json", database_url=database_url, cwd=tmp_path)
+    assert [t["name"] for t in json.loads(tenants.stdout)] == ["globex"]
+    keys = issuer("keys", "list", "--json", database_url=database_url, cwd=tmp_path)
+    listed = json.loads(keys.stdout)
+    assert [(k["alg"], k["state"]) for k in listed] == [("RS256", "active")]
+    assert "private" not in keys.stdout
+
+
+def test_creating_a_client_for_an_unknown_tenant_says_how_to_fix_it(database_url, tmp_path):
+    result = issuer("clients", "create", "--tenant", "nope", "--scope", "a",
+                    database_url=database_url, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("issuer: error: no tenant named 'nope'")
+
+
+def test_invalid_client_input_is_refused_with_a_reason(database_url, tmp_path):
+    issuer("tenants", "create", "acme", database_url=database_url, cwd=tmp_path)
+    result = issuer("clients", "create", "--tenant", "acme", "--scope", "orders:*:read",
+                    database_url=database_url, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "wildcard" in result.stderr
+
+
+def test_migrate_on_an_empty_sqlite_store_reaches_head(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    result = issuer("migrate", database_url=url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "database at revision 0001"

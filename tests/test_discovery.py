@@ -1,0 +1,46 @@
+"""RFC 8414 metadata, the RFC 7517 JWKS document, and liveness."""
+
+from __future__ import annotations
+
+from tests.conftest import ISSUER
+
+
+async def test_rfc8414_metadata_names_this_issuer_and_its_endpoints(client, register):
+    await register(allowed_scopes=["orders:read", "orders:*"])
+    response = await client.get("/.well-known/oauth-authorization-server")
+    assert response.status_code == 200
+    assert response.json() == {
+        "issuer": ISSUER,
+        "token_endpoint": f"{ISSUER}/token",
+        "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "access_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["orders:read"],
+    }
+
+
+async def test_openid_configuration_serves_the_same_document(client):
+    oauth = (await client.get("/.well-known/oauth-authorization-server")).json()
+    openid = (await client.get("/.well-known/openid-configuration")).json()
+    assert openid == oauth
+
+
+async def test_rfc7517_jwks_is_public_cacheable_and_has_no_private_parts(client):
+    response = await client.get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/jwk-set+json"
+    assert response.headers["cache-control"] == "public, max-age=600"
+    keys = response.json()["keys"]
+    assert len(keys) == 1
+    key = keys[0]
+    assert {key["kty"], key["alg"], key["use"]} == {"RSA", "RS256", "sig"}
+    assert key["kid"]
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+
+
+async def test_healthz_answers_ok(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

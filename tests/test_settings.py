@@ -1,0 +1,53 @@
+"""Settings from the environment (DESIGN §6): defaults, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from issuer.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
+
+
+def test_defaults_need_no_environment():
+    settings = Settings.from_env({}, env_file=None)
+    assert settings.issuer_url == "http://127.0.0.1:8000"
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.token_ttl == 3600
+    assert settings.signing_alg == "RS256"
+    assert settings.rate_limit == "1200/minute"
+    assert settings.audience == settings.issuer_url
+
+
+def test_secrets_never_print():
+    settings = Settings.from_env({"ENCRYPTION_MASTER_KEY": "ab" * 32}, env_file=None)
+    assert "abab" not in repr(settings)
+    assert settings.encryption_master_key == bytes.fromhex("ab" * 32)
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"ENCRYPTION_MASTER_KEY": "zz"}, "ENCRYPTION_MASTER_KEY must be 64 hexadecimal characters"),
+    ({"ENCRYPTION_MASTER_KEY_PREVIOUS": "12"}, "ENCRYPTION_MASTER_KEY_PREVIOUS must be 64"),
+    ({"ISSUER_URL": "issuer.example.com"}, "ISSUER_URL must be an absolute http(s) URL"),
+    ({"ISSUER_URL": "https://a.example.com/?x=1"}, "ISSUER_URL must not have a query"),
+    ({"ISSUER_TOKEN_TTL": "soon"}, "ISSUER_TOKEN_TTL must be an integer"),
+    ({"ISSUER_TOKEN_TTL": "5"}, "ISSUER_TOKEN_TTL must be between 60 and 86400"),
+    ({"ISSUER_SIGNING_ALG": "HS256"}, "ISSUER_SIGNING_ALG must be one of RS256, ES256, EdDSA"),
+    ({"ISSUER_RATE_LIMIT": "lots"}, "ISSUER_RATE_LIMIT must look like '1200/minute'"),
+    ({"ISSUER_RATE_LIMIT_FAIL": "maybe"}, "ISSUER_RATE_LIMIT_FAIL must be one of open, closed"),
+    ({"ISSUER_ENV": "production", "ISSUER_URL": "https://id.example.com"},
+     "ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production"),
+    ({"ISSUER_ENV": "production", "ENCRYPTION_MASTER_KEY": "00" * 32},
+     "ISSUER_URL must use https when ISSUER_ENV=production"),
+])
+def test_a_bad_value_names_its_variable(environ, message):
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("ISSUER_TOKEN_TTL=600\nISSUER_SIGNING_ALG=ES256\n")
+    settings = Settings.from_env({"ISSUER_SIGNING_ALG": "EdDSA"}, env_file=env_file)
+    assert settings.token_ttl == 600
+    assert settings.signing_alg == "EdDSA"
