@@ -163,7 +163,7 @@ async def client(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.As
         yield http
 
 
-class app_client:  # noqa: N801 - used like a function
+class app_client:
     """``async with app_client(settings, clock) as http``: the app over ASGI."""
 
     def __init__(self, settings: Settings, clock: FakeClock) -> None:
