@@ -300,3 +300,15 @@ async def test_every_response_carries_a_request_id(client, register):
                                   auth=c.basic, headers={"X-Request-ID": "bad id\n"})
     assert generated.headers["x-request-id"] != "bad id\n"
     assert len(generated.headers["x-request-id"]) == 16
+
+
+async def test_a_disabled_client_is_refused_once_the_short_client_cache_expires(
+        client, register, set_status, clock, settings):
+    c = await register()
+    form = {"grant_type": "client_credentials"}
+    assert (await client.post("/token", data=form, auth=c.basic)).status_code == 200
+    await set_status(client_id=c.client_id, status="disabled")
+    clock.advance(settings.client_cache_ttl + 1)
+    response = await client.post("/token", data=form, auth=c.basic)
+    assert response.status_code == 401
+    assert response.json() == GENERIC_INVALID_CLIENT
