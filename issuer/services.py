@@ -12,7 +12,7 @@ from issuer.oauth.server import TokenIssuer
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.writer import GroupWriter
-from jwks.keys import KeyRing
+from jwks.keys import KeyRing, Signer
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Services:
     engine: AsyncEngine
     encryptor: Encryptor
     keyring: KeyRing
+    signer: Signer
     clients: ClientStore
     writer: GroupWriter
     token_issuer: TokenIssuer

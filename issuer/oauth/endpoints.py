@@ -8,6 +8,7 @@ A failure at any step is rendered by the one error table and audited.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from urllib.parse import parse_qsl
@@ -57,7 +58,12 @@ async def token(request: Request) -> Response:
         if record is None:
             raise InvalidClient(reason="unknown_client")
         issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
-        await services.writer.write(_granted_rows(issued, request))
+        # Sign (on a thread) while the record and its audit event commit; answer
+        # only when both are done: nothing leaves before it is durable.
+        access_token, _ = await asyncio.gather(
+            services.signer.sign(issued.key, issued.claims),
+            services.writer.write(_granted_rows(issued, request)),
+        )
     except OAuthError as error:
         await _audit_denial(services, request, error, claimed, record)
         headers = basic_challenge() if (
@@ -68,7 +74,8 @@ async def token(request: Request) -> Response:
     except (SQLAlchemyError, OSError):
         log.exception("the store is unavailable for the token endpoint")
         return error_response(TemporarilyUnavailable(reason="store_unavailable"))
-    return Response(json.dumps(issued.response, separators=(",", ":")), status_code=200,
+    return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
+                    status_code=200,
                     media_type="application/json", headers=NO_STORE)
 
 
@@ -111,7 +118,7 @@ def _granted_rows(issued: IssuedToken, request: Request) -> list[tuple[object, d
     scope = " ".join(issued.scopes)
     token_row = {
         "jti": issued.jti, "client_id": record.client_id, "tenant_id": record.tenant_id,
-        "scope": scope, "audience": list(issued.audience), "kid": issued.kid,
+        "scope": scope, "audience": list(issued.audience), "kid": issued.key.kid,
         "issued_at": utc(issued.issued_at), "expires_at": utc(issued.expires_at),
         "revoked_at": None,
     }
@@ -121,7 +128,7 @@ def _granted_rows(issued: IssuedToken, request: Request) -> list[tuple[object, d
         request_id=_request_id(request),
         details={"client_id": record.client_id, "tenant_id": record.tenant_id,
                  "scopes": list(issued.scopes), "audience": list(issued.audience),
-                 "jti": issued.jti, "kid": issued.kid,
+                 "jti": issued.jti, "kid": issued.key.kid,
                  "expiresAt": utc(issued.expires_at).isoformat(),
                  "secret_used": issued.secret_used},
     )

@@ -45,7 +45,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         )
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        # §4.4.3: "A refresh token SHOULD NOT be included."
-        token = self.server.issue_access_token(self.request)
-        self.save_token(token)
-        return 200, token, self.TOKEN_RESPONSE_HEADER
+        # The claims only: the endpoint signs and persists them after Authlib returns.
+        claims = self.server.issue_access_token(self.request)
+        self.save_token(claims)
+        return 200, claims, self.TOKEN_RESPONSE_HEADER

@@ -30,22 +30,28 @@ from issuer.oauth.client_auth import ClaimedClient
 from issuer.oauth.grants import ClientCredentialsGrant
 from issuer.secrets import verify_secret
 from issuer.store.records import ClientRecord
-from jwks.keys import KeyRing
+from jwks.keys import KeyRing, SigningKey
 
 
 @dataclass(frozen=True)
 class IssuedToken:
-    """What the endpoint must persist and answer after a successful grant."""
+    """A granted token, not yet signed: the endpoint signs ``claims`` with ``key``
+    (off the event loop) while it persists the record, then answers."""
 
-    response: dict[str, Any]
+    claims: dict[str, Any]
+    key: SigningKey
     jti: str
     client: ClientRecord
     scopes: tuple[str, ...]
     audience: tuple[str, ...]
     issued_at: int
     expires_at: int
-    kid: str
     secret_used: str  # "current" | "previous": which secret authenticated the client
+
+    def response(self, access_token: str) -> dict[str, Any]:
+        """RFC 6749 §5.1. §4.4.3: "A refresh token SHOULD NOT be included."."""
+        return {"access_token": access_token, "token_type": "Bearer",
+                "expires_in": self.expires_at - self.issued_at, "scope": self.claims["scope"]}
 
 
 class _Client(ClientMixin):  # type: ignore[misc]
@@ -137,7 +143,11 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
         return request.issued
 
     def issue_access_token(self, request: _Request) -> dict[str, Any]:
-        """Sign the RFC 9068 token with the active key; called by the grant."""
+        """Build the RFC 9068 claims for the active key; called by the grant.
+
+        Signing happens after Authlib returns (``Signer``), on a thread: RSA
+        signing releases the GIL, so it need not hold up the event loop.
+        """
         client: _Client = request.client
         record = client.record
         key = self.keyring.active
@@ -148,15 +158,12 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
             issuer=self.issuer, client=record, scopes=request.granted_scopes,
             audience=request.audience, issued_at=issued_at, ttl=ttl, jti=jti,
         )
-        scope = claims["scope"]
-        response = {"access_token": key.sign(claims), "token_type": "Bearer",
-                    "expires_in": ttl, "scope": scope}
         request.issued = IssuedToken(
-            response=response, jti=jti, client=record, scopes=tuple(request.granted_scopes),
+            claims=claims, key=key, jti=jti, client=record, scopes=tuple(request.granted_scopes),
             audience=tuple(request.audience), issued_at=issued_at, expires_at=issued_at + ttl,
-            kid=key.kid, secret_used=client.secret_used,
+            secret_used=client.secret_used,
         )
-        return response
+        return claims
 
     def save_token(self, token: dict[str, Any], request: _Request) -> None:
         """Nothing here: the endpoint persists ``request.issued`` after Authlib returns."""

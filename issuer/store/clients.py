@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -83,12 +84,33 @@ class ClientStore:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, ClientRecord]] = {}
         self._scopes: tuple[float, list[str]] | None = None
+        self._loading: dict[str, asyncio.Future[ClientRecord | None]] = {}
 
     async def get(self, client_id: str) -> ClientRecord | None:
         now = self._clock.now()
         cached = self._cache.get(client_id)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # Single flight: when an entry expires under load, one query reloads it
+        # and every concurrent request for that client waits for that one.
+        pending = self._loading.get(client_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ClientRecord | None] = asyncio.get_running_loop().create_future()
+        self._loading[client_id] = future
+        try:
+            record = await self._load(client_id, now)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved here, so an unawaited failure is not reported twice
+            raise
+        else:
+            future.set_result(record)
+        finally:
+            del self._loading[client_id]
+        return record
+
+    async def _load(self, client_id: str, now: float) -> ClientRecord | None:
         async with self._sessions() as session:
             record = await get_client(session, client_id)
         if record is None:
