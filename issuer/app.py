@@ -19,11 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from issuer.admin import clients, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
 from issuer.health import healthz
 from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from issuer.oauth import introspection, revocation
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.server import TokenIssuer
@@ -76,6 +78,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         Route("/.well-known/openid-configuration", authorization_server_metadata,
               methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *introspection.routes,
+        *revocation.routes,
+        *tenants.routes,
+        *clients.routes,
+        *m2m_tokens.routes,
     ]
     middleware = [
         Middleware(RequestIdMiddleware),

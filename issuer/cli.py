@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, encryptor_for
 from issuer.registration import (
     AUTH_METHODS,
     ClientSpec,
+    NewClient,
     RegistrationError,
     create_client,
     create_tenant,
@@ -157,6 +159,18 @@ async def _prepare(settings: Settings, engine: AsyncEngine) -> None:
     keyring = KeyRing(engine, encryptor_for(settings), SystemClock(), alg=settings.signing_alg,
                       rsa_bits=settings.rsa_key_size)
     await keyring.ensure_active()
+    _announce(await bootstrap(engine, SystemClock()))
+
+
+def _announce(created: NewClient | None) -> None:
+    """Print the bootstrap admin client's credentials: this once, never again."""
+    if created is None:
+        return
+    print("Created the platform tenant 'default' and its admin client (scopes: "
+          f"{' '.join(created.record.allowed_scopes)}).\n"
+          "Store these credentials now; the secret is not shown again:\n"
+          f"  client_id:     {created.record.client_id}\n"
+          f"  client_secret: {created.client_secret}", flush=True)
 
 
 # Commands ------------------------------------------------------------------------
@@ -180,11 +194,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(engine: AsyncEngine) -> str | None:
+    async def work(engine: AsyncEngine) -> tuple[str | None, NewClient | None]:
         await upgrade(engine)
-        return await current_revision(engine)
+        return await current_revision(engine), await bootstrap(engine, SystemClock())
 
-    print(f"database at revision {_with_engine(settings, work)}")
+    revision, created = _with_engine(settings, work)
+    print(f"database at revision {revision}")
+    _announce(created)
     return 0
 
 

@@ -150,3 +150,42 @@ def error_response(error: OAuthError, *, headers: Mapping[str, str] | None = Non
         media_type="application/json",
         headers={**NO_STORE, **error.headers, **(headers or {})},
     )
+
+
+# RFC 6750 §3.1 -- bearer-token errors at the admin API -------------------------------
+
+
+class InvalidToken(OAuthError):
+    error = "invalid_token"
+    status = 401
+    public_text = "The access token is missing, expired, revoked or not for this API"
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description, reason=reason, headers={
+            # RFC 6750 §3: a 401 carries the Bearer challenge with the error code.
+            "WWW-Authenticate": 'Bearer realm="m2m-issuer", error="invalid_token"'})
+
+
+class InsufficientScope(OAuthError):
+    error = "insufficient_scope"
+    status = 403
+    public_text = "The access token does not grant this operation"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(reason=f"needs {scope}", headers={
+            "WWW-Authenticate": f'Bearer realm="m2m-issuer", error="insufficient_scope", '
+                                f'scope="{scope}"'})
+
+
+class NotFound(OAuthError):
+    # Another tenant's object answers exactly like a missing one (DESIGN §4.5).
+    error = "not_found"
+    status = 404
+    public_text = "No such object"
+
+
+class Conflict(OAuthError):
+    error = "conflict"
+    status = 409
+    public_text = "The request conflicts with the current state"
+    exposes_description = True

@@ -30,6 +30,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from issuer.app import create_app
+from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
 from issuer.crypto import encryptor_for
 from issuer.registration import ClientSpec, create_client, create_tenant
@@ -214,6 +215,30 @@ def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[R
         return Registered(created.record.client_id, created.client_secret, tenants[tenant])
 
     return make
+
+
+@pytest.fixture
+def platform_admin(engine: AsyncEngine, clock: FakeClock) -> Callable[[], Awaitable[Registered]]:
+    """``await platform_admin()``: the bootstrap tenant and its admin client
+    (scopes ``admin introspect``), as ``issuer serve`` creates them on first start."""
+
+    async def make() -> Registered:
+        created = await bootstrap(engine, clock)
+        assert created is not None, "bootstrap runs once per store"
+        record = created.record
+        return Registered(record.client_id, created.client_secret, record.tenant_id)
+
+    return make
+
+
+async def issue_token(http: httpx.AsyncClient, registered: Registered,
+                      scope: str | None = None) -> str:
+    """A Bearer token for ``registered`` from POST /token (client_secret_basic)."""
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    response = await http.post("/token", data=form, auth=registered.basic)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
 
 
 @pytest.fixture

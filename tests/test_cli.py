@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jwt as pyjwt
 
+from issuer.store.migrate import head_revision
 from tests.conftest import TEST_MASTER_KEY
 
 
@@ -102,8 +103,23 @@ def test_invalid_client_input_is_refused_with_a_reason(database_url, tmp_path):
     assert "wildcard" in result.stderr
 
 
-def test_migrate_on_an_empty_sqlite_store_reaches_head(tmp_path):
+def test_first_migrate_bootstraps_the_platform_admin_and_prints_it_once(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
-    result = issuer("migrate", database_url=url, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "database at revision 0001"
+    first = issuer("migrate", database_url=url, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == f"database at revision {head_revision()}"
+    assert "the secret is not shown again" in first.stdout
+    client_id = next(line.split()[1] for line in lines if "client_id:" in line)
+    secret = next(line.split()[1] for line in lines if "client_secret:" in line)
+    assert secret.startswith("m2ms_")
+
+    again = issuer("migrate", database_url=url, cwd=tmp_path)
+    assert again.stdout.strip() == f"database at revision {head_revision()}"
+    shown = json.loads(issuer("clients", "show", client_id, "--json", database_url=url,
+                              cwd=tmp_path).stdout)
+    assert shown["allowed_scopes"] == ["admin", "introspect"]
+    assert secret not in again.stdout + shown.__repr__()
+    tenants = json.loads(issuer("tenants", "list", "--json", database_url=url,
+                                cwd=tmp_path).stdout)
+    assert [t["name"] for t in tenants] == ["default"]

@@ -15,6 +15,8 @@ from issuer.errors import InvalidClient, InvalidScope, UnauthorizedClient
 from issuer.oauth.audience import resolve_audience
 from issuer.oauth.scopes import ScopeDenied, resolve_scopes
 
+ADMIN_SCOPES = frozenset({"admin", "integrator"})
+
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -39,10 +41,15 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
                 reason="scope_not_allowed", details={"invalidScopes": denied.denied},
             ) from None
         self.request.granted_scopes = scopes
-        self.request.audience = resolve_audience(
+        audience = resolve_audience(
             record, self.request.resources, self.request.payload.data.get("audience"),
             self.server.default_audience,
         )
+        # DESIGN §4.5: the issuer is its own resource server; a token granting
+        # an admin scope carries the issuer's URL among its audiences.
+        if ADMIN_SCOPES & set(scopes) and self.server.issuer not in audience:
+            audience.append(self.server.issuer)
+        self.request.audience = audience
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         # The claims only: the endpoint signs and persists them after Authlib returns.

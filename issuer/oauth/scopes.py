@@ -14,6 +14,11 @@ from collections.abc import Iterable, Sequence
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
 
+#: Scopes that grant power over the issuer itself (DESIGN §4.5). A wildcard entry
+#: never matches them: a client holds one only when it is listed exactly, so a
+#: client allowed ``*`` cannot make itself an administrator.
+RESERVED = frozenset({"admin", "integrator", "introspect"})
+
 
 class ScopeDenied(Exception):
     def __init__(self, denied: Sequence[str]) -> None:
@@ -35,7 +40,11 @@ def check_allowed_entry(entry: str) -> None:
 
 def scope_allowed(scope: str, entries: Iterable[str]) -> bool:
     for entry in entries:
-        if entry == scope or entry == "*":
+        if entry == scope:
+            return True
+        if scope in RESERVED:
+            continue
+        if entry == "*":
             return True
         if entry.endswith(":*") and scope.startswith(entry[:-1]) and len(scope) > len(entry) - 1:
             return True
