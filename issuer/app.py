@@ -29,6 +29,7 @@ from issuer.oauth import introspection, revocation
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.server import TokenIssuer
+from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
@@ -84,6 +85,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         *clients.routes,
         *m2m_tokens.routes,
     ]
+    operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
+                  *tenants.operations, *clients.operations, *m2m_tokens.operations]
+    routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
+                        methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),

@@ -1,0 +1,184 @@
+"""GET /openapi.json: an OpenAPI 3.1 document built from every module's ``operations``.
+
+The pydantic models that validate the request bodies are the ones documented
+here, so the document cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from issuer.admin.http import Operation, ResponseModel
+
+_PATH_PARAMETER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
+_REF = "#/components/schemas/{model}"
+
+
+class ErrorBody(ResponseModel):
+    """RFC 6749 §5.2 / RFC 6750 §3 error body; ``details`` only where documented."""
+
+    error: str
+    error_description: str
+    details: dict[str, Any] | None = None
+
+
+class TokenForm(BaseModel):
+    """RFC 6749 §4.4.2 access token request (form-encoded)."""
+
+    model_config = ConfigDict(extra="allow")
+    grant_type: str = Field(examples=["client_credentials"])
+    scope: str | None = Field(default=None, description="space-separated scopes")
+    resource: str | None = Field(default=None, description="RFC 8707 resource indicator")
+    audience: str | None = None
+    client_id: str | None = Field(default=None, description="client_secret_post only")
+    client_secret: str | None = Field(default=None, description="client_secret_post only")
+
+
+class TokenResponse(ResponseModel):
+    """RFC 6749 §5.1 access token response."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    scope: str
+
+
+class JWKSet(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    keys: list[dict[str, Any]]
+
+
+class Health(ResponseModel):
+    status: str
+
+
+CORE_OPERATIONS = [
+    Operation("POST", "/token", "Get an access token (client_credentials, RFC 6749 §4.4)",
+              "oauth", request=TokenForm, response=TokenResponse, auth="client", form=True,
+              errors=(400, 401, 403, 429, 503)),
+    Operation("GET", "/.well-known/jwks.json", "Public signing keys (RFC 7517)", "discovery",
+              response=JWKSet, auth="none", errors=()),
+    Operation("GET", "/.well-known/oauth-authorization-server",
+              "Authorization server metadata (RFC 8414)", "discovery", auth="none", errors=()),
+    Operation("GET", "/.well-known/openid-configuration", "The same metadata", "discovery",
+              auth="none", errors=()),
+    Operation("GET", "/healthz", "Liveness", "ops", response=Health, auth="none", errors=()),
+]
+
+
+def build_document(issuer_url: str, operations: Iterable[Operation]) -> dict[str, Any]:
+    operations = list(operations)
+    schemas = _schemas(operations)
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations:
+        path = _PATH_PARAMETER.sub(r"{\1}", operation.path)
+        paths.setdefault(path, {})[operation.method.lower()] = _operation(operation)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "m2m-issuer", "version": "1",
+                 "description": "OAuth 2.0 authorization server for machine clients."},
+        "servers": [{"url": issuer_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "An access token of this issuer (scope admin)"},
+                "clientBasic": {"type": "http", "scheme": "basic",
+                                "description": "client_secret_basic (RFC 6749 §2.3.1)"},
+            },
+        },
+    }
+
+
+def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
+    models: dict[type[BaseModel], None] = {ErrorBody: None}
+    for operation in operations:
+        for model in (operation.request, operation.response):
+            if model is not None:
+                models[model] = None
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template=_REF)
+    schemas: dict[str, Any] = definitions.get("$defs", {})
+    return schemas
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _operation(operation: Operation) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "summary": operation.summary,
+        "tags": [operation.tag],
+        "operationId": f"{operation.method.lower()}_{_slug(operation.path)}",
+        "parameters": _parameters(operation),
+        "responses": _responses(operation),
+    }
+    if operation.auth == "bearer":
+        document["security"] = [{"bearer": []}]
+    elif operation.auth == "client":
+        document["security"] = [{"clientBasic": []}, {}]
+    if operation.request is not None:
+        media = "application/x-www-form-urlencoded" if operation.form else "application/json"
+        document["requestBody"] = {"required": True,
+                                   "content": {media: {"schema": _ref(operation.request)}}}
+    return document
+
+
+def _parameters(operation: Operation) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAMETER.findall(operation.path)
+    ]
+    if operation.query is not None:
+        schema = operation.query.model_json_schema(ref_template=_REF)
+        required = set(schema.get("required", []))
+        for name, field_schema in schema.get("properties", {}).items():
+            parameters.append({"name": name, "in": "query", "required": name in required,
+                               "schema": field_schema})
+    return parameters
+
+
+def _responses(operation: Operation) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": "Success"}
+    if operation.response is not None:
+        success["content"] = {"application/json": {"schema": _ref(operation.response)}}
+    elif operation.status != 204:
+        success["content"] = {"application/json": {"schema": {"type": "object"}}}
+    responses: dict[str, Any] = {str(operation.status): success}
+    for status in operation.errors:
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "Error"),
+            "content": {"application/json": {"schema": _ref(ErrorBody)}},
+        }
+    return responses
+
+
+_ERROR_TEXT = {400: "Invalid request", 401: "Authentication failed (RFC 6750 / RFC 6749 §5.2)",
+               403: "Insufficient scope or grant not allowed", 404: "No such object",
+               409: "Conflict", 422: "Invalid body: each bad field is named",
+               429: "Rate limited (Retry-After)", 503: "Temporarily unavailable"}
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "_", _PATH_PARAMETER.sub(r"\1", path)).strip("_")
+
+
+def openapi_endpoint(issuer_url: str, operations: Sequence[Operation]) -> Any:
+    """The route handler; the document is built on first use and kept."""
+    cache: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> Response:
+        if "document" not in cache:
+            cache["document"] = build_document(issuer_url, operations)
+        return JSONResponse(cache["document"], headers={"Cache-Control": "public, max-age=300"})
+
+    return openapi
