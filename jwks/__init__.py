@@ -1,1 +1,51 @@
-"""jwks"""
+"""jwks: the issuer's signing keys and their publication (``jwks.keys``, ``jwks.endpoint``),
+and the resource-server verifier (``jwks.verifier``, ``jwks.starlette``).
+
+Only the verifier's names are re-exported here, and this module imports nothing from
+``issuer`` (DESIGN §1): ``import jwks.verifier`` runs this file first, and a resource
+server installs the verifier without the issuer.
+"""
+
+from __future__ import annotations
+
+from jwks.verifier import (
+    BadSignature,
+    Clock,
+    DisallowedAlgorithm,
+    Expired,
+    InvalidClaim,
+    InvalidTokenError,
+    JWKSVerifier,
+    KeySetUnavailable,
+    MalformedToken,
+    MissingClaim,
+    NotYetValid,
+    TokenError,
+    TokenVerifier,
+    UnknownKey,
+    VerifiedToken,
+    WrongAudience,
+    WrongIssuer,
+    WrongType,
+)
+
+__all__ = [
+    "BadSignature",
+    "Clock",
+    "DisallowedAlgorithm",
+    "Expired",
+    "InvalidClaim",
+    "InvalidTokenError",
+    "JWKSVerifier",
+    "KeySetUnavailable",
+    "MalformedToken",
+    "MissingClaim",
+    "NotYetValid",
+    "TokenError",
+    "TokenVerifier",
+    "UnknownKey",
+    "VerifiedToken",
+    "WrongAudience",
+    "WrongIssuer",
+    "WrongType",
+]

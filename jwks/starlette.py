@@ -1,0 +1,189 @@
+"""Starlette integration of the verifier: RFC 6750 Bearer tokens for resource servers.
+
+``Middleware(BearerAuthMiddleware, verifier=JWKSVerifier(...))`` reads
+``Authorization: Bearer <token>`` (RFC 6750 §2.1; never the query string, §2.3 being
+discouraged), verifies it and sets ``request.user`` (:class:`BearerUser`) and
+``request.auth`` (the token's scopes). ``@requires_scope("orders:read")`` guards an
+endpoint. Errors follow RFC 6750 §3 and §3.1:
+
+- a missing token on a guarded endpoint, or an invalid token on any endpoint: 401
+  ``invalid_token`` with ``WWW-Authenticate: Bearer error="invalid_token"``;
+- a valid token without the scope: 403 ``insufficient_scope`` with
+  ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."``;
+- the issuer's keys unobtainable (never fetched, or stale past ``max_stale``): 503
+  ``temporarily_unavailable`` -- the request is still refused.
+
+Imports nothing from ``issuer`` (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+)
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from jwks.verifier import (
+    InvalidTokenError,
+    KeySetUnavailable,
+    MalformedToken,
+    TokenError,
+    TokenVerifier,
+    VerifiedToken,
+)
+
+__all__ = [
+    "BearerAuthMiddleware",
+    "BearerAuthenticationError",
+    "BearerTokenBackend",
+    "BearerUser",
+    "bearer_error_response",
+    "insufficient_scope_response",
+    "invalid_token_response",
+    "requires_scope",
+]
+
+log = logging.getLogger(__name__)
+Endpoint = Callable[..., Awaitable[Response]]
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_MISSING_TOKEN = "A bearer access token is required"
+#: Seconds a client should wait when the issuer's keys are unavailable (the verifier's
+#: default ``min_refetch_interval``).
+RETRY_AFTER = 30
+
+
+class BearerUser(BaseUser):
+    """The machine client a verified token speaks for."""
+
+    def __init__(self, token: VerifiedToken) -> None:
+        self.token = token
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.token.client_id
+
+    @property
+    def identity(self) -> str:
+        return self.token.client_id
+
+
+class BearerAuthenticationError(AuthenticationError):
+    """Carries the verifier's typed error to :func:`bearer_error_response`."""
+
+    def __init__(self, error: TokenError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class BearerTokenBackend(AuthenticationBackend):
+    """Starlette ``AuthenticationBackend``: no ``Authorization`` header, or another
+    scheme, is anonymous; a Bearer token is verified or the request is refused."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        header = conn.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":  # RFC 7235 §2.1: the scheme is case-insensitive
+            return None
+        token = credentials.strip()
+        if not token:
+            raise BearerAuthenticationError(MalformedToken("an empty bearer token"))
+        try:
+            verified = await self.verifier.verify(token)
+        except TokenError as error:
+            # The detail (which check failed) stays in the log; callers get fixed text.
+            log.info("bearer token rejected: %s: %s", type(error).__name__, error)
+            raise BearerAuthenticationError(error) from error
+        return AuthCredentials(sorted(verified.scopes)), BearerUser(verified)
+
+
+def bearer_error_response(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    """``on_error`` for ``AuthenticationMiddleware``: RFC 6750 §3.1 responses."""
+    error = exc.error if isinstance(exc, BearerAuthenticationError) else InvalidTokenError()
+    if isinstance(error, KeySetUnavailable):
+        return JSONResponse(
+            {"error": "temporarily_unavailable", "error_description": error.description},
+            status_code=503, headers={**_NO_STORE, "Retry-After": str(RETRY_AFTER)})
+    return invalid_token_response(error.description)
+
+
+def invalid_token_response(description: str) -> Response:
+    # RFC 6750 §3.1 would leave the error code out when no token was sent at all; like
+    # the issuer's own admin API (issuer/errors.py), every 401 names invalid_token.
+    return JSONResponse({"error": "invalid_token", "error_description": description},
+                        status_code=401,
+                        headers={**_NO_STORE, "WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def insufficient_scope_response(scope: str) -> Response:
+    # RFC 6750 §3: the scope attribute lists the scopes needed, space-delimited.
+    return JSONResponse(
+        {"error": "insufficient_scope",
+         "error_description": f"The access token does not grant {scope}"},
+        status_code=403,
+        headers={**_NO_STORE,
+                 "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+
+
+class BearerAuthMiddleware:
+    """Pure ASGI: Starlette's ``AuthenticationMiddleware`` with the Bearer backend and
+    RFC 6750 errors. ``Middleware(BearerAuthMiddleware, verifier=...)``."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        self.app = AuthenticationMiddleware(app, backend=BearerTokenBackend(verifier),
+                                            on_error=bearer_error_response)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def requires_scope(*scopes: str) -> Callable[[Endpoint], Endpoint]:
+    """Guard an async endpoint (function or ``HTTPEndpoint`` method): every scope is
+    needed. No token: 401 ``invalid_token``; too few scopes: 403 ``insufficient_scope``."""
+    if not scopes or not all(isinstance(s, str) and s and " " not in s for s in scopes):
+        raise ValueError("requires_scope needs one or more scope tokens")
+    needed = " ".join(scopes)
+
+    def decorator(endpoint: Endpoint) -> Endpoint:
+        if not inspect.iscoroutinefunction(endpoint):
+            raise TypeError("requires_scope guards async endpoints only")
+
+        @functools.wraps(endpoint)
+        async def guarded(*args: Any, **kwargs: Any) -> Response:
+            request = next((a for a in (*args, *kwargs.values()) if isinstance(a, Request)),
+                           None)
+            if request is None:
+                raise TypeError("requires_scope: the endpoint received no Request")
+            if "user" not in request.scope:
+                raise RuntimeError("requires_scope needs BearerAuthMiddleware on the app")
+            if not request.user.is_authenticated:
+                return invalid_token_response(_MISSING_TOKEN)
+            granted = set(request.auth.scopes)
+            if not granted.issuperset(scopes):
+                return insufficient_scope_response(needed)
+            return await endpoint(*args, **kwargs)
+
+        return guarded
+
+    return decorator

@@ -1,0 +1,1 @@
+"""Tests of the resource-server verifier (jwks.verifier, jwks.starlette)."""
