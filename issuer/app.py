@@ -30,6 +30,7 @@ from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
+from issuer.ratelimit import MemoryRateLimiter
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     issuer=settings.issuer_url, default_audience=settings.audience,
                     default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
                 ),
+                limiter=MemoryRateLimiter(clock),
             )
             yield {"services": services}
         finally:

@@ -90,6 +90,17 @@ class UnsupportedGrantType(OAuthError):
     public_text = "The grant type is not supported by this server"
 
 
+class TokenOfAnotherClient(OAuthError):
+    """RFC 7009 §2.1: the token was not issued to the client asking to revoke it;
+    "the request is refused and the client is informed of the error". Of the
+    RFC 6749 §5.2 codes, ``invalid_grant`` covers a credential "issued to another
+    client"."""
+
+    error = "invalid_grant"
+    status = 400
+    public_text = "The token was not issued to this client"
+
+
 class InvalidScope(OAuthError):
     error = "invalid_scope"
     status = 400

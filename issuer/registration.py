@@ -5,10 +5,13 @@ Used by the CLI now and by the admin API later: input is checked here, once.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +21,7 @@ from issuer.clock import Clock, utc
 from issuer.oauth.scopes import check_allowed_entry, is_scope_token, scope_allowed
 from issuer.secrets import hash_secret, new_client_id, new_client_secret
 from issuer.store.clients import client_record, tenant_record
-from issuer.store.models import Client, Tenant
+from issuer.store.models import Client, IssuedToken, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
@@ -51,57 +54,14 @@ class NewClient:
 
 async def create_tenant(session: AsyncSession, name: str, clock: Clock, *,
                         actor: str | None = None) -> TenantRecord:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise RegistrationError("a tenant name is 1 to 200 characters")
-    now = utc(clock.now())
-    row = Tenant(id=str(uuid.uuid4()), name=name, status="active", created_at=now,
-                 updated_at=now)
-    session.add(row)
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise RegistrationError(f"a tenant named {name!r} exists already") from None
-    await audit.record(session, AuditEvent.TENANT_CREATED, at=clock.now(), actor=actor,
-                       tenant_id=row.id, details={"name": name})
-    return tenant_record(row)
+    """A tenant created from the CLI or at bootstrap (the admin API calls register_tenant)."""
+    return await register_tenant(session, name, clock, Actor(actor))
 
 
 async def create_client(session: AsyncSession, spec: ClientSpec, clock: Clock, *,
                         actor: str | None = None) -> NewClient:
-    tenant = await session.get(Tenant, spec.tenant_id)
-    if tenant is None:
-        raise RegistrationError("unknown tenant")
-    _check(spec)
-    secret = new_client_secret()
-    now = utc(clock.now())
-    audiences = list(dict.fromkeys(spec.allowed_audiences))
-    row = Client(
-        id=new_client_id(),
-        tenant_id=spec.tenant_id,
-        name=spec.name.strip() or "client",
-        secret_hash=hash_secret(secret),
-        allowed_scopes=list(dict.fromkeys(spec.allowed_scopes)),
-        default_scopes=list(spec.default_scopes) if spec.default_scopes is not None else None,
-        allowed_audiences=audiences,
-        default_audience=spec.default_audience or (audiences[0] if audiences else None),
-        grant_types=list(spec.grant_types),
-        auth_methods=list(spec.auth_methods),
-        token_ttl=spec.token_ttl,
-        rate_limit=spec.rate_limit,
-        status="active",
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    await session.flush()
-    await audit.record(
-        session, AuditEvent.CLIENT_CREATED, at=clock.now(), actor=actor,
-        tenant_id=spec.tenant_id, client_id=row.id,
-        details={"name": row.name, "allowedScopes": row.allowed_scopes,
-                 "allowedAudiences": row.allowed_audiences, "authMethods": row.auth_methods},
-    )
-    return NewClient(record=client_record(row, tenant.status), client_secret=secret)
+    """A client created from the CLI or at bootstrap (the admin API calls register_client)."""
+    return await register_client(session, spec, clock, Actor(actor))
 
 
 def _check(spec: ClientSpec) -> None:
@@ -129,3 +89,284 @@ def _check(spec: ClientSpec) -> None:
         raise RegistrationError(f"grant types are some of {', '.join(GRANT_TYPES)}")
     if spec.token_ttl is not None and not 60 <= spec.token_ttl <= 86400:
         raise RegistrationError("a token TTL is between 60 and 86400 seconds")
+
+
+# The admin API's changes (issue 3): each audited with its full context (who,
+# from where, which request) in the caller's transaction. ``visible`` is the
+# caller's tenant guard: an object it may not see is reported as unknown, like a
+# missing one (DESIGN §4.5).
+
+#: ``<n>/<unit>``, the format of ISSUER_RATE_LIMIT (DESIGN §6).
+RATE_LIMIT = re.compile(r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$")
+STATUSES = ("active", "disabled")
+DEFAULT_GRACE_SECONDS = 86400  # issue 3: the previous secret stays valid 24 h by default
+MAX_GRACE_SECONDS = 30 * 86400
+#: What ``update_client`` may change, by ``ClientSpec``/column name.
+CLIENT_FIELDS = ("name", "allowed_scopes", "default_scopes", "allowed_audiences",
+                 "default_audience", "grant_types", "auth_methods", "token_ttl", "rate_limit",
+                 "status")
+_Row = TypeVar("_Row", Tenant, Client)
+
+
+class RegistrationConflict(RegistrationError):
+    """The change conflicts with what is stored (a taken name, the platform tenant)."""
+
+
+class UnknownObject(RegistrationError):
+    """No such tenant or client -- or one the caller may not see."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, from where, in which request: its audit event's context."""
+
+    client_id: str | None
+    source: str | None = None
+    request_id: str | None = None
+
+    def audit_fields(self) -> dict[str, str | None]:
+        return {"actor": self.client_id, "source": self.source, "request_id": self.request_id}
+
+
+def _anyone(tenant_id: str) -> bool:
+    return True
+
+
+def check_rate_limit(value: str | None) -> str | None:
+    """``None`` (the issuer's ISSUER_RATE_LIMIT applies) or e.g. ``600/minute``."""
+    if value is None:
+        return None
+    compact = value.replace(" ", "")
+    if not RATE_LIMIT.match(compact):
+        raise RegistrationError("a rate limit looks like '600/minute' (per second, minute, "
+                                "hour or day)")
+    return compact
+
+
+def _check_tenant_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise RegistrationError("a tenant name is 1 to 200 characters")
+    return name
+
+
+async def register_tenant(session: AsyncSession, name: str, clock: Clock,
+                          actor: Actor) -> TenantRecord:
+    """Create a tenant, audited with ``actor``; a taken name is a conflict."""
+    name = _check_tenant_name(name)
+    now = clock.now()
+    row = Tenant(id=str(uuid.uuid4()), name=name, status="active", platform=False,
+                 created_at=utc(now), updated_at=utc(now))
+    session.add(row)
+    await _flush_unique(session, f"a tenant named {name!r} exists already")
+    await audit.record(session, AuditEvent.TENANT_CREATED, at=now, tenant_id=row.id,
+                       details={"name": name}, **actor.audit_fields())
+    return tenant_record(row)
+
+
+async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[str, Any],
+                        clock: Clock, actor: Actor) -> TenantRecord:
+    """Rename a tenant or change its status. The platform tenant stays active: disabling
+    it would lock every platform admin out (DESIGN §4.5)."""
+    row = await _for_update(session, Tenant, tenant_id)
+    wanted = dict(changes)
+    if set(wanted) - {"name", "status"}:
+        raise RegistrationError("a tenant's name and status can change, nothing else")
+    if "name" in wanted:
+        wanted["name"] = _check_tenant_name(wanted["name"])
+    if "status" in wanted and wanted["status"] not in STATUSES:
+        raise RegistrationError(f"a status is one of {', '.join(STATUSES)}")
+    if row.platform and wanted.get("status", row.status) != "active":
+        raise RegistrationConflict("the platform tenant cannot be disabled")
+    diff = _apply(row, wanted)
+    if diff:
+        row.updated_at = utc(clock.now())
+        await _flush_unique(session, f"a tenant named {row.name!r} exists already")
+        await audit.record(session, AuditEvent.TENANT_UPDATED, at=clock.now(),
+                           tenant_id=row.id, details={"changes": diff}, **actor.audit_fields())
+    return tenant_record(row)
+
+
+async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
+                          actor: Actor) -> NewClient:
+    """Create a client (its secret shown once), audited with ``actor``."""
+    tenant = await session.get(Tenant, spec.tenant_id)
+    if tenant is None:
+        raise UnknownObject("unknown tenant")
+    _check(spec)
+    secret = new_client_secret()
+    now = clock.now()
+    audiences = list(dict.fromkeys(spec.allowed_audiences))
+    row = Client(
+        id=new_client_id(), tenant_id=spec.tenant_id, name=spec.name.strip() or "client",
+        secret_hash=hash_secret(secret), allowed_scopes=list(dict.fromkeys(spec.allowed_scopes)),
+        default_scopes=list(spec.default_scopes) if spec.default_scopes is not None else None,
+        allowed_audiences=audiences,
+        default_audience=spec.default_audience or (audiences[0] if audiences else None),
+        grant_types=list(spec.grant_types), auth_methods=list(spec.auth_methods),
+        token_ttl=spec.token_ttl, rate_limit=check_rate_limit(spec.rate_limit),
+        status="active", created_at=utc(now), updated_at=utc(now),
+    )
+    session.add(row)
+    await session.flush()
+    await audit.record(
+        session, AuditEvent.CLIENT_CREATED, at=now, tenant_id=spec.tenant_id, client_id=row.id,
+        details={"name": row.name, "allowedScopes": row.allowed_scopes,
+                 "allowedAudiences": row.allowed_audiences, "authMethods": row.auth_methods},
+        **actor.audit_fields(),
+    )
+    return NewClient(record=client_record(row, tenant.status), client_secret=secret)
+
+
+async def update_client(session: AsyncSession, client_id: str, changes: Mapping[str, Any],
+                        clock: Clock, actor: Actor, *,
+                        visible: Callable[[str], bool] = _anyone) -> ClientRecord:
+    """Change any of :data:`CLIENT_FIELDS`; the result is checked as a whole, like a new
+    client. The default audience is the one given, else the first allowed one."""
+    row = await _for_update(session, Client, client_id, visible)
+    if set(changes) - set(CLIENT_FIELDS):
+        raise RegistrationError(f"a client's {', '.join(CLIENT_FIELDS)} can change")
+    if changes.get("status", row.status) not in STATUSES:
+        raise RegistrationError(f"a status is one of {', '.join(STATUSES)}")
+    if changes.get("status") == "disabled" and client_id == actor.client_id:
+        raise RegistrationConflict("a client cannot disable itself")
+    spec = _merged_spec(row, changes)
+    _check(spec)
+    diff = _apply(row, {
+        "name": spec.name, "allowed_scopes": list(spec.allowed_scopes),
+        "default_scopes": list(spec.default_scopes) if spec.default_scopes is not None else None,
+        "allowed_audiences": list(spec.allowed_audiences),
+        "default_audience": spec.default_audience, "grant_types": list(spec.grant_types),
+        "auth_methods": list(spec.auth_methods), "token_ttl": spec.token_ttl,
+        "rate_limit": check_rate_limit(spec.rate_limit),
+        "status": changes.get("status", row.status),
+    })
+    if diff:
+        row.updated_at = utc(clock.now())
+        await session.flush()
+        await audit.record(session, AuditEvent.CLIENT_UPDATED, at=clock.now(),
+                           tenant_id=row.tenant_id, client_id=row.id,
+                           details={"changes": diff}, **actor.audit_fields())
+    return await _client_record(session, row)
+
+
+def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
+    def value(name: str) -> Any:
+        return changes[name] if name in changes else getattr(row, name)
+
+    audiences = list(dict.fromkeys(value("allowed_audiences")))
+    default_audience = value("default_audience")
+    if "default_audience" not in changes and default_audience not in audiences:
+        default_audience = None  # the stored default is no longer allowed
+    return ClientSpec(
+        tenant_id=row.tenant_id, name=value("name").strip() or "client",
+        allowed_scopes=list(dict.fromkeys(value("allowed_scopes"))),
+        default_scopes=value("default_scopes"), allowed_audiences=audiences,
+        default_audience=default_audience or (audiences[0] if audiences else None),
+        auth_methods=value("auth_methods"), grant_types=value("grant_types"),
+        token_ttl=value("token_ttl"), rate_limit=value("rate_limit"),
+    )
+
+
+async def rotate_secret(session: AsyncSession, client_id: str, grace_seconds: int,
+                        clock: Clock, actor: Actor, *,
+                        visible: Callable[[str], bool] = _anyone) -> NewClient:
+    """A new secret, returned once; the current one becomes the previous secret, valid
+    ``grace_seconds`` more (0: revoked at once). An older previous secret is dropped:
+    there is one grace slot."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise RegistrationError(f"a grace period is 0 to {MAX_GRACE_SECONDS} seconds")
+    row = await _for_update(session, Client, client_id, visible)
+    now = clock.now()
+    secret = new_client_secret()
+    keep = grace_seconds > 0 and row.secret_hash is not None
+    row.previous_secret_hash = row.secret_hash if keep else None
+    row.previous_secret_expires_at = utc(now + grace_seconds) if keep else None
+    row.secret_hash = hash_secret(secret)
+    row.updated_at = utc(now)
+    await session.flush()
+    until = row.previous_secret_expires_at
+    await audit.record(session, AuditEvent.CLIENT_SECRET_ROTATED, at=now,
+                       tenant_id=row.tenant_id, client_id=row.id,
+                       details={"grace_seconds": grace_seconds,
+                                "previous_valid_until": until.isoformat() if until else None},
+                       **actor.audit_fields())
+    return NewClient(record=await _client_record(session, row), client_secret=secret)
+
+
+async def revoke_previous_secret(session: AsyncSession, client_id: str, clock: Clock,
+                                 actor: Actor, *,
+                                 visible: Callable[[str], bool] = _anyone) -> ClientRecord:
+    """End the grace period of the previous secret now (idempotent)."""
+    row = await _for_update(session, Client, client_id, visible)
+    now = clock.now()
+    until = row.previous_secret_expires_at
+    in_grace = (row.previous_secret_hash is not None and until is not None
+                and now < until.timestamp())
+    row.previous_secret_hash = None
+    row.previous_secret_expires_at = None
+    row.updated_at = utc(now)
+    await session.flush()
+    await audit.record(session, AuditEvent.CLIENT_PREVIOUS_SECRET_REVOKED, at=now,
+                       tenant_id=row.tenant_id, client_id=row.id,
+                       details={"was_in_grace": in_grace}, **actor.audit_fields())
+    return await _client_record(session, row)
+
+
+async def delete_client(session: AsyncSession, client_id: str, clock: Clock, actor: Actor, *,
+                        visible: Callable[[str], bool] = _anyone) -> ClientRecord:
+    """Delete a client and revoke its live tokens, so that they are refused at once
+    everywhere (introspection, the admin API), not only when they expire."""
+    row = await _for_update(session, Client, client_id, visible)
+    if client_id == actor.client_id:
+        raise RegistrationConflict("a client cannot delete itself")
+    record = await _client_record(session, row)
+    now = utc(clock.now())
+    revoked = await session.execute(
+        update(IssuedToken)
+        .where(IssuedToken.client_id == client_id, IssuedToken.revoked_at.is_(None),
+               IssuedToken.expires_at > now)
+        .values(revoked_at=now).execution_options(synchronize_session=False))
+    await session.delete(row)
+    await session.flush()
+    await audit.record(session, AuditEvent.CLIENT_DELETED, at=clock.now(),
+                       tenant_id=record.tenant_id, client_id=client_id,
+                       details={"name": record.name,
+                                "issued_revoked": getattr(revoked, "rowcount", None)},
+                       **actor.audit_fields())
+    return record
+
+
+async def _for_update(session: AsyncSession, model: type[_Row], object_id: str,
+                      visible: Callable[[str], bool] = _anyone) -> _Row:
+    """The row, locked for this transaction (PostgreSQL; SQLite serialises writers)."""
+    statement = select(model).where(model.id == object_id).with_for_update()
+    row = (await session.execute(statement)).scalars().first()
+    tenant_id = row.id if isinstance(row, Tenant) else row.tenant_id if row else None
+    if row is None or tenant_id is None or not visible(tenant_id):
+        raise UnknownObject(f"unknown {model.__tablename__[:-1]}")
+    return row
+
+
+def _apply(row: Tenant | Client, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set the values that differ; returns ``{field: {"from": old, "to": new}}``."""
+    diff: dict[str, dict[str, Any]] = {}
+    for name, new in values.items():
+        old = getattr(row, name)
+        if old != new:
+            diff[name] = {"from": old, "to": new}
+            setattr(row, name, new)
+    return diff
+
+
+async def _flush_unique(session: AsyncSession, conflict: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise RegistrationConflict(conflict) from None
+
+
+async def _client_record(session: AsyncSession, row: Client) -> ClientRecord:
+    tenant_status = (await session.execute(
+        select(Tenant.status).where(Tenant.id == row.tenant_id))).scalar_one()
+    return client_record(row, tenant_status)

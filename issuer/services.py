@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
 from issuer.oauth.server import TokenIssuer
+from issuer.ratelimit import RateLimiter
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.writer import GroupWriter
@@ -26,3 +27,4 @@ class Services:
     clients: ClientStore
     writer: GroupWriter
     token_issuer: TokenIssuer
+    limiter: RateLimiter

@@ -16,6 +16,12 @@ async def test_rfc8414_metadata_names_this_issuer_and_its_endpoints(client, regi
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": f"{ISSUER}/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                          "client_secret_post"],
+        "revocation_endpoint": f"{ISSUER}/revoke",
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                       "client_secret_post"],
         "access_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["orders:read"],
     }

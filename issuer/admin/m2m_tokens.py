@@ -1,10 +1,389 @@
-"""(work in progress)"""
+"""The platform's M2M token-management endpoints (DESIGN §4.1, §4.5).
+
+``POST /auth/m2m/token``         mint a token for a client, as if it had asked itself
+``GET  /auth/m2m/tokens``        issued tokens' metadata (never a token), newest first
+``POST /auth/m2m/token/revoke``  revoke one token, named by the token or by its ``jti``
+
+Callers hold an access token of this issuer with scope ``admin``: the platform
+admin acts on every tenant, a tenant's admin on its own tenant only. Without a
+valid token: 401 with the RFC 6750 §3 challenge; without ``admin``: 403
+``insufficient_scope``.
+
+One rule for the error statuses of all three endpoints:
+
+* **404 not_found** when the request names something the caller cannot see -- an
+  unknown client or ``jti``, a client or token of another tenant, a ``tenantId``
+  that is not the client's. Another tenant's object answers exactly like a
+  missing one (DESIGN §4.5).
+* **400 invalid_request** when the request contradicts itself: the ``clientId``
+  is not the client of the named token, or the ``token`` is not one this issuer
+  signed (so there is no ``jti`` to look up).
+* **422** when the body or query does not match its schema (naming the field).
+
+Minting runs the grant of POST /token (:meth:`TokenIssuer.mint`): a disabled
+client or tenant, or a client not allowed ``client_credentials``, is 403
+``unauthorized_client``; scopes are checked as at /token (400 ``invalid_scope``
+with ``details.invalidScopes``). Mints are limited per target client (10 an
+hour, the platform's M2M spec); only a mint that would otherwise succeed counts,
+and the check comes before signing and before any write. The token record and
+its ``M2M_TOKEN_GENERATED`` event (actor and ``userId`` = the admin's client id)
+are group-committed together, as at /token; refusals after the client is known
+are audited as ``M2M_TOKEN_DENIED``.
+
+``active`` in the listing means what introspection answers: not revoked, not
+expired, and the client and its tenant still active.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
 
-from issuer.admin.http import Operation
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-routes: list[BaseRoute] = []
-operations: list[Operation] = []
+from issuer import audit
+from issuer.admin.auth import ADMIN, Principal, require
+from issuer.admin.http import (
+    InvalidBody,
+    Operation,
+    RequestModel,
+    ResponseModel,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    parse_body,
+)
+from issuer.audit import AuditEvent
+from issuer.clock import utc
+from issuer.errors import (
+    NO_STORE,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+    OAuthError,
+    TemporarilyUnavailable,
+    TooManyRequests,
+)
+from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
+from issuer.oauth.tokens import decode_access_token
+from issuer.ratelimit import Rate
+from issuer.services import Services
+from issuer.store.clients import get_client
+from issuer.store.models import Client, IssuedToken, Tenant
+from issuer.store.records import ClientRecord
+
+Q = TypeVar("Q", bound=BaseModel)
+
+#: The platform's M2M spec: "10 tokens per hour per client" at POST /auth/m2m/token.
+MINT_RATE = Rate(limit=10, period=3600)
+TAG = "M2M tokens"
+#: Client ids, tenant ids and jtis are visible ASCII (and PostgreSQL refuses NUL in text).
+ID_PATTERN = r"^[\x21-\x7e]+$"
+_ID = re.compile(ID_PATTERN)
+
+
+# Schemas (they validate the requests and generate /openapi.json) -------------------
+
+
+class MintTokenRequest(RequestModel):
+    clientId: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN,
+                          description="The client to mint for")
+    scopes: list[str] = Field(default_factory=list, max_length=100,
+                              description="Scopes to grant; empty = the client's defaults")
+    tenantId: str = Field(min_length=1, max_length=36, pattern=ID_PATTERN,
+                          description="The client's tenant")
+
+
+class MintTokenResponse(ResponseModel):
+    """RFC 6749 §5.1, as POST /token answers."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    token_type: Literal["Bearer"]
+
+
+class ListTokensQuery(RequestModel):
+    clientId: str | None = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN,
+                                 description="Only this client's tokens")
+    active: bool | None = Field(None, description="true: only active tokens; false: only "
+                                                  "revoked, expired or disabled ones")
+    cursor: str | None = Field(None, max_length=512, description="nextCursor of the last page")
+    limit: int = Field(50, ge=1, le=200, description="Page size")
+
+
+class TokenMetadata(ResponseModel):
+    jti: str
+    clientId: str
+    tenantId: str
+    scopes: list[str]
+    audience: list[str]
+    issuedAt: datetime
+    expiresAt: datetime
+    revokedAt: datetime | None
+    active: bool
+
+
+class TokenPage(ResponseModel):
+    items: list[TokenMetadata]
+    nextCursor: str | None = Field(description="Cursor of the next page; null on the last")
+
+
+class RevokeTokenRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["token"]}, {"required": ["jti"]}]})
+
+    token: str | None = Field(None, min_length=1, max_length=16384,
+                              description="The access token (give this or jti)")
+    jti: str | None = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN,
+                            description="The token's jti (give this or token)")
+    clientId: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN,
+                          description="The token's client; must match the token")
+
+
+class RevokeTokenResponse(ResponseModel):
+    revoked: Literal[True]
+    jti: str
+
+
+# Handlers ---------------------------------------------------------------------------
+
+
+async def mint_token(request: Request) -> Response:
+    principal = await require(request, ADMIN)
+    body = await parse_body(request, MintTokenRequest)
+    services: Services = request.state.services
+    with _store_errors_as_503():
+        record = await _visible_client(services, principal, body.clientId)
+        if record.tenant_id != body.tenantId:
+            raise NotFound(reason="tenant_mismatch")
+        userid = {"userId": principal.client_id}
+        try:
+            issued = services.token_issuer.mint(record, body.scopes)
+            # Counted only now, when the mint would succeed; still before any
+            # signing or write (issue 4: "The check happens before ...").
+            decision = await services.limiter.hit(f"m2m-mint:{record.client_id}", MINT_RATE)
+            if not decision.allowed:
+                raise TooManyRequests(reason="rate_limited", headers=decision.headers())
+        except OAuthError as error:
+            await audit_denial(services, request, error, None, record,
+                               actor=principal.client_id, details=userid)
+            raise
+        access_token, _ = await asyncio.gather(
+            services.signer.sign(issued.key, issued.claims),
+            services.writer.write(granted_rows(issued, request, actor=principal.client_id,
+                                               details=userid)),
+        )
+    return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
+                    media_type="application/json", headers={**NO_STORE, **decision.headers()})
+
+
+async def list_tokens(request: Request) -> Response:
+    principal = await require(request, ADMIN)
+    query = _parse_query(request, ListTokensQuery)
+    position = _decode_position(query.cursor)
+    services: Services = request.state.services
+    with _store_errors_as_503():
+        client_id = None
+        if query.clientId is not None:
+            client_id = (await _visible_client(services, principal, query.clientId)).client_id
+        items = await _token_page(
+            services, tenant_id=None if principal.platform else principal.tenant_id,
+            client_id=client_id, active=query.active, after=position, limit=query.limit + 1)
+    next_cursor = None
+    if len(items) > query.limit:
+        items = items[:query.limit]
+        next_cursor = encode_cursor(items[-1].issuedAt.isoformat(), items[-1].jti)
+    return json_response(TokenPage(items=items, nextCursor=next_cursor).model_dump(mode="json"))
+
+
+async def revoke_token(request: Request) -> Response:
+    principal = await require(request, ADMIN)
+    body = await parse_body(request, RevokeTokenRequest)
+    if (body.token is None) == (body.jti is None):
+        message = "give exactly one of 'token' and 'jti'"
+        raise InvalidBody(details={"errors": [{"field": "token", "message": message},
+                                              {"field": "jti", "message": message}]})
+    services: Services = request.state.services
+    jti = body.jti if body.jti is not None else _jti_of(body.token or "", services)
+    with _store_errors_as_503():
+        await _revoke(services, request, principal, jti, body.clientId,
+                      identified_by="jti" if body.jti is not None else "token")
+    return json_response(RevokeTokenResponse(revoked=True, jti=jti).model_dump(mode="json"))
+
+
+# Store work -------------------------------------------------------------------------
+
+
+async def _token_page(services: Services, *, tenant_id: str | None, client_id: str | None,
+                      active: bool | None, after: tuple[datetime, str] | None,
+                      limit: int) -> list[TokenMetadata]:
+    """Up to ``limit`` token records, newest first, after the ``after`` position."""
+    now = utc(services.clock.now())
+    # Token records outlive deleted clients, hence the outer joins.
+    client_status = func.coalesce(Client.status, "deleted")
+    tenant_status = func.coalesce(Tenant.status, "deleted")
+    statement = (
+        select(IssuedToken, client_status, tenant_status)
+        .outerjoin(Client, Client.id == IssuedToken.client_id)
+        .outerjoin(Tenant, Tenant.id == IssuedToken.tenant_id)
+    )
+    if tenant_id is not None:
+        statement = statement.where(IssuedToken.tenant_id == tenant_id)
+    if client_id is not None:
+        statement = statement.where(IssuedToken.client_id == client_id)
+    live = and_(IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now,
+                client_status == "active", tenant_status == "active")
+    if active is not None:
+        statement = statement.where(live if active else not_(live))
+    if after is not None:
+        at, jti = after
+        statement = statement.where(or_(
+            IssuedToken.issued_at < at, and_(IssuedToken.issued_at == at, IssuedToken.jti < jti)))
+    # (issued_at, jti) is unique (jti is the key), so the position is exact: a
+    # token committed while a caller pages sorts before the cursor or after it,
+    # once; no token is repeated or skipped.
+    statement = statement.order_by(IssuedToken.issued_at.desc(), IssuedToken.jti.desc())
+    async with AsyncSession(services.engine) as session:
+        rows = (await session.execute(statement.limit(limit))).all()
+    return [TokenMetadata(
+        jti=token.jti, clientId=token.client_id, tenantId=token.tenant_id,
+        scopes=token.scope.split(), audience=list(token.audience),
+        issuedAt=token.issued_at, expiresAt=token.expires_at, revokedAt=token.revoked_at,
+        active=(token.revoked_at is None and token.expires_at > now
+                and client == "active" and tenant == "active"),
+    ) for token, client, tenant in rows]
+
+
+async def _revoke(services: Services, request: Request, principal: Principal, jti: str,
+                  client_id: str, *, identified_by: str) -> None:
+    """Set ``revoked_at`` and record ``M2M_TOKEN_REVOKED``, in one transaction."""
+    async with services.engine.begin() as connection:
+        found = (await connection.execute(
+            select(IssuedToken.client_id, IssuedToken.tenant_id, IssuedToken.revoked_at)
+            .where(IssuedToken.jti == jti))).first()
+        if found is None:
+            raise NotFound(reason="unknown_jti")
+        token_client_id, tenant_id, revoked_at = found
+        principal.check_tenant(tenant_id)
+        if token_client_id != client_id:
+            raise InvalidRequest("'clientId' does not match the token",
+                                 reason="client_id_mismatch")
+        if revoked_at is not None:
+            return  # idempotent: already revoked, nothing changes, nothing to record
+        now = services.clock.now()
+        result = await connection.execute(
+            update(IssuedToken).where(IssuedToken.jti == jti, IssuedToken.revoked_at.is_(None))
+            .values(revoked_at=utc(now)))
+        if result.rowcount != 1:
+            return  # a concurrent revocation got there first and recorded it
+        await audit.record(
+            connection, AuditEvent.M2M_TOKEN_REVOKED, at=now, actor=principal.client_id,
+            tenant_id=tenant_id, client_id=token_client_id, source=request_source(request),
+            request_id=request_id(request),
+            details={"jti": jti, "userId": principal.client_id, "identifiedBy": identified_by})
+
+
+# Helpers ----------------------------------------------------------------------------
+
+
+async def _visible_client(services: Services, principal: Principal,
+                          client_id: str) -> ClientRecord:
+    """The client, read fresh (not from the token path's cache: a client disabled a
+    moment ago must not be minted for), or 404 if missing or of another tenant."""
+    async with AsyncSession(services.engine) as session:
+        record = await get_client(session, client_id)
+    if record is None:
+        raise NotFound(reason="unknown_client")
+    principal.check_tenant(record.tenant_id)
+    return record
+
+
+
+def _jti_of(token: str, services: Services) -> str:
+    """The ``jti`` of an access token this issuer signed (signature by a published
+    key, ``typ``, ``iss``; an expired token may still be revoked), else a 400."""
+    try:
+        claims = decode_access_token(token, services.keyring, services.settings.issuer_url)
+    except InvalidToken:
+        claims = {}
+    jti = claims.get("jti")
+    if not isinstance(jti, str):
+        raise InvalidRequest("The token was not issued by this server",
+                             reason="token_not_ours")
+    return jti
+
+
+def _parse_query(request: Request, model: type[Q]) -> Q:
+    """Query parameters as ``model``: a 422 naming each bad one. An empty value counts
+    as absent (``?clientId=&active=true``); a repeated one is refused."""
+    params = request.query_params
+    problems = [{"field": name, "message": "given more than once"}
+                for name in dict.fromkeys(params.keys()) if len(params.getlist(name)) > 1]
+    if problems:
+        raise InvalidBody(details={"errors": problems})
+    try:
+        return model.model_validate({name: value for name, value in params.items() if value})
+    except ValidationError as error:
+        raise InvalidBody(details={"errors": [
+            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()]}) from None
+
+
+def _decode_position(cursor: str | None) -> tuple[datetime, str] | None:
+    values = decode_cursor(cursor)
+    if values is None:
+        return None
+    try:
+        at, jti = values
+        if not isinstance(at, str) or not isinstance(jti, str) or not _ID.fullmatch(jti):
+            raise ValueError
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidBody(details={"errors": [{"field": "cursor",
+                                               "message": "malformed"}]}) from None
+    return moment, jti
+
+
+@contextmanager
+def _store_errors_as_503() -> Iterator[None]:
+    """As at POST /token (DESIGN §4.4): a store that is down is a 503, no stack trace."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError):
+        raise TemporarilyUnavailable(reason="store_unavailable") from None
+
+
+# Wiring -----------------------------------------------------------------------------
+
+routes: list[BaseRoute] = [
+    Route("/auth/m2m/token", mint_token, methods=["POST"]),
+    Route("/auth/m2m/tokens", list_tokens, methods=["GET"]),
+    Route("/auth/m2m/token/revoke", revoke_token, methods=["POST"]),
+]
+
+operations: list[Operation] = [
+    Operation("POST", "/auth/m2m/token", "Mint an access token for a client", TAG,
+              request=MintTokenRequest, response=MintTokenResponse,
+              errors=(400, 401, 403, 404, 422, 429, 503)),
+    Operation("GET", "/auth/m2m/tokens", "List issued tokens (metadata, never the token)",
+              TAG, query=ListTokensQuery, response=TokenPage,
+              errors=(401, 403, 404, 422, 503)),
+    Operation("POST", "/auth/m2m/token/revoke", "Revoke an issued token", TAG,
+              request=RevokeTokenRequest, response=RevokeTokenResponse,
+              errors=(400, 401, 403, 404, 422, 503)),
+]

@@ -22,6 +22,12 @@ def metadata(settings: Settings) -> dict[str, Any]:
         # REQUIRED by RFC 8414 §2; there is no authorization endpoint here.
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                          "client_secret_post"],
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                       "client_secret_post"],
         "access_token_signing_alg_values_supported": [settings.signing_alg],
     }
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
+from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,8 +37,13 @@ from issuer.services import Services
 from issuer.store.models import AuditEventRow
 from issuer.store.models import IssuedToken as IssuedTokenRow
 from issuer.store.records import ClientRecord
+from issuer.store.writer import Rows
 
 log = logging.getLogger(__name__)
+
+# The Core tables the group writer inserts into (the ORM types ``__table__`` loosely).
+_ISSUED_TOKENS = cast(Table, IssuedTokenRow.__table__)
+_AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 
 MAX_FORM_BYTES = 16 * 1024
 # RFC 8707 §2: "multiple 'resource' parameters MAY be used"; nothing else repeats.
@@ -62,10 +70,10 @@ async def token(request: Request) -> Response:
         # only when both are done: nothing leaves before it is durable.
         access_token, _ = await asyncio.gather(
             services.signer.sign(issued.key, issued.claims),
-            services.writer.write(_granted_rows(issued, request)),
+            services.writer.write(granted_rows(issued, request)),
         )
     except OAuthError as error:
-        await _audit_denial(services, request, error, claimed, record)
+        await audit_denial(services, request, error, claimed, record)
         headers = basic_challenge() if (
             isinstance(error, InvalidClient) and claimed is not None
             and claimed.method == "client_secret_basic"
@@ -113,53 +121,70 @@ async def _parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
     return form, resources
 
 
-def _granted_rows(issued: IssuedToken, request: Request) -> list[tuple[object, dict[str, object]]]:
+def granted_rows(issued: IssuedToken, request: Request, *, actor: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> Rows:
+    """The issued-token record and its ``M2M_TOKEN_GENERATED`` event, for one
+    :meth:`GroupWriter.write` (DESIGN §3.7: both in one transaction).
+
+    Every path that grants a token writes these rows: POST /token (``actor`` is
+    the client itself) and POST /auth/m2m/token (``actor`` is the administrator,
+    who is also named in ``details``).
+    """
     record = issued.client
-    scope = " ".join(issued.scopes)
     token_row = {
         "jti": issued.jti, "client_id": record.client_id, "tenant_id": record.tenant_id,
-        "scope": scope, "audience": list(issued.audience), "kid": issued.key.kid,
-        "issued_at": utc(issued.issued_at), "expires_at": utc(issued.expires_at),
-        "revoked_at": None,
+        "scope": " ".join(issued.scopes), "audience": list(issued.audience),
+        "kid": issued.key.kid, "issued_at": utc(issued.issued_at),
+        "expires_at": utc(issued.expires_at), "revoked_at": None,
     }
     event = audit_row(
-        AuditEvent.M2M_TOKEN_GENERATED, at=issued.issued_at, actor=record.client_id,
-        tenant_id=record.tenant_id, client_id=record.client_id, source=_source(request),
-        request_id=_request_id(request),
+        AuditEvent.M2M_TOKEN_GENERATED, at=issued.issued_at,
+        actor=actor if actor is not None else record.client_id,
+        tenant_id=record.tenant_id, client_id=record.client_id,
+        source=request_source(request), request_id=request_id(request),
         details={"client_id": record.client_id, "tenant_id": record.tenant_id,
                  "scopes": list(issued.scopes), "audience": list(issued.audience),
                  "jti": issued.jti, "kid": issued.key.kid,
                  "expiresAt": utc(issued.expires_at).isoformat(),
-                 "secret_used": issued.secret_used},
+                 "secret_used": issued.secret_used, **(details or {})},
     )
-    return [(IssuedTokenRow.__table__, token_row), (AuditEventRow.__table__, event)]
+    return [(_ISSUED_TOKENS, token_row), (_AUDIT_EVENTS, event)]
 
 
-async def _audit_denial(services: Services, request: Request, error: OAuthError,
-                        claimed: ClaimedClient | None, known: ClientRecord | None) -> None:
-    details: dict[str, object] = {"error": error.error, "reason": error.reason}
+async def audit_denial(services: Services, request: Request, error: OAuthError,
+                       claimed: ClaimedClient | None, known: ClientRecord | None, *,
+                       actor: str | None = None,
+                       details: Mapping[str, Any] | None = None) -> None:
+    """Record an ``M2M_TOKEN_DENIED`` event with the server-side reason; never raises
+    for the store (the denial is answered either way). ``actor`` defaults to the
+    client when it is known, else nobody."""
+    event_details: dict[str, object] = {"error": error.error, "reason": error.reason}
     if claimed is not None:
-        details["claimed_client_id"] = claimed.client_id[:64]
-        details["auth_method"] = claimed.method
+        event_details["claimed_client_id"] = claimed.client_id[:64]
+        event_details["auth_method"] = claimed.method
     if error.details:
-        details.update(error.details)
+        event_details.update(error.details)
+    event_details.update(details or {})
     event = audit_row(
         AuditEvent.M2M_TOKEN_DENIED, at=services.clock.now(),
-        actor=known.client_id if known else None,
+        actor=actor if actor is not None else (known.client_id if known else None),
         tenant_id=known.tenant_id if known else None,
         client_id=known.client_id if known else None,
-        source=_source(request), request_id=_request_id(request), details=details,
+        source=request_source(request), request_id=request_id(request),
+        details=event_details,
     )
     try:
-        await services.writer.write([(AuditEventRow.__table__, event)])
+        await services.writer.write([(_AUDIT_EVENTS, event)])
     except (SQLAlchemyError, OSError):
         log.exception("could not record a denied token request")
 
 
-def _source(request: Request) -> str | None:
+def request_source(request: Request) -> str | None:
+    """The caller's address, for audit events."""
     return request.client.host if request.client else None
 
 
-def _request_id(request: Request) -> str | None:
+def request_id(request: Request) -> str | None:
+    """The id :class:`~issuer.middleware.RequestIdMiddleware` gave this request."""
     value = request.scope.get("request_id")
     return value if isinstance(value, str) else None

@@ -1,10 +1,134 @@
-"""(work in progress)"""
+"""POST /introspect: OAuth 2.0 Token Introspection (RFC 7662) as a list of named steps.
+
+parse the form -> identify the caller -> load it (async, cached) -> verify the
+token and load its record, client and tenant (async) -> run Authlib's
+``IntrospectionEndpoint`` on those values (sync, no I/O; ``tokens.Introspection``)
+-> record ``M2M_TOKEN_USED`` for an active token -> answer, ``Cache-Control: no-store``.
+
+RFC 7662 §2.1: "To prevent token scanning attacks, the endpoint MUST also
+require some form of authorization to access this endpoint" -- the caller
+authenticates as a client, exactly as at /token (RFC 6749 §2.3). A bad caller
+gets /token's ``invalid_client``; any token it may not learn about gets
+``{"active": false}`` and nothing more (§2.2). Tenancy: a client introspects its
+own tenant's tokens; only a client of the platform tenant allowed the
+``introspect`` scope introspects every tenant's.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import json
+import logging
+from typing import Any
 
-from issuer.admin.http import Operation
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-routes: list[BaseRoute] = []
-operations: list[Operation] = []
+from issuer.admin.http import Operation, ResponseModel
+from issuer.audit import AuditEvent, audit_row
+from issuer.errors import (
+    NO_STORE,
+    InvalidClient,
+    OAuthError,
+    TemporarilyUnavailable,
+    error_response,
+)
+from issuer.oauth.client_auth import ClaimedClient, identify
+from issuer.oauth.endpoints import _parse_form, request_id, request_source
+from issuer.oauth.server import _Client, _Request
+from issuer.oauth.tokens import (
+    PresentedToken,
+    client_error_response,
+    is_platform_tenant,
+    load_presented,
+)
+from issuer.services import Services
+from issuer.store.models import AuditEventRow
+from issuer.store.records import ClientRecord
+
+log = logging.getLogger(__name__)
+
+
+async def introspect(request: Request) -> Response:
+    services: Services = request.state.services
+    claimed: ClaimedClient | None = None
+    try:
+        form, _ = await _parse_form(request)
+        claimed = identify(request.headers, form, request.query_params)
+        caller = await services.clients.get(claimed.client_id)
+        if caller is None:
+            raise InvalidClient(reason="unknown_client")
+        presented = await load_presented(services.engine, services.keyring,
+                                         services.settings.issuer_url, form.get("token"))
+        # Only a foreign token needs to know whether the caller speaks for the platform.
+        caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
+                           and await is_platform_tenant(services.engine, caller.tenant_id))
+        call = _Request(form, (), request.headers, claimed, _Client(caller, services.clock.now()))
+        call.presented = presented
+        call.caller_platform = caller_platform
+        body = services.token_issuer.introspection.respond(call)
+        if body.get("active") is True:
+            assert presented is not None
+            await services.writer.write([(AuditEventRow.__table__,
+                                          _used_event(services, request, caller, presented))])
+    except OAuthError as error:
+        return client_error_response(error, claimed)
+    except (SQLAlchemyError, OSError):
+        log.exception("the store is unavailable for the introspection endpoint")
+        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+    return Response(json.dumps(body, separators=(",", ":")), status_code=200,
+                    media_type="application/json", headers=NO_STORE)
+
+
+def _used_event(services: Services, request: Request, caller: ClientRecord,
+                token: PresentedToken) -> dict[str, Any]:
+    """``M2M_TOKEN_USED`` (severity low): in the token's tenant's log, the caller as actor."""
+    return audit_row(
+        AuditEvent.M2M_TOKEN_USED, at=services.clock.now(), actor=caller.client_id,
+        tenant_id=token.tenant_id, client_id=token.client_id,
+        source=request_source(request), request_id=request_id(request),
+        details={"jti": token.jti, "via": "introspection",
+                 "caller_client_id": caller.client_id, "caller_tenant_id": caller.tenant_id},
+    )
+
+
+# OpenAPI -------------------------------------------------------------------------------
+
+
+class IntrospectionForm(BaseModel):
+    """RFC 7662 §2.1 introspection request (form-encoded)."""
+
+    model_config = ConfigDict(extra="allow")
+    token: str = Field(description="the access token to introspect")
+    token_type_hint: str | None = Field(
+        default=None, description="accepted and ignored: every token here is an access token")
+    client_id: str | None = Field(default=None, description="client_secret_post only")
+    client_secret: str | None = Field(default=None, description="client_secret_post only")
+
+
+class IntrospectionResponse(ResponseModel):
+    """RFC 7662 §2.2. An inactive token is ``{"active": false}`` and nothing else."""
+
+    active: bool
+    scope: str | None = None
+    client_id: str | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    iss: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    nbf: int | None = None
+    jti: str | None = None
+    token_type: str | None = Field(default=None, examples=["Bearer"])
+    tenant_id: str | None = None
+
+
+routes: list[BaseRoute] = [Route("/introspect", introspect, methods=["POST"])]
+
+operations: list[Operation] = [
+    Operation("POST", "/introspect", "Introspect an access token (RFC 7662)", "oauth",
+              request=IntrospectionForm, response=IntrospectionResponse, auth="client",
+              form=True, errors=(400, 401, 503)),
+]

@@ -1,10 +1,129 @@
-"""(work in progress)"""
+"""POST /revoke: OAuth 2.0 Token Revocation (RFC 7009) as a list of named steps.
+
+parse the form -> identify the caller -> load it (async, cached) -> verify the
+token and load its record (async) -> run Authlib's ``RevocationEndpoint`` on
+those values (sync, no I/O; ``tokens.Revocation``) -> mark the record revoked
+and record ``M2M_TOKEN_REVOKED`` in one transaction -> answer 200, empty body.
+
+Decisions, each from the RFC:
+
+- The caller authenticates as at /token (§2.1: "The client also includes its
+  authentication credentials as described in Section 2.3. of [RFC6749]").
+- An unknown, garbage, expired or already revoked token answers 200 (§2.2:
+  "invalid tokens do not cause an error response").
+- A valid token of *another* client is refused, as §2.1 says ("the request is
+  refused and the client is informed of the error"): 400 ``invalid_grant`` and
+  the token stays active. The caller learns nothing new: it holds the token, and
+  the token's own (signed, unencrypted) claims name its client.
+- ``token_type_hint`` is ignored (§2.1 MAY; §2.2: "An invalid token type hint
+  value is ignored ... and does not influence the revocation response").
+- §2.1: "The invalidation takes place immediately": introspection reads the
+  record on every call, so a revoked token is inactive from the next request.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
 
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from issuer import audit
 from issuer.admin.http import Operation
+from issuer.audit import AuditEvent
+from issuer.clock import utc
+from issuer.errors import (
+    NO_STORE,
+    InvalidClient,
+    OAuthError,
+    TemporarilyUnavailable,
+    error_response,
+)
+from issuer.oauth.client_auth import ClaimedClient, identify
+from issuer.oauth.endpoints import _parse_form, request_id, request_source
+from issuer.oauth.server import _Client, _Request
+from issuer.oauth.tokens import PresentedToken, client_error_response, load_presented
+from issuer.services import Services
+from issuer.store.models import IssuedToken
+from issuer.store.records import ClientRecord
 
-routes: list[BaseRoute] = []
-operations: list[Operation] = []
+log = logging.getLogger(__name__)
+
+
+async def revoke(request: Request) -> Response:
+    services: Services = request.state.services
+    claimed: ClaimedClient | None = None
+    try:
+        form, _ = await _parse_form(request)
+        claimed = identify(request.headers, form, request.query_params)
+        caller = await services.clients.get(claimed.client_id)
+        if caller is None:
+            raise InvalidClient(reason="unknown_client")
+        presented = await load_presented(services.engine, services.keyring,
+                                         services.settings.issuer_url, form.get("token"))
+        call = _Request(form, (), request.headers, claimed, _Client(caller, services.clock.now()))
+        call.presented = presented
+        call.revoked = None
+        services.token_issuer.revocation.respond(call)
+        revoked: PresentedToken | None = call.revoked
+        if revoked is not None:
+            await _mark_revoked(services, request, caller, revoked)
+    except OAuthError as error:
+        return client_error_response(error, claimed)
+    except (SQLAlchemyError, OSError):
+        # §2.2.1: 503 means the token still exists; the client may retry.
+        log.exception("the store is unavailable for the revocation endpoint")
+        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+    # §2.2: "The content of the response body is ignored by the client as all
+    # necessary information is conveyed in the response code."
+    return Response(b"", status_code=200, headers=NO_STORE)
+
+
+async def _mark_revoked(services: Services, request: Request, caller: ClientRecord,
+                        token: PresentedToken) -> None:
+    """Set ``revoked_at`` and record ``M2M_TOKEN_REVOKED``, in one transaction.
+
+    Revoking twice changes nothing and records nothing the second time.
+    """
+    now = services.clock.now()
+    async with services.engine.begin() as connection:
+        result = await connection.execute(
+            update(IssuedToken)
+            .where(IssuedToken.jti == token.jti, IssuedToken.revoked_at.is_(None))
+            .values(revoked_at=utc(now))
+        )
+        if result.rowcount == 1:
+            await audit.record(
+                connection, AuditEvent.M2M_TOKEN_REVOKED, at=now, actor=caller.client_id,
+                tenant_id=token.tenant_id, client_id=token.client_id,
+                source=request_source(request), request_id=request_id(request),
+                details={"jti": token.jti, "via": "revocation"},
+            )
+
+
+# OpenAPI -------------------------------------------------------------------------------
+
+
+class RevocationForm(BaseModel):
+    """RFC 7009 §2.1 revocation request (form-encoded)."""
+
+    model_config = ConfigDict(extra="allow")
+    token: str = Field(description="the access token to revoke (one of the caller's own)")
+    token_type_hint: str | None = Field(
+        default=None, description="accepted and ignored (RFC 7009 §2.2)")
+    client_id: str | None = Field(default=None, description="client_secret_post only")
+    client_secret: str | None = Field(default=None, description="client_secret_post only")
+
+
+routes: list[BaseRoute] = [Route("/revoke", revoke, methods=["POST"])]
+
+operations: list[Operation] = [
+    Operation("POST", "/revoke", "Revoke one of the caller's access tokens (RFC 7009); "
+              "200 with an empty body, also for unknown tokens", "oauth",
+              request=RevocationForm, response=None, auth="client", form=True,
+              errors=(400, 401, 503)),
+]

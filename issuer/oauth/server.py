@@ -23,11 +23,13 @@ from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Reque
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
 from issuer.clock import Clock
-from issuer.errors import from_authlib
+from issuer.errors import InvalidClient, InvalidScope, UnauthorizedClient, from_authlib
 from issuer.oauth import client_auth
 from issuer.oauth.claims import access_token_claims, new_jti
 from issuer.oauth.client_auth import ClaimedClient
 from issuer.oauth.grants import ClientCredentialsGrant
+from issuer.oauth.scopes import is_scope_token
+from issuer.oauth.tokens import Introspection, Revocation
 from issuer.secrets import verify_secret
 from issuer.store.records import ClientRecord
 from jwks.keys import KeyRing, SigningKey
@@ -78,7 +80,10 @@ class _Client(ClientMixin):  # type: ignore[misc]
         return False
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return endpoint == "token" and method in self.record.auth_methods
+        # The same methods at /token, /introspect (RFC 7662 §2.1) and /revoke
+        # (RFC 7009 §2.1): each says the client authenticates as at the token endpoint.
+        return (endpoint in ("token", "introspection", "revocation")
+                and method in self.record.auth_methods)
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.record.grant_types
@@ -126,6 +131,11 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(ClientCredentialsGrant)
         self.register_client_auth_method("client_secret_basic", client_auth.client_secret_basic)
         self.register_client_auth_method("client_secret_post", client_auth.client_secret_post)
+        # RFC 7662 and RFC 7009 endpoints, run (like the grant) on preloaded values.
+        self.introspection = Introspection(self)
+        self.revocation = Revocation(self)
+        self.register_endpoint(self.introspection)
+        self.register_endpoint(self.revocation)
 
     def issue(self, form: Mapping[str, str], resources: Sequence[str],
               headers: Mapping[str, str], claimed: ClaimedClient,
@@ -174,3 +184,46 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Authlib raises NotImplementedError here by default; we have no signals."""
+
+    def mint(self, record: ClientRecord, scopes: Sequence[str]) -> IssuedToken:
+        """A token for ``record`` as if it had asked itself (POST /auth/m2m/token).
+
+        The very grant of POST /token runs -- client and tenant active,
+        ``client_credentials`` allowed, scopes (none = the client's defaults),
+        audience and claims -- with one step swapped: an administrator, already
+        authorized by the caller, names the client instead of its credentials.
+        Pure CPU, like :meth:`issue`.
+        """
+        # A JSON list carries scopes one by one; one that is not a single RFC 6749
+        # §3.3 scope-token would be split (or dropped) by the space-joined form.
+        malformed = [scope for scope in scopes if not is_scope_token(scope)]
+        if malformed:
+            raise InvalidScope("Scope not allowed for this client: " + " ".join(malformed),
+                               reason="scope_malformed", details={"invalidScopes": malformed})
+        form = {"grant_type": "client_credentials"}
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        client = _Client(record, self.clock.now())
+        client.secret_used = "none"  # no secret: an administrator asked for the token
+        request = _Request(form, (), {}, ClaimedClient(record.client_id, "admin", ""), client)
+        try:
+            grant = _AdminMintGrant(request, self)
+            grant.validate_token_request()
+            grant.create_token_response()
+        except InvalidClient as error:
+            # Nothing authenticated, so nothing failed to: a disabled client or
+            # tenant simply may not get tokens (403, not the 401 of /token).
+            raise UnauthorizedClient(reason=error.reason) from None
+        except OAuth2Error as error:
+            raise from_authlib(error) from None
+        assert request.issued is not None
+        return request.issued
+
+
+class _AdminMintGrant(ClientCredentialsGrant):
+    """:class:`ClientCredentialsGrant` for :meth:`TokenIssuer.mint`: the client is
+    the preloaded one, named by an authorized administrator, not authenticated."""
+
+    def authenticate_token_endpoint_client(self) -> _Client:
+        client: _Client = self.request.preloaded_client
+        return client

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from issuer.clock import Clock
+from issuer.clock import Clock, utc
 from issuer.store.models import Client, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
+
+#: Every client_id this issuer issues matches this; anything else is unknown without a query.
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def tenant_record(row: Tenant) -> TenantRecord:
@@ -63,10 +69,69 @@ async def list_clients(session: AsyncSession, tenant_id: str | None = None) -> l
     statement = select(Client, Tenant.status).join(Tenant, Tenant.id == Client.tenant_id)
     if tenant_id is not None:
         statement = statement.where(Client.tenant_id == tenant_id)
-    rows: Sequence[tuple[Client, str]] = (
-        await session.execute(statement.order_by(Client.created_at))
-    ).tuples().all()
+    rows = (await session.execute(statement.order_by(Client.created_at))).all()
     return [client_record(client, status) for client, status in rows]
+
+
+# Keyset pagination for the admin API: pages in (created_at, id) order; a page's
+# key is the last item's (created_at ISO 8601, id), opaque to callers.
+PageKey = tuple[datetime, str]
+
+
+def page_key(values: Sequence[Any] | None) -> PageKey | None:
+    """A decoded cursor as a key; ValueError when it is not one of ours."""
+    if values is None:
+        return None
+    if len(values) != 2 or not all(isinstance(value, str) for value in values):
+        raise ValueError("malformed cursor")
+    at = datetime.fromisoformat(values[0])
+    if at.tzinfo is None:
+        raise ValueError("malformed cursor")
+    return at, values[1]
+
+
+def _key_values(created_at: float, object_id: str) -> list[str]:
+    return [utc(created_at).isoformat(), object_id]
+
+
+async def get_tenant(session: AsyncSession, tenant_id: str) -> TenantRecord | None:
+    row = await session.get(Tenant, tenant_id)
+    return tenant_record(row) if row else None
+
+
+async def tenant_page(session: AsyncSession, *, after: PageKey | None, limit: int,
+                      tenant_id: str | None = None) -> tuple[list[TenantRecord], list[str] | None]:
+    """Up to ``limit`` tenants after ``after`` (only ``tenant_id`` when given), and the
+    key of the next page (None on the last)."""
+    statement = select(Tenant)
+    if tenant_id is not None:
+        statement = statement.where(Tenant.id == tenant_id)
+    if after is not None:
+        statement = statement.where(or_(Tenant.created_at > after[0],
+                                        and_(Tenant.created_at == after[0], Tenant.id > after[1])))
+    rows = (await session.execute(
+        statement.order_by(Tenant.created_at, Tenant.id).limit(limit + 1))).scalars().all()
+    records = [tenant_record(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return records, _key_values(records[-1].created_at, records[-1].id) if more else None
+
+
+async def client_page(session: AsyncSession, *, after: PageKey | None, limit: int,
+                      tenant_id: str | None = None) -> tuple[list[ClientRecord], list[str] | None]:
+    """Up to ``limit`` clients after ``after`` (of ``tenant_id`` when given), and the key
+    of the next page (None on the last)."""
+    statement = select(Client, Tenant.status).join(Tenant, Tenant.id == Client.tenant_id)
+    if tenant_id is not None:
+        statement = statement.where(Client.tenant_id == tenant_id)
+    if after is not None:
+        statement = statement.where(or_(Client.created_at > after[0],
+                                        and_(Client.created_at == after[0], Client.id > after[1])))
+    rows = (await session.execute(
+        statement.order_by(Client.created_at, Client.id).limit(limit + 1))).all()
+    records = [client_record(client, status) for client, status in rows[:limit]]
+    more = len(rows) > limit
+    return records, (_key_values(records[-1].created_at, records[-1].client_id) if more
+                     else None)
 
 
 class ClientStore:
@@ -87,6 +152,8 @@ class ClientStore:
         self._loading: dict[str, asyncio.Future[ClientRecord | None]] = {}
 
     async def get(self, client_id: str) -> ClientRecord | None:
+        if not CLIENT_ID.match(client_id):
+            return None  # cannot be one of ours (e.g. a NUL, which PostgreSQL refuses)
         now = self._clock.now()
         cached = self._cache.get(client_id)
         if cached is not None and cached[0] > now:
@@ -135,3 +202,10 @@ class ClientStore:
 
     def forget(self, client_id: str) -> None:
         self._cache.pop(client_id, None)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop every cached client of ``tenant_id`` (its status changed). Other
+        processes see the change within ``ttl``, like any other client change."""
+        for client_id in [key for key, (_, record) in self._cache.items()
+                          if record.tenant_id == tenant_id]:
+            self._cache.pop(client_id, None)

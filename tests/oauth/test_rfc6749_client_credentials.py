@@ -312,3 +312,12 @@ async def test_a_disabled_client_is_refused_once_the_short_client_cache_expires(
     response = await client.post("/token", data=form, auth=c.basic)
     assert response.status_code == 401
     assert response.json() == GENERIC_INVALID_CLIENT
+
+
+async def test_s5_2_a_client_id_that_cannot_be_ours_is_invalid_client_not_a_store_error(client):
+    # A NUL byte would make PostgreSQL refuse the query; it must read as an unknown client.
+    response = await client.post("/token", data={"grant_type": "client_credentials",
+                                                 "client_id": "m2m_\x00x",
+                                                 "client_secret": "m2ms_guess"})
+    assert response.status_code == 401
+    assert response.json() == GENERIC_INVALID_CLIENT
