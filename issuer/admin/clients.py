@@ -27,14 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from issuer import registration
 from issuer.admin.auth import ADMIN, require
-from issuer.admin.http import (
-    Operation,
-    RequestModel,
-    ResponseModel,
-    json_response,
-    parse_body,
-)
-from issuer.admin.tenants import (
+from issuer.admin.handlers import (
     OBJECT_ID,
     TEXT,
     PageQuery,
@@ -47,6 +40,13 @@ from issuer.admin.tenants import (
     registration_errors,
     services,
     transaction,
+)
+from issuer.admin.http import (
+    Operation,
+    RequestModel,
+    ResponseModel,
+    json_response,
+    parse_body,
 )
 from issuer.errors import NO_STORE, NotFound
 from issuer.registration import ClientSpec

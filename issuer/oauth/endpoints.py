@@ -55,7 +55,7 @@ async def token(request: Request) -> Response:
     claimed: ClaimedClient | None = None
     record: ClientRecord | None = None
     try:
-        form, resources = await _parse_form(request)
+        form, resources = await parse_form(request)
         claimed = identify(request.headers, form, request.query_params)
         grant_type = form.get("grant_type")
         if grant_type is None:
@@ -87,7 +87,7 @@ async def token(request: Request) -> Response:
                     media_type="application/json", headers=NO_STORE)
 
 
-async def _parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
+async def parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
     """The body as single-valued parameters, plus the (repeatable) resources."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     # RFC 6749 §4.4.2: the request uses "application/x-www-form-urlencoded".

@@ -44,7 +44,7 @@ from issuer.errors import (
     error_response,
 )
 from issuer.oauth.client_auth import ClaimedClient, identify
-from issuer.oauth.endpoints import _parse_form, request_id, request_source
+from issuer.oauth.endpoints import parse_form, request_id, request_source
 from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import PresentedToken, client_error_response, load_presented
 from issuer.services import Services
@@ -58,7 +58,7 @@ async def revoke(request: Request) -> Response:
     services: Services = request.state.services
     claimed: ClaimedClient | None = None
     try:
-        form, _ = await _parse_form(request)
+        form, _ = await parse_form(request)
         claimed = identify(request.headers, form, request.query_params)
         caller = await services.clients.get(claimed.client_id)
         if caller is None:

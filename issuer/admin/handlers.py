@@ -1,0 +1,124 @@
+"""Plumbing shared by the admin API's handlers: the transaction of a change, its
+audit context, registration's refusals as error-table rows, identifiers from URLs,
+keyset pagination, merge-patch bodies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+
+from issuer import registration
+from issuer.admin.auth import Principal
+from issuer.admin.http import InvalidBody, RequestModel, decode_cursor, encode_cursor, page_limit
+from issuer.clock import utc
+from issuer.errors import Conflict, InvalidRequest, NotFound
+from issuer.services import Services
+from issuer.store import clients as queries
+
+#: Text a person reads: no control characters (PostgreSQL refuses NUL in text).
+TEXT = r"^[^\x00-\x1F\x7F]*$"
+#: What our identifiers look like (uuid4 tenants, ``m2m_...`` clients).
+OBJECT_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+def _patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """A left-out field keeps its value, so none has a default; ``not_null`` ones
+    are not nullable."""
+    for name, field in schema.get("properties", {}).items():
+        field.pop("default", None)
+        if name in model.not_null and "anyOf" in field:
+            kept = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+            if len(kept) == 1:
+                field.update(kept[0])
+            else:
+                field["anyOf"] = kept
+
+
+class PatchModel(RequestModel):
+    """A merge-patch body: a left-out field keeps its value, null resets a nullable
+    one; the fields in ``not_null`` may be left out but not set to null."""
+
+    model_config = ConfigDict(strict=True, json_schema_extra=_patch_schema)
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name in cls.not_null:
+            raise ValueError("may be left out but not null")
+        return value
+
+
+class PageQuery(RequestModel):
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
+    limit: int = Field(50, ge=1, le=200)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.state.services
+    return found
+
+
+def actor(request: Request, principal: Principal) -> registration.Actor:
+    """The audit context of a change: the admin's client, its address, the request id."""
+    request_id = request.scope.get("request_id")
+    return registration.Actor(
+        client_id=principal.client_id,
+        source=request.client.host if request.client else None,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+@asynccontextmanager
+async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction: the change and its audit event commit together or not at all."""
+    async with AsyncSession(services(request).engine, expire_on_commit=False) as session, \
+            session.begin():
+        yield session
+
+
+@contextmanager
+def registration_errors() -> Iterator[None]:
+    """Registration's refusals as the error table's rows."""
+    try:
+        yield
+    except registration.UnknownObject as error:
+        raise NotFound(reason=str(error)) from None
+    except registration.RegistrationConflict as error:
+        raise Conflict(str(error)) from None
+    except registration.RegistrationError as error:
+        raise InvalidRequest(str(error)) from None
+
+
+def object_id(value: str) -> str:
+    """An identifier from a URL: one that cannot be ours names nothing (404), and never
+    reaches the database (where a NUL would be an error, not a miss)."""
+    if not re.match(OBJECT_ID, value):
+        raise NotFound(reason="malformed_id")
+    return value
+
+
+def page_params(request: Request) -> tuple[int, queries.PageKey | None]:
+    """``?limit=`` and ``?cursor=``; a 422 naming the parameter when malformed."""
+    limit = page_limit(request)
+    try:
+        key = queries.page_key(decode_cursor(request.query_params.get("cursor")))
+        if key is not None and not re.match(OBJECT_ID, key[1]):
+            raise ValueError("malformed cursor")
+        return limit, key
+    except ValueError:
+        raise InvalidBody(details={"errors": [{"field": "cursor",
+                                               "message": "malformed"}]}) from None
+
+
+def page_json(items: list[dict[str, Any]], next_key: list[str] | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": encode_cursor(*next_key) if next_key else None}
+
+
+def iso(timestamp: float) -> str:
+    return utc(timestamp).isoformat(timespec="seconds").replace("+00:00", "Z")
