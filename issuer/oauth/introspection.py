@@ -17,11 +17,9 @@ own tenant's tokens; only a client of the platform tenant allowed the
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -30,56 +28,35 @@ from issuer.admin.http import Operation, ResponseModel
 from issuer.audit import AuditEvent, audit_row
 from issuer.errors import (
     NO_STORE,
-    InvalidClient,
-    OAuthError,
-    TemporarilyUnavailable,
-    error_response,
 )
-from issuer.oauth.client_auth import ClaimedClient, identify
-from issuer.oauth.endpoints import parse_form, request_id, request_source
-from issuer.oauth.server import _Client, _Request
+from issuer.oauth.client_endpoint import client_endpoint
+from issuer.oauth.endpoints import request_id, request_source
+from issuer.oauth.server import _Request
 from issuer.oauth.tokens import (
     PresentedToken,
-    client_error_response,
     is_platform_tenant,
-    load_presented,
 )
 from issuer.services import Services
 from issuer.store.models import AuditEventRow
 from issuer.store.records import ClientRecord
 
-log = logging.getLogger(__name__)
 
-
-async def introspect(request: Request) -> Response:
-    services: Services = request.state.services
-    claimed: ClaimedClient | None = None
-    try:
-        form, _ = await parse_form(request)
-        claimed = identify(request.headers, form, request.query_params)
-        caller = await services.clients.get(claimed.client_id)
-        if caller is None:
-            raise InvalidClient(reason="unknown_client")
-        presented = await load_presented(services.engine, services.keyring,
-                                         services.settings.issuer_url, form.get("token"))
-        # Only a foreign token needs to know whether the caller speaks for the platform.
-        caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
-                           and await is_platform_tenant(services.engine, caller.tenant_id))
-        call = _Request(form, (), request.headers, claimed, _Client(caller, services.clock.now()))
-        call.presented = presented
-        call.caller_platform = caller_platform
-        body = services.token_issuer.introspection.respond(call)
-        if body.get("active") is True:
-            assert presented is not None
-            await services.writer.write([(AuditEventRow.__table__,
-                                          _used_event(services, request, caller, presented))])
-    except OAuthError as error:
-        return client_error_response(error, claimed)
-    except (SQLAlchemyError, OSError):
-        log.exception("the store is unavailable for the introspection endpoint")
-        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+async def _introspect(services: Services, request: Request, caller: ClientRecord,
+                      call: _Request) -> Response:
+    presented: PresentedToken | None = call.presented
+    # Only a foreign token needs to know whether the caller speaks for the platform.
+    call.caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
+                            and await is_platform_tenant(services.engine, caller.tenant_id))
+    body = services.token_issuer.introspection.respond(call)
+    if body.get("active") is True:
+        assert presented is not None
+        await services.writer.write([(AuditEventRow.__table__,
+                                      _used_event(services, request, caller, presented))])
     return Response(json.dumps(body, separators=(",", ":")), status_code=200,
                     media_type="application/json", headers=NO_STORE)
+
+
+introspect = client_endpoint("introspection", _introspect)
 
 
 def _used_event(services: Services, request: Request, caller: ClientRecord,

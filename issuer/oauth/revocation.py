@@ -23,11 +23,8 @@ Decisions, each from the RFC:
 
 from __future__ import annotations
 
-import logging
-
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -38,49 +35,29 @@ from issuer.audit import AuditEvent
 from issuer.clock import utc
 from issuer.errors import (
     NO_STORE,
-    InvalidClient,
-    OAuthError,
-    TemporarilyUnavailable,
-    error_response,
 )
-from issuer.oauth.client_auth import ClaimedClient, identify
-from issuer.oauth.endpoints import parse_form, request_id, request_source
-from issuer.oauth.server import _Client, _Request
-from issuer.oauth.tokens import PresentedToken, client_error_response, load_presented
+from issuer.oauth.client_endpoint import client_endpoint
+from issuer.oauth.endpoints import request_id, request_source
+from issuer.oauth.server import _Request
+from issuer.oauth.tokens import PresentedToken
 from issuer.services import Services
 from issuer.store.models import IssuedToken
 from issuer.store.records import ClientRecord
 
-log = logging.getLogger(__name__)
 
-
-async def revoke(request: Request) -> Response:
-    services: Services = request.state.services
-    claimed: ClaimedClient | None = None
-    try:
-        form, _ = await parse_form(request)
-        claimed = identify(request.headers, form, request.query_params)
-        caller = await services.clients.get(claimed.client_id)
-        if caller is None:
-            raise InvalidClient(reason="unknown_client")
-        presented = await load_presented(services.engine, services.keyring,
-                                         services.settings.issuer_url, form.get("token"))
-        call = _Request(form, (), request.headers, claimed, _Client(caller, services.clock.now()))
-        call.presented = presented
-        call.revoked = None
-        services.token_issuer.revocation.respond(call)
-        revoked: PresentedToken | None = call.revoked
-        if revoked is not None:
-            await _mark_revoked(services, request, caller, revoked)
-    except OAuthError as error:
-        return client_error_response(error, claimed)
-    except (SQLAlchemyError, OSError):
-        # §2.2.1: 503 means the token still exists; the client may retry.
-        log.exception("the store is unavailable for the revocation endpoint")
-        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+async def _revoke(services: Services, request: Request, caller: ClientRecord,
+                  call: _Request) -> Response:
+    call.revoked = None
+    services.token_issuer.revocation.respond(call)
+    revoked: PresentedToken | None = call.revoked
+    if revoked is not None:
+        await _mark_revoked(services, request, caller, revoked)
     # §2.2: "The content of the response body is ignored by the client as all
     # necessary information is conveyed in the response code."
     return Response(b"", status_code=200, headers=NO_STORE)
+
+
+revoke = client_endpoint("revocation", _revoke)
 
 
 async def _mark_revoked(services: Services, request: Request, caller: ClientRecord,

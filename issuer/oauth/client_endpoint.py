@@ -1,0 +1,52 @@
+"""The steps shared by the client-authenticated token endpoints (RFC 7662 §2.1,
+RFC 7009 §2.1): parse the form, authenticate the caller as at /token, preload the
+presented token, then hand a ready Authlib request to the endpoint's own step.
+Errors render as /token renders them; a store outage is 503 (RFC 7009 §2.2.1:
+the token still exists and the client may retry)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from issuer.errors import InvalidClient, OAuthError, TemporarilyUnavailable, error_response
+from issuer.oauth.client_auth import ClaimedClient, identify
+from issuer.oauth.endpoints import parse_form
+from issuer.oauth.server import _Client, _Request
+from issuer.oauth.tokens import client_error_response, load_presented
+from issuer.services import Services
+from issuer.store.records import ClientRecord
+
+log = logging.getLogger(__name__)
+
+#: The endpoint's own step: the caller is authenticated and ``call.presented`` loaded.
+Step = Callable[[Services, Request, ClientRecord, _Request], Awaitable[Response]]
+
+
+def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        services: Services = request.state.services
+        claimed: ClaimedClient | None = None
+        try:
+            form, _ = await parse_form(request)
+            claimed = identify(request.headers, form, request.query_params)
+            caller = await services.clients.get(claimed.client_id)
+            if caller is None:
+                raise InvalidClient(reason="unknown_client")
+            call = _Request(form, (), request.headers, claimed,
+                            _Client(caller, services.clock.now()))
+            call.presented = await load_presented(services.engine, services.keyring,
+                                                  services.settings.issuer_url,
+                                                  form.get("token"))
+            return await step(services, request, caller, call)
+        except OAuthError as error:
+            return client_error_response(error, claimed)
+        except (SQLAlchemyError, OSError):
+            log.exception("the store is unavailable for the %s endpoint", name)
+            return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+
+    return handle
