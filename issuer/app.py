@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from issuer.admin import clients, m2m_tokens, tenants
+from issuer.admin import clients, keys, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
@@ -37,7 +37,7 @@ from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
 from issuer.store.writer import GroupWriter
 from jwks.endpoint import jwks
-from jwks.keys import KeyRing, Signer
+from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         signer = Signer()
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
-                              rsa_bits=settings.rsa_key_size)
+                              rsa_bits=settings.rsa_key_size,
+                              policy=RotationPolicy(rotation_days=settings.key_rotation_days,
+                                                    token_ttl=settings.token_ttl))
             await keyring.ensure_active()
             await writer.start()
             services = Services(
@@ -67,7 +69,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                 ),
                 limiter=MemoryRateLimiter(clock),
             )
-            yield {"services": services}
+            # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
+            async with maintained(keyring):
+                yield {"services": services}
         finally:
             await writer.close()
             signer.close()
@@ -86,9 +90,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         *tenants.routes,
         *clients.routes,
         *m2m_tokens.routes,
+        *keys.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
-                  *tenants.operations, *clients.operations, *m2m_tokens.operations]
+                  *tenants.operations, *clients.operations, *m2m_tokens.operations,
+                  *keys.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [

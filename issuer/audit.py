@@ -36,6 +36,8 @@ class AuditEvent(StrEnum):
     CLIENT_PREVIOUS_SECRET_REVOKED = "CLIENT_PREVIOUS_SECRET_REVOKED"
     PLATFORM_BOOTSTRAPPED = "PLATFORM_BOOTSTRAPPED"
     SIGNING_KEY_CREATED = "SIGNING_KEY_CREATED"
+    SIGNING_KEY_ROTATED = "SIGNING_KEY_ROTATED"
+    SIGNING_KEY_DELETED = "SIGNING_KEY_DELETED"
 
     @property
     def severity(self) -> Severity:
@@ -56,6 +58,8 @@ _SEVERITY: dict[AuditEvent, Severity] = {
     AuditEvent.CLIENT_PREVIOUS_SECRET_REVOKED: Severity.MEDIUM,
     AuditEvent.PLATFORM_BOOTSTRAPPED: Severity.HIGH,
     AuditEvent.SIGNING_KEY_CREATED: Severity.HIGH,
+    AuditEvent.SIGNING_KEY_ROTATED: Severity.HIGH,
+    AuditEvent.SIGNING_KEY_DELETED: Severity.HIGH,
 }
 
 _FORBIDDEN_DETAIL_KEYS = ("secret", "token", "hash", "password", "assertion", "private")

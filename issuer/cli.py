@@ -30,7 +30,7 @@ from issuer.store import clients as client_queries
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision, upgrade
 from issuer.store.records import ClientRecord
-from jwks.keys import KeyRing, list_keys
+from jwks.keys import KeyRing, RotationPolicy, RotationRefused, list_keys
 
 T = TypeVar("T")
 
@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     listing = keys.add_parser("list", help="list signing keys (public metadata only)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_keys_list)
+    rotate = keys.add_parser("rotate", help="promote the next key to active, retire the "
+                             "active one, publish a new next key")
+    rotate.add_argument("--force", action="store_true",
+                        help="rotate even if the next key is younger than the JWKS max-age "
+                        "(resource servers with a warm cache then refetch once)")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=_keys_rotate)
     return parser
 
 
@@ -358,4 +365,27 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
     else:
         for key in keys:
             print(f"{key['kid']}  {key['alg']:6}  {key['state']:8}  created {key['created_at']}")
+    return 0
+
+
+def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    """Rotate in the store; running issuer processes switch at their next reload."""
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        keyring = KeyRing(engine, encryptor_for(settings), SystemClock(),
+                          alg=settings.signing_alg, rsa_bits=settings.rsa_key_size,
+                          policy=RotationPolicy(rotation_days=settings.key_rotation_days,
+                                                token_ttl=settings.token_ttl))
+        try:
+            rotation = await keyring.rotate(force=args.force, actor="cli")
+        except RotationRefused as refused:
+            raise CommandError(str(refused)) from None
+        return asdict(rotation)
+
+    rotation = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(rotation, indent=2))
+    else:
+        print(f"active: {rotation['active_kid']}\nretired: {rotation['retired_kid']}\n"
+              f"next: {rotation['next_kid']}")
     return 0

@@ -1,14 +1,20 @@
-"""GET /.well-known/jwks.json (RFC 7517 §5): the published public keys, cacheable."""
+"""GET /.well-known/jwks.json (RFC 7517 §5): the published public keys, cacheable.
+
+The ``max-age`` comes from the rotation policy (``jwks.keys.RotationPolicy``):
+``min(3600, rotation period / 10)``. A key is published as ``next`` for at least
+that long (plus the ring's reload interval) before it signs, so a resource server
+with a warm cache never meets an unknown ``kid``.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-# How long a resource server may cache the key set. A key is published as
-# ``next`` for at least this long before it signs (issue 5's rotation policy),
-# so a warm cache never meets an unknown ``kid``.
-JWKS_MAX_AGE = 600
+from jwks.keys import RotationPolicy
+
+#: The max-age under the default policy (and any rotation period of 10 hours or more).
+JWKS_MAX_AGE = RotationPolicy().jwks_max_age
 
 
 async def jwks(request: Request) -> Response:
@@ -16,5 +22,5 @@ async def jwks(request: Request) -> Response:
     return Response(
         keyring.jwks_document,
         media_type="application/jwk-set+json",
-        headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+        headers={"Cache-Control": f"public, max-age={keyring.jwks_max_age}"},
     )

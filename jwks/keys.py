@@ -1,9 +1,29 @@
-"""Token-signing keys: generation, encrypted storage, and the in-process key ring.
+"""Token-signing keys: generation, encrypted storage, the in-process key ring, rotation.
 
 States (DESIGN §1, issue 5): ``next`` (published, not signing) -> ``active``
 (signing; exactly one per algorithm, enforced by a partial unique index) ->
-``retired`` (published until every token it signed has expired). This module
-creates the first active key; rotation builds on the same table.
+``retired`` (published until every token it signed has expired) -> deleted.
+Rotation promotes ``next`` to ``active``, retires the ``active`` key and creates a
+new ``next``, in one transaction with its audit event.
+
+The rotation policy (:class:`RotationPolicy`; the numbers are the defaults):
+
+- The JWKS ``Cache-Control: max-age`` is ``min(3600, rotation period / 10)``: one
+  hour. A resource server refetches rarely, and a tenth of the period keeps the
+  pre-publication lead small beside the period whatever it is set to.
+- Every process reloads the ring from the store every ``min(60 s, max-age)``, so a
+  rotation made by another process or by ``issuer keys rotate`` reaches all of them
+  within a minute; the same background task rotates when the active key is
+  ``ISSUER_KEY_ROTATION_DAYS`` old and deletes expired retired keys.
+- A key signs only after it has been published as ``next`` for max-age + reload
+  interval (``min_next_age``): by then every process publishes it, and every cached
+  JWKS that lacked it has gone stale, so a resource server with a warm cache never
+  meets an unknown ``kid``. A scheduled rotation promotes a key one period old; a
+  manual one that would promote a younger key is refused unless forced (then
+  resource servers refetch on the unknown ``kid``, as ``jwks.verifier`` does).
+- A retired key stays published for reload interval (other processes may sign with
+  it until they reload) + the longest token lifetime (``ISSUER_TOKEN_TTL`` or the
+  largest client ``token_ttl``, at most a day) + 60 s of clock-skew leeway.
 
 The ``kid`` is the key's RFC 7638 thumbprint. Private JWKs are stored encrypted
 (AES-256-GCM, ``issuer.crypto``) and bound to their ``kid``.
@@ -12,17 +32,21 @@ The ``kid`` is the key's RFC 7638 thumbprint. Private JWKs are stored encrypted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import os
 import warnings
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from joserfc import jwk, jws
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
-from sqlalchemy import select
+from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -30,12 +54,77 @@ from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
-from issuer.store.models import SigningKeyRow
+from issuer.store.models import Client, SigningKeyRow
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_STATES = ("next", "active", "retired")
 PrivateKey = RSAKey | ECKey | OKPKey
+
+#: The JWKS max-age never exceeds an hour, whatever the rotation period.
+JWKS_MAX_AGE_CAP = 3600
+#: Seconds between two reloads of the ring (fewer when the max-age is shorter).
+RELOAD_INTERVAL = 60.0
+#: The longest token lifetime (registration and settings cap ``token_ttl`` here).
+MAX_TOKEN_TTL = 86400
+#: Clock-skew leeway after a retired key's last token expired, before it is deleted.
+RETIRED_KEY_LEEWAY = 60
+#: The audit actor of the background task's changes.
+SCHEDULER = "scheduler"
+
+
+class RotationRefused(Exception):
+    """A rotation that would break someone; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RotationPolicy:
+    """How often keys rotate and how long each state lasts (module docstring)."""
+
+    rotation_days: int = 90  # ISSUER_KEY_ROTATION_DAYS
+    token_ttl: int = 3600  # ISSUER_TOKEN_TTL
+    reload_interval: float = RELOAD_INTERVAL
+
+    @property
+    def rotation_period(self) -> float:
+        return self.rotation_days * 86400.0
+
+    @property
+    def jwks_max_age(self) -> int:
+        return int(min(JWKS_MAX_AGE_CAP, self.rotation_period / 10))
+
+    @property
+    def reload_every(self) -> float:
+        return min(self.reload_interval, float(self.jwks_max_age))
+
+    @property
+    def min_next_age(self) -> float:
+        """How long a key is published as ``next`` before it may sign."""
+        return self.jwks_max_age + self.reload_every
+
+    def retired_lifetime(self, max_token_ttl: int) -> float:
+        """How long a retired key stays published after its retirement."""
+        return self.reload_every + min(max_token_ttl, MAX_TOKEN_TTL) + RETIRED_KEY_LEEWAY
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What one rotation did."""
+
+    alg: str
+    retired_kid: str | None  # None when there was no active key for ``alg``
+    active_kid: str
+    next_kid: str
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What one iteration of the background task did."""
+
+    reloaded: bool
+    rotation: Rotation | None
+    deleted: tuple[str, ...]
 
 
 def generate_private_key(alg: str, rsa_bits: int = 2048) -> PrivateKey:
@@ -56,6 +145,8 @@ class SigningKey:
     state: str
     public_jwk: dict[str, Any]
     private: PrivateKey | None = field(default=None, repr=False)
+    created_at: float | None = None
+    activated_at: float | None = None
 
     def sign(self, claims: dict[str, Any], typ: str = "at+jwt") -> str:
         """A compact JWS over ``claims`` with ``alg``, ``kid`` and ``typ`` set."""
@@ -95,17 +186,24 @@ def _associated_data(kid: str) -> bytes:
 
 
 class KeyRing:
-    """The keys this process signs with and publishes, loaded from the store."""
+    """The keys this process signs with and publishes, loaded from the store.
+
+    Every process holds one; the store is the truth. :meth:`maintain` (run by the
+    lifespan's background task) reloads it, rotates when due and prunes.
+    """
 
     def __init__(self, engine: AsyncEngine, encryptor: Encryptor, clock: Clock, *,
-                 alg: str, rsa_bits: int = 2048) -> None:
+                 alg: str, rsa_bits: int = 2048, policy: RotationPolicy | None = None) -> None:
+        self._dialect = engine.dialect.name
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._encryptor = encryptor
         self._clock = clock
         self._alg = alg
         self._rsa_bits = rsa_bits
+        self.policy = policy or RotationPolicy()
         self._keys: list[SigningKey] = []
         self._active: SigningKey | None = None
+        self._loaded: tuple[tuple[str, str], ...] | None = None
         self.jwks_document: bytes = b'{"keys":[]}'
         self.public_keyset: KeySet | None = None
 
@@ -119,53 +217,280 @@ class KeyRing:
     def keys(self) -> list[SigningKey]:
         return list(self._keys)
 
-    async def load(self) -> None:
+    @property
+    def jwks_max_age(self) -> int:
+        return self.policy.jwks_max_age
+
+    async def load(self) -> bool:
+        """Read the published keys from the store; True when they changed since the
+        last load (an unchanged ring is not rebuilt, nor its private key decrypted)."""
         async with self._sessions() as session:
             rows = (await session.execute(
                 select(SigningKeyRow).where(SigningKeyRow.state.in_(PUBLISHED_STATES))
-                .order_by(SigningKeyRow.created_at)
+                .order_by(SigningKeyRow.created_at, SigningKeyRow.kid)
             )).scalars().all()
+        loaded = tuple((row.kid, row.state) for row in rows)
+        if loaded == self._loaded:
+            return False
         keys = []
         active = None
         for row in rows:
             private = None
             if row.state == "active" and row.alg == self._alg:
-                private = self._decrypt(row)
-            key = SigningKey(kid=row.kid, alg=row.alg, state=row.state,
-                             public_jwk=dict(row.public_jwk), private=private)
+                held = self._active
+                private = held.private if held and held.kid == row.kid else self._decrypt(row)
+            key = SigningKey(
+                kid=row.kid, alg=row.alg, state=row.state, public_jwk=dict(row.public_jwk),
+                private=private, created_at=row.created_at.timestamp(),
+                activated_at=row.activated_at.timestamp() if row.activated_at else None)
             keys.append(key)
             if private is not None:
                 active = key
+        document = {"keys": [key.public_jwk for key in keys]}
+        # Swapped in one go, between two awaits: a request sees the old ring or the new.
         self._keys = keys
         self._active = active
-        document = {"keys": [key.public_jwk for key in keys]}
         self.jwks_document = json.dumps(document, separators=(",", ":")).encode()
         self.public_keyset = KeySet.import_key_set(document) if keys else None  # type: ignore[arg-type]
+        self._loaded = loaded
+        return True
+
+    async def reload(self) -> bool:
+        """Pick up changes other processes (or the CLI) made; True when any."""
+        return await self.load()
 
     async def ensure_active(self) -> SigningKey:
-        """Load the ring; create the active key for ``alg`` if there is none.
+        """Load the ring; create the active key for ``alg`` if there is none, and a
+        ``next`` key if there is none (so the first rotation has a published key).
 
         Several processes may start at once: the partial unique index lets one
-        insert win, and the others load the winner's key.
+        active insert win, the others load the winner's key; the ``next`` key is
+        created under the ring's lock.
         """
         await self.load()
-        if self._active is not None:
-            return self._active
-        async with self._sessions() as session:
-            try:
-                async with session.begin():
+        if self._active is None:
+            async with self._sessions() as session:
+                try:
+                    async with session.begin():
+                        await create_key(session, self._encryptor, self._clock, self._alg,
+                                         self._rsa_bits, state="active")
+                except IntegrityError:
+                    log.info("another process created the active %s key first", self._alg)
+            await self.load()
+        if not any(key.state == "next" and key.alg == self._alg for key in self._keys):
+            async with self._sessions() as session, session.begin():
+                _, upcoming = await self._lock(session)
+                if not upcoming:
                     await create_key(session, self._encryptor, self._clock, self._alg,
-                                     self._rsa_bits, state="active")
-            except IntegrityError:
-                log.info("another process created the active %s key first", self._alg)
-        await self.load()
+                                     self._rsa_bits, state="next")
+            await self.load()
         return self.active
+
+    async def rotate(self, *, force: bool = False, actor: str | None = None,
+                     source: str | None = None, request_id: str | None = None) -> Rotation:
+        """Rotate now (``issuer keys rotate``, ``POST /api/v1/keys/rotate``).
+
+        Refused (:class:`RotationRefused`) when the ``next`` key has been published
+        for less than ``policy.min_next_age``, unless ``force``: a forced rotation
+        may make resource servers with a warm cache refetch the JWKS once.
+        """
+        now = self._clock.now()
+        async with self._sessions() as session, session.begin():
+            current, upcoming = await self._lock(session)
+            rotation = await self._rotate(session, current, upcoming, now, force=force,
+                                          reason="manual", actor=actor, source=source,
+                                          request_id=request_id)
+        await self.load()
+        return rotation
+
+    async def rotate_if_due(self) -> Rotation | None:
+        """The scheduled rotation: when the active key has signed for a rotation
+        period. Exactly one process rotates: under the ring's lock the active key's
+        ``activated_at`` is read again, and a second process finds it fresh."""
+        now = self._clock.now()
+        if self._active is None or not self._due(self._active.activated_at, now):
+            return None
+        rotation = None
+        async with self._sessions() as session, session.begin():
+            current, upcoming = await self._lock(session)
+            if current is None or not self._due(_timestamp(current.activated_at), now):
+                return None  # another process rotated first
+            if not upcoming:
+                # A store from before pre-publication: publish one now, promote it later.
+                await create_key(session, self._encryptor, self._clock, self._alg,
+                                 self._rsa_bits, state="next", actor=SCHEDULER)
+            elif now - _timestamp(upcoming[0].created_at) >= self.policy.min_next_age:
+                rotation = await self._rotate(session, current, upcoming, now, force=False,
+                                              reason="scheduled", actor=SCHEDULER)
+        await self.load()
+        return rotation
+
+    async def prune(self) -> list[str]:
+        """Delete the retired keys whose every token has expired (plus leeway);
+        returns their kids. Each deletion is audited once, whoever runs it."""
+        now = self._clock.now()
+        deleted: list[str] = []
+        async with self._sessions() as session, session.begin():
+            retired = (await session.execute(
+                select(SigningKeyRow).where(SigningKeyRow.state == "retired")
+                .order_by(SigningKeyRow.retired_at)
+            )).scalars().all()
+            if not retired:
+                return deleted
+            lifetime = self.policy.retired_lifetime(
+                await max_token_ttl(session, self.policy.token_ttl))
+            for row in retired:
+                if row.retired_at is None or now < row.retired_at.timestamp() + lifetime:
+                    continue
+                result = await session.execute(
+                    delete(SigningKeyRow)
+                    .where(SigningKeyRow.kid == row.kid, SigningKeyRow.state == "retired")
+                    .execution_options(synchronize_session=False))
+                if _rowcount(result) != 1:
+                    continue  # another process deleted it first
+                await audit.record(session, AuditEvent.SIGNING_KEY_DELETED, at=now,
+                                   actor=SCHEDULER, details={
+                                       "kid": row.kid, "alg": row.alg,
+                                       "retired_at": row.retired_at.isoformat()})
+                deleted.append(row.kid)
+        if deleted:
+            await self.load()
+        return deleted
+
+    async def maintain(self) -> Maintenance:
+        """One iteration of the background task: reload, rotate when due, prune."""
+        reloaded = await self.reload()
+        rotation = await self.rotate_if_due()
+        deleted = await self.prune()
+        return Maintenance(reloaded=reloaded, rotation=rotation, deleted=tuple(deleted))
+
+    def _due(self, activated_at: float | None, now: float) -> bool:
+        return activated_at is not None and now >= activated_at + self.policy.rotation_period
+
+    async def _lock(self, session: AsyncSession) -> tuple[SigningKeyRow | None,
+                                                           list[SigningKeyRow]]:
+        """This algorithm's active key and ``next`` keys (oldest first), locked until
+        the transaction ends.
+
+        PostgreSQL: ``SELECT ... FOR UPDATE`` makes a second rotating process wait
+        here; the second read (a new snapshot under READ COMMITTED) then sees what
+        the first committed, its new ``next`` key included. SQLite lets one writer in
+        at a time but ignores FOR UPDATE, and pysqlite opens the transaction only at
+        the first write: a write that changes nothing comes first, so the reads
+        below belong to the write transaction and a second process waits for the
+        first one's commit before it reads.
+        """
+        if self._dialect == "sqlite":
+            await session.execute(update(SigningKeyRow).where(false())
+                                  .values(state=SigningKeyRow.state)
+                                  .execution_options(synchronize_session=False))
+        ring = (select(SigningKeyRow)
+                .where(SigningKeyRow.alg == self._alg,
+                       SigningKeyRow.state.in_(("active", "next")))
+                .order_by(SigningKeyRow.created_at, SigningKeyRow.kid))
+        await session.execute(ring.with_for_update())
+        rows = (await session.execute(ring.execution_options(populate_existing=True))
+                ).scalars().all()
+        current = next((row for row in rows if row.state == "active"), None)
+        return current, [row for row in rows if row.state == "next"]
+
+    async def _rotate(self, session: AsyncSession, current: SigningKeyRow | None,
+                      upcoming: Sequence[SigningKeyRow], now: float, *, force: bool,
+                      reason: str, actor: str | None, source: str | None = None,
+                      request_id: str | None = None) -> Rotation:
+        min_age = self.policy.min_next_age
+        if upcoming:
+            promoted_kid = upcoming[0].kid
+            age = now - _timestamp(upcoming[0].created_at)
+            if age < min_age and not force:
+                raise RotationRefused(
+                    f"the next key {promoted_kid} has been published for {int(age)} s; a key "
+                    f"signs only after {int(min_age)} s (JWKS max-age {self.jwks_max_age} s + "
+                    f"reload interval), so that no resource server meets an unknown kid: "
+                    f"retry in {math.ceil(min_age - age)} s, or force the rotation")
+        elif not force:
+            raise RotationRefused(
+                f"no next {self._alg} key is published: restart the issuer to publish one "
+                f"and retry in {int(min_age)} s, or force the rotation")
+        else:
+            promoted_kid = (await create_key(session, self._encryptor, self._clock, self._alg,
+                                             self._rsa_bits, state="next", actor=actor)).kid
+        # Retire first, then promote: one active key per alg at every statement.
+        if current is not None:
+            await self._move(session, current.kid, "active", state="retired",
+                             retired_at=utc(now))
+        await self._move(session, promoted_kid, "next", state="active", activated_at=utc(now))
+        remaining = [row.kid for row in upcoming if row.kid != promoted_kid]
+        next_kid = remaining[0] if remaining else (await create_key(
+            session, self._encryptor, self._clock, self._alg, self._rsa_bits, state="next",
+            actor=actor)).kid
+        rotation = Rotation(alg=self._alg, retired_kid=current.kid if current else None,
+                            active_kid=promoted_kid, next_kid=next_kid, forced=force)
+        await audit.record(session, AuditEvent.SIGNING_KEY_ROTATED, at=now, actor=actor,
+                           source=source, request_id=request_id, details={
+                               "alg": self._alg, "retired_kid": rotation.retired_kid,
+                               "active_kid": promoted_kid, "next_kid": next_kid,
+                               "forced": force, "reason": reason})
+        return rotation
+
+    @staticmethod
+    async def _move(session: AsyncSession, kid: str, from_state: str, **values: Any) -> None:
+        """Change one key's state, only from ``from_state``: a concurrent change
+        rolls the whole rotation back instead of applying it twice."""
+        result = await session.execute(
+            update(SigningKeyRow)
+            .where(SigningKeyRow.kid == kid, SigningKeyRow.state == from_state)
+            .values(**values).execution_options(synchronize_session=False))
+        if _rowcount(result) != 1:
+            raise RotationRefused(f"key {kid} is no longer {from_state!r}: another rotation "
+                                  "ran at the same time; retry")
 
     def _decrypt(self, row: SigningKeyRow) -> PrivateKey:
         data = self._encryptor.decrypt(row.private_jwk_encrypted, _associated_data(row.kid))
         key = jwk.import_key(json.loads(data))
         assert isinstance(key, RSAKey | ECKey | OKPKey)
         return key
+
+
+async def run_maintenance(ring: KeyRing) -> None:
+    """The background task: :meth:`KeyRing.maintain` every reload interval, forever.
+    A failure (the store briefly down) is logged; the ring keeps its keys meanwhile."""
+    while True:
+        await asyncio.sleep(ring.policy.reload_every)
+        try:
+            await ring.maintain()
+        except Exception:
+            log.exception("signing-key maintenance failed; retrying in %.0f s",
+                          ring.policy.reload_every)
+
+
+@contextlib.asynccontextmanager
+async def maintained(ring: KeyRing) -> AsyncIterator[KeyRing]:
+    """``async with maintained(ring)``: the background task runs inside the block."""
+    task = asyncio.create_task(run_maintenance(ring), name="key-ring-maintenance")
+    try:
+        yield ring
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def max_token_ttl(session: AsyncSession, default_ttl: int) -> int:
+    """The longest lifetime a token issued now may have: ``ISSUER_TOKEN_TTL`` or the
+    largest client ``token_ttl``, at most a day."""
+    longest = (await session.execute(select(func.max(Client.token_ttl)))).scalar()
+    return min(MAX_TOKEN_TTL, max(default_ttl, int(longest or 0)))
+
+
+def _timestamp(value: datetime | None) -> float:
+    assert value is not None
+    return value.timestamp()
+
+
+def _rowcount(result: Any) -> int:
+    count: int = result.rowcount
+    return count
 
 
 async def create_key(session: AsyncSession, encryptor: Encryptor, clock: Clock, alg: str,

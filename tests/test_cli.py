@@ -84,7 +84,7 @@ def test_tenants_list_and_keys_list(database_url, tmp_path):
     assert [t["name"] for t in json.loads(tenants.stdout)] == ["globex"]
     keys = issuer("keys", "list", "--json", database_url=database_url, cwd=tmp_path)
     listed = json.loads(keys.stdout)
-    assert [(k["alg"], k["state"]) for k in listed] == [("RS256", "active")]
+    assert [(k["alg"], k["state"]) for k in listed] == [("RS256", "active"), ("RS256", "next")]
     assert "private" not in keys.stdout
 
 

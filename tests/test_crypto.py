@@ -71,7 +71,8 @@ def test_a_missing_master_key_is_an_error_outside_the_default_sqlite_store():
 
 async def test_signing_private_key_is_stored_encrypted(client, engine):
     async with engine.connect() as connection:
-        (row,) = (await connection.execute(select(SigningKeyRow))).mappings().all()
+        active = select(SigningKeyRow).where(SigningKeyRow.state == "active")
+        (row,) = (await connection.execute(active)).mappings().all()
     stored = row["private_jwk_encrypted"]
     public = row["public_jwk"]
     assert stored[:1] == b"\x01"

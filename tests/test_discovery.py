@@ -37,13 +37,14 @@ async def test_rfc7517_jwks_is_public_cacheable_and_has_no_private_parts(client)
     response = await client.get("/.well-known/jwks.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/jwk-set+json"
-    assert response.headers["cache-control"] == "public, max-age=600"
+    assert response.headers["cache-control"] == "public, max-age=3600"
     keys = response.json()["keys"]
-    assert len(keys) == 1
-    key = keys[0]
-    assert {key["kty"], key["alg"], key["use"]} == {"RSA", "RS256", "sig"}
-    assert key["kid"]
-    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+    assert len(keys) == 2  # the active key and the next one, published ahead (issue 5)
+    assert len({key["kid"] for key in keys}) == 2
+    for key in keys:
+        assert {key["kty"], key["alg"], key["use"]} == {"RSA", "RS256", "sig"}
+        assert key["kid"]
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
 
 
 async def test_healthz_answers_ok(client):
