@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -51,6 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         engine = create_engine(settings.database_url)
         writer = GroupWriter(engine)
         signer = Signer()
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
@@ -68,6 +70,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
                 ),
                 limiter=MemoryRateLimiter(clock),
+                redis=redis,
             )
             # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
             async with maintained(keyring):
@@ -75,6 +78,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         finally:
             await writer.close()
             signer.close()
+            if redis is not None:
+                await redis.aclose()
             await engine.dispose()
 
     routes = [

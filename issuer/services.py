@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.clock import Clock
@@ -28,3 +29,5 @@ class Services:
     writer: GroupWriter
     token_issuer: TokenIssuer
     limiter: RateLimiter
+    # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
+    redis: Redis | None = None

@@ -44,6 +44,9 @@ TEST_MASTER_KEY = bytes.fromhex("5f" * 16 + "a3" * 16)
 ISSUER = "https://issuer.test"
 PG_URL = os.environ.get("ISSUER_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
+# The real Redis of the tests (.ci/run sets it and checks it answers). Tests never
+# FLUSHDB: their keys are unique by construction (random client, connector ids).
+REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _TABLES = ("audit_events", "issued_tokens", "clients", "tenants")
 
 
@@ -137,6 +140,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     run(_admin(url, f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE; "
                     "DELETE FROM signing_keys WHERE alg <> 'RS256'"))
     return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
 
 
 @pytest.fixture
