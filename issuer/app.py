@@ -19,19 +19,23 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from issuer.admin import clients, keys, m2m_tokens, tenants
+from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
-from issuer.health import healthz
+from issuer.health import healthz, readyz
+from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
-from issuer.ratelimit import MemoryRateLimiter
+from issuer.ratelimit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from issuer.ratepolicy import RatePolicies
+from issuer.retention import pruning
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
@@ -41,6 +45,8 @@ from jwks.endpoint import jwks
 from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
 
 log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 1.0  # seconds, connect and each command
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
@@ -52,13 +58,18 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         engine = create_engine(settings.database_url)
         writer = GroupWriter(engine)
         signer = Signer()
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        # Short timeouts: a hung Redis must cost a token request little (the limiter
+        # then decides in memory, or refuses, for a second: issuer.ratelimit).
+        redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
+                               socket_connect_timeout=REDIS_TIMEOUT) if settings.redis_url else None
+        metrics = Metrics()
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
                               policy=RotationPolicy(rotation_days=settings.key_rotation_days,
                                                     token_ttl=settings.token_ttl))
             await keyring.ensure_active()
+            metrics.watch_keys(keyring, clock)
             await writer.start()
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
@@ -69,11 +80,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     issuer=settings.issuer_url, default_audience=settings.audience,
                     default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
                 ),
-                limiter=MemoryRateLimiter(clock),
+                limiter=_limiter(settings, clock, redis, metrics),
+                rate_policies=RatePolicies.from_settings(settings),
+                metrics=metrics,
                 redis=redis,
             )
-            # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
-            async with maintained(keyring):
+            # Background tasks: the key ring's reload, scheduled rotation and
+            # pruning (jwks.keys); expired token records and old audit events.
+            async with maintained(keyring), pruning(
+                    engine, clock, audit_retention_days=settings.audit_retention_days):
                 yield {"services": services}
         finally:
             await writer.close()
@@ -90,28 +105,49 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         Route("/.well-known/openid-configuration", authorization_server_metadata,
               methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *introspection.routes,
         *revocation.routes,
         *tenants.routes,
         *clients.routes,
         *m2m_tokens.routes,
         *keys.routes,
+        *audit_events.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
                   *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations]
+                  *keys.operations, *audit_events.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),
     ]
+    if settings.trusted_proxies:
+        # X-Forwarded-For is believed only from these addresses (uvicorn's parser:
+        # the right-most address not itself a trusted proxy is the client).
+        middleware.append(Middleware(ProxyHeadersMiddleware,
+                                     trusted_hosts=list(settings.trusted_proxies)))
     return Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, Exception: _server_error},
     )
+
+
+def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
+             metrics: Metrics) -> RateLimiter:
+    """Redis (shared by every process) with this process's memory behind it, or
+    memory alone when there is no Redis (a single process)."""
+    memory = MemoryRateLimiter(clock)
+    if redis is None:
+        return memory
+    shared = RedisRateLimiter(redis, clock, prefix=settings.redis_key_prefix + "rl:")
+    return FallbackRateLimiter(shared, memory, clock,
+                               fail_closed=settings.rate_limit_fail == "closed",
+                               on_fallback=metrics.rate_limit_fallback.inc)
 
 
 def create_app_from_env() -> Starlette:

@@ -6,17 +6,22 @@ import argparse
 import asyncio
 import json
 import logging
+import logging.config
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from issuer import audit
+from issuer.audit import AuditEvent, AuditQuery
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, encryptor_for
+from issuer.logs import logging_config
 from issuer.registration import (
     AUTH_METHODS,
     ClientSpec,
@@ -102,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--auth-method", action="append", default=[], choices=AUTH_METHODS,
                         help="allowed token endpoint auth method (repeatable; default both)")
     create.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds")
+    create.add_argument("--rate-limit", default=None, metavar="RATE",
+                        help='token requests allowed, e.g. "600/minute" (default: '
+                        "ISSUER_RATE_LIMIT)")
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=_clients_create)
     listing = clients.add_parser("list", help="list clients")
@@ -133,7 +141,27 @@ def _parser() -> argparse.ArgumentParser:
                         "(resource servers with a warm cache then refetch once)")
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(handler=_keys_rotate)
+
+    audit_events = commands.add_parser("audit", help="the audit log").add_subparsers(
+        metavar="ACTION")
+    export = audit_events.add_parser("export", help="write audit events as JSON Lines to "
+                                     "stdout, oldest first")
+    export.add_argument("--since", required=True, type=_timestamp, metavar="ISO8601",
+                        help="events at or after this time (UTC when no zone is given)")
+    export.add_argument("--until", default=None, type=_timestamp, metavar="ISO8601",
+                        help="events before this time (default: now)")
+    export.add_argument("--tenant", default=None, help="one tenant's events (name or id)")
+    export.add_argument("--event", default=None, choices=[event.value for event in AuditEvent])
+    export.set_defaults(handler=_audit_export)
     return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # Store helpers -------------------------------------------------------------------
@@ -186,15 +214,15 @@ def _announce(created: NewClient | None) -> None:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
-    # aiosqlite's debug log prints SQL parameters (hashes among them): never shown.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # JSON lines, here and in every worker (issuer.logs; no SQL parameters, no headers).
+    log_config = logging_config(args.log_level)
+    logging.config.dictConfig(log_config)
     _with_engine(settings, lambda engine: _prepare(settings, engine))
     print(f"issuer: serving {settings.issuer_url} on http://{args.host}:{args.port}",
           file=sys.stderr)
     uvicorn.run(
         "issuer.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, access_log=False, log_level=args.log_level,
+        workers=args.workers, access_log=False, log_level=args.log_level, log_config=log_config,
         proxy_headers=False, server_header=False,
     )
     return 0
@@ -254,6 +282,7 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
                 allowed_audiences=args.audience,
                 auth_methods=args.auth_method or AUTH_METHODS,
                 token_ttl=args.ttl,
+                rate_limit=args.rate_limit,
             )
             created = await create_client(session, spec, SystemClock(), actor="cli")
         return {**_client_view(created.record), "client_secret": created.client_secret}
@@ -388,4 +417,30 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"active: {rotation['active_kid']}\nretired: {rotation['retired_kid']}\n"
               f"next: {rotation['next_kid']}")
+    return 0
+
+
+def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    """JSON Lines on stdout, streamed: an export of years never sits in memory."""
+    async def work(engine: AsyncEngine) -> int:
+        await _require_schema(engine)
+        tenant_id = None
+        if args.tenant is not None:
+            async with async_sessionmaker(engine)() as session:
+                tenant = await client_queries.find_tenant(session, args.tenant)
+            if tenant is None:
+                raise CommandError(f"no tenant named {args.tenant!r}")
+            tenant_id = tenant.id
+        query = AuditQuery(tenant_id=tenant_id, event=args.event, since=args.since,
+                           until=args.until)
+        count = 0
+        async with engine.connect() as connection:
+            async for event in audit.oldest_first(connection, query):
+                sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+                count += 1
+        return count
+
+    count = _with_engine(settings, work)
+    sys.stdout.flush()
+    print(f"exported {count} audit events", file=sys.stderr)
     return 0

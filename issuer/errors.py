@@ -118,10 +118,27 @@ class InvalidTarget(OAuthError):
 
 
 class TooManyRequests(OAuthError):
+    """A rate limit refused the request (``issuer.ratelimit``): RFC 6585 §4, with
+    ``Retry-After`` and the ``RateLimit-*`` headers of the decision. The policy
+    that refused goes to the audit event and the metrics, not to the caller."""
+
     # Not an RFC 6749 code; DESIGN §4.4 (the platform's M2M spec) names it.
     error = "too_many_requests"
     status = 429
     public_text = "Too many token requests"
+
+    def __init__(self, *, policy: str = "default", first_refusal: bool = True,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(reason="rate_limited", headers=headers)
+        self.policy = policy
+        #: Only the first refusal of a key per window is audited (issuer.ratelimit).
+        self.first_refusal = first_refusal
+
+
+class TooManyAdminRequests(TooManyRequests):
+    """The admin API's rate limit: same code and headers, a text about requests."""
+
+    public_text = "Too many requests"
 
 
 class TemporarilyUnavailable(OAuthError):

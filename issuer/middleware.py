@@ -12,12 +12,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("issuer.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: The scope key where a handler names the client it authenticated (for the log).
+CLIENT_ID = "issuer.client_id"
 
 
 class RequestIdMiddleware:
     """Tags every request with an id (the caller's ``X-Request-ID`` if sane), echoes
-    it in the response, and writes one access-log line without the query string
-    (which could carry credentials a careless client put there)."""
+    it in the response, and writes one structured access-log line (``issuer.logs``):
+    method, path (never the query string, which could carry credentials a careless
+    client put there), status, duration, request id, source address, and the client
+    id once a handler has authenticated one (``scope[CLIENT_ID]``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,8 +50,14 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info("%s %s %d %.1fms request_id=%s", scope["method"], scope["path"],
-                                status, (time.perf_counter() - started) * 1000, request_id)
+                client = scope.get("client")
+                access_log.info("request", extra={"fields": {
+                    "method": scope["method"], "path": scope["path"], "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_id": request_id,
+                    "source": client[0] if client else None,
+                    "client_id": scope.get(CLIENT_ID),
+                }})
 
 
 class BodySizeLimitMiddleware:

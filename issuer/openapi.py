@@ -59,6 +59,13 @@ class Health(ResponseModel):
     status: str
 
 
+class Readiness(ResponseModel):
+    status: str = Field(description="ok | degraded (Redis down, tokens still issued) | "
+                        "unavailable (503)")
+    checks: dict[str, str] = Field(description="database, signing_key and (when "
+                                   "configured) redis: ok, or what is wrong")
+
+
 CORE_OPERATIONS = [
     Operation("POST", "/token", "Get an access token (client_credentials, RFC 6749 §4.4)",
               "oauth", request=TokenForm, response=TokenResponse, auth="client", form=True,
@@ -70,6 +77,10 @@ CORE_OPERATIONS = [
     Operation("GET", "/.well-known/openid-configuration", "The same metadata", "discovery",
               auth="none", errors=()),
     Operation("GET", "/healthz", "Liveness", "ops", response=Health, auth="none", errors=()),
+    Operation("GET", "/readyz", "Readiness: database, Redis, signing key (503 when not ready)",
+              "ops", response=Readiness, auth="none", errors=()),
+    Operation("GET", "/metrics", "Prometheus metrics (text exposition format)", "ops",
+              auth="none", errors=(), text="text/plain"),
 ]
 
 
@@ -151,10 +162,14 @@ def _responses(operation: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if operation.response is not None:
         success["content"] = {"application/json": {"schema": _ref(operation.response)}}
+    elif operation.text is not None:
+        success["content"] = {operation.text: {"schema": {"type": "string"}}}
     elif operation.status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: dict[str, Any] = {str(operation.status): success}
-    for status in operation.errors:
+    # Every admin call is rate limited per admin client (issuer.ratepolicy).
+    errors = (*operation.errors, 429) if operation.auth == "bearer" else operation.errors
+    for status in dict.fromkeys(errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT.get(status, "Error"),
             "content": {"application/json": {"schema": _ref(ErrorBody)}},

@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
+from issuer.metrics import Metrics
 from issuer.oauth.server import TokenIssuer
 from issuer.ratelimit import RateLimiter
+from issuer.ratepolicy import RatePolicies
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.writer import GroupWriter
@@ -29,5 +31,7 @@ class Services:
     writer: GroupWriter
     token_issuer: TokenIssuer
     limiter: RateLimiter
+    rate_policies: RatePolicies
+    metrics: Metrics
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None

@@ -7,6 +7,7 @@ names the variable. Nothing else in the code base reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ class Settings:
     issuer_url: str = "http://127.0.0.1:8000"
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    redis_key_prefix: str = "issuer:"
     # Secret fields never print: repr=False.
     encryption_master_key: bytes | None = field(default=None, repr=False)
     encryption_master_key_previous: bytes | None = field(default=None, repr=False)
@@ -41,6 +43,8 @@ class Settings:
     rsa_key_size: int = 2048
     default_audience: str | None = None
     rate_limit: str = "1200/minute"
+    failed_auth_rate_limit: str = "20/minute"
+    admin_rate_limit: str = "600/minute"
     rate_limit_fail: str = "open"
     trusted_proxies: tuple[str, ...] = ()
     audit_retention_days: int = 365
@@ -78,7 +82,8 @@ class Settings:
         settings = cls(
             issuer_url=_url("ISSUER_URL", issuer_url, production=env == "production"),
             database_url=get("ISSUER_DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=get("ISSUER_REDIS_URL"),
+            redis_url=_redis_url(get("ISSUER_REDIS_URL")),
+            redis_key_prefix=get("ISSUER_REDIS_KEY_PREFIX") or cls.redis_key_prefix,
             encryption_master_key=_master_key("ENCRYPTION_MASTER_KEY", get),
             encryption_master_key_previous=_master_key("ENCRYPTION_MASTER_KEY_PREVIOUS", get),
             env=_choice("ISSUER_ENV", env, ("development", "test", "production")),
@@ -89,9 +94,15 @@ class Settings:
                                      ("2048", "3072", "4096"))),
             default_audience=get("ISSUER_DEFAULT_AUDIENCE"),
             rate_limit=_rate("ISSUER_RATE_LIMIT", get("ISSUER_RATE_LIMIT") or cls.rate_limit),
+            failed_auth_rate_limit=_rate(
+                "ISSUER_FAILED_AUTH_RATE_LIMIT",
+                get("ISSUER_FAILED_AUTH_RATE_LIMIT") or cls.failed_auth_rate_limit),
+            admin_rate_limit=_rate("ISSUER_ADMIN_RATE_LIMIT",
+                                   get("ISSUER_ADMIN_RATE_LIMIT") or cls.admin_rate_limit),
             rate_limit_fail=_choice("ISSUER_RATE_LIMIT_FAIL",
                                     get("ISSUER_RATE_LIMIT_FAIL") or "open", ("open", "closed")),
-            trusted_proxies=_list(get("ISSUER_TRUSTED_PROXIES")),
+            trusted_proxies=_networks("ISSUER_TRUSTED_PROXIES",
+                                      _list(get("ISSUER_TRUSTED_PROXIES"))),
             audit_retention_days=_int("ISSUER_AUDIT_RETENTION_DAYS", get,
                                       cls.audit_retention_days, low=1, high=36500),
             key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
@@ -147,6 +158,24 @@ def _rate(name: str, value: str) -> str:
     if not _RATE.match(value):
         raise SettingsError(f"{name} must look like '1200/minute', got {value!r}")
     return value.replace(" ", "")
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"ISSUER_REDIS_URL must be a redis://, rediss:// or unix:// URL, "
+                            f"got {urlsplit(value).scheme + '://...'!r}")
+    return value
+
+
+def _networks(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Addresses or CIDR networks (``10.0.0.0/8``) whose X-Forwarded-For is believed."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name} must list IP addresses or CIDR networks, "
+                                f"got {value!r}") from None
+    return values
 
 
 def _list(value: str | None) -> tuple[str, ...]:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -129,22 +133,121 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated store holding one RS256 signing key and nothing else."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated store holding one RS256 signing key and nothing else.
+
+    After the test, every audit event it produced is scanned for secrets
+    (:func:`assert_no_secrets_in_audit_log`): the whole suite is the sample."""
     if request.param == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         target = tmp_path / "issuer.db"
         shutil.copyfile(template, target)
-        return f"sqlite+aiosqlite:///{target}"
-    url: str = request.getfixturevalue("postgres_url")
-    run(_admin(url, f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE; "
-                    "DELETE FROM signing_keys WHERE alg <> 'RS256'"))
-    return url
+        url = f"sqlite+aiosqlite:///{target}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        run(_admin(url, f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE; "
+                        "DELETE FROM signing_keys WHERE alg <> 'RS256'"))
+    yield url
+    assert_no_secrets_in_audit_log(url)
+
+
+# Secrets a test saw (client secrets, tokens): none may appear in an audit event.
+SEEN_SECRETS: set[str] = set()
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_SECRET_LIKE = ("m2ms_", "sha256$", "PRIVATE KEY")
+
+
+def assert_no_secrets_in_audit_log(url: str) -> None:
+    leaks = run(find_audit_leaks(url))
+    assert not leaks, f"the audit log carries {', '.join(sorted(set(leaks)))}"
+
+
+async def find_audit_leaks(url: str) -> list[str]:
+    """Any client secret (``m2ms_...``), secret hash, stored hash digest, JWT, private
+    key or secret a test saw, in any column of any audit event of the store."""
+    events, hashes = await _audit_text_and_hashes(url)
+    leaks = [marker for marker in _SECRET_LIKE if marker in events]
+    leaks += ["a JWT" for _ in _JWT.finditer(events)]
+    leaks += [f"the hash {value[:12]}..." for value in hashes
+              if value and value.split("$")[-1] in events]
+    leaks += [f"the secret {value[:8]}..." for value in SEEN_SECRETS if value in events]
+    return leaks
+
+
+async def _audit_text_and_hashes(url: str) -> tuple[str, list[str]]:
+    """Every audit column as one text, and every stored secret hash, read with the
+    raw driver (the test's own engine may be gone)."""
+    events_sql = ("SELECT event, actor, tenant_id, client_id, source, request_id, "
+                  "CAST(details AS TEXT) FROM audit_events")
+    hashes_sql = "SELECT secret_hash, previous_secret_hash FROM clients"
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.split("///", 1)[1])) as database:
+            events = database.execute(events_sql).fetchall()
+            hashes = database.execute(hashes_sql).fetchall()
+    else:
+        connection = await asyncpg.connect(_asyncpg_dsn(url))
+        try:
+            events = [tuple(row) for row in await connection.fetch(events_sql)]
+            hashes = [tuple(row) for row in await connection.fetch(hashes_sql)]
+        finally:
+            await connection.close()
+    text = "\n".join(" ".join(str(value) for value in row) for row in events)
+    return text, [value for row in hashes for value in row if value]
 
 
 @pytest.fixture
 def redis_url() -> str:
     return REDIS_URL
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, to stop and start
+    again (the shared Redis is never stopped). Start-up is awaited by reading the
+    server's "Ready to accept connections" line, not by sleeping."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._process: subprocess.Popen[str] | None = None
+        self._drain = threading.Thread()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self._process is None
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._directory)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self._process.stdout is not None
+        seen = []
+        for line in self._process.stdout:
+            seen.append(line)
+            if "Ready to accept connections" in line:
+                # Keep reading its log, so that a full pipe never blocks the server.
+                self._drain = threading.Thread(target=self._process.stdout.read, daemon=True)
+                self._drain.start()
+                return
+        raise RuntimeError("redis-server did not start:\n" + "".join(seen))
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._drain.join(timeout=30)
+            assert self._process.stdout is not None
+            self._process.stdout.close()
+            self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started redis-server of this test's own (see :class:`RedisServer`)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -220,6 +323,7 @@ def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[R
             spec.setdefault("allowed_scopes", ["orders:read"])
             created = await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
                                           clock)
+        SEEN_SECRETS.add(created.client_secret)
         return Registered(created.record.client_id, created.client_secret, tenants[tenant])
 
     return make
@@ -234,6 +338,7 @@ def platform_admin(engine: AsyncEngine, clock: FakeClock) -> Callable[[], Awaita
         created = await bootstrap(engine, clock)
         assert created is not None, "bootstrap runs once per store"
         record = created.record
+        SEEN_SECRETS.add(created.client_secret)
         return Registered(record.client_id, created.client_secret, record.tenant_id)
 
     return make
@@ -246,6 +351,7 @@ async def issue_token(http: httpx.AsyncClient, registered: Registered,
     response = await http.post("/token", data=form, auth=registered.basic)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
+    SEEN_SECRETS.add(token)
     return token
 
 

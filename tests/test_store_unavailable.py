@@ -1,5 +1,6 @@
 """DESIGN §4.4: with the store down, the token endpoint answers 503
-``temporarily_unavailable`` -- JSON, no stack trace -- and recovers after."""
+``temporarily_unavailable`` -- JSON, no stack trace -- ``/readyz`` answers 503 with
+the reason, and both recover after."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ async def test_store_down_is_temporarily_unavailable_503_then_recovers(own_datab
                              f"WHERE datname = '{name}'")
         try:
             down = await client.post("/token", data=form, auth=basic)
+            ready = await client.get("/readyz")
         finally:
             await _admin(PG_URL, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert down.status_code == 503
@@ -62,4 +64,10 @@ async def test_store_down_is_temporarily_unavailable_503_then_recovers(own_datab
             "error_description": "The service is temporarily unavailable, try again later",
         }
         assert down.headers["cache-control"] == "no-store"
+        # Readiness says why: the process is alive, its store is not reachable.
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["checks"]["database"].startswith("unreachable")
+        assert ready.json()["checks"]["signing_key"] == "ok"
         assert (await client.post("/token", data=form, auth=basic)).status_code == 200
+        assert (await client.get("/readyz")).json()["status"] == "ok"

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, insert, select
 
+from issuer.audit import AuditEvent, audit_row
 from issuer.store.models import AuditEventRow, Client, IssuedToken, SigningKeyRow
+from tests.conftest import find_audit_leaks
 
 
 async def _rows(engine, model, *where):
@@ -123,3 +126,17 @@ async def test_no_secret_hash_or_token_in_audit_log_or_logs(client, register, en
         assert value not in log_text
     for key in keys:
         assert key["private_jwk_encrypted"].hex() not in audit_text
+
+
+@pytest.mark.parametrize("leak", ["m2ms_abcdefghijklmnop", "sha256$0123abcd",
+                                  "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlX2J5dGVz",
+                                  "-----BEGIN PRIVATE KEY-----"])
+async def test_the_suite_wide_audit_secret_scan_catches_a_leak(engine, database_url, leak):
+    # Every test's events are scanned after it (tests/conftest.py); this proves the
+    # scan fails when an event carries something secret-shaped.
+    async with engine.begin() as connection:
+        await connection.execute(insert(AuditEventRow), [audit_row(
+            AuditEvent.CLIENT_UPDATED, at=0, details={"note": f"oops {leak}"})])
+    assert await find_audit_leaks(database_url)
+    async with engine.begin() as connection:
+        await connection.execute(delete(AuditEventRow))

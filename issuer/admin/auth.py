@@ -18,8 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from issuer.errors import InsufficientScope, InvalidToken, NotFound
+from issuer.errors import InsufficientScope, InvalidToken, NotFound, TooManyAdminRequests
 from issuer.oauth.tokens import decode_access_token
+from issuer.ratepolicy import refusal
 from issuer.services import Services
 from issuer.store.models import Client, IssuedToken, Tenant
 
@@ -107,6 +108,13 @@ async def _online_check(engine: AsyncEngine, jti: str, client_id: str, tenant_id
 async def require(request: Request, *any_of: str) -> Principal:
     """The caller, if its token carries one of ``any_of`` scopes; else 401/403."""
     principal = await authenticate(request)
+    services: Services = request.state.services
+    # Per admin client, before the handler reads or writes anything (issue 4).
+    decision = await services.limiter.check(services.rate_policies.admin_client(
+        principal.client_id))
+    if not decision.allowed:
+        services.metrics.rate_limited.labels(decision.policy).inc()
+        raise refusal(decision, TooManyAdminRequests)
     if not principal.scopes & set(any_of):
         raise InsufficientScope(" ".join(any_of))
     return principal

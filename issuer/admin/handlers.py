@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
@@ -20,6 +20,8 @@ from issuer.clock import utc
 from issuer.errors import Conflict, InvalidRequest, NotFound
 from issuer.services import Services
 from issuer.store import clients as queries
+
+Q = TypeVar("Q", bound=BaseModel)
 
 #: Text a person reads: no control characters (PostgreSQL refuses NUL in text).
 TEXT = r"^[^\x00-\x1F\x7F]*$"
@@ -122,3 +124,19 @@ def page_json(items: list[dict[str, Any]], next_key: list[str] | None) -> dict[s
 
 def iso(timestamp: float) -> str:
     return utc(timestamp).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_query(request: Request, model: type[Q]) -> Q:
+    """Query parameters as ``model``: a 422 naming each bad one. An empty value counts
+    as absent (``?clientId=&active=true``); a repeated one is refused."""
+    params = request.query_params
+    problems = [{"field": name, "message": "given more than once"}
+                for name in dict.fromkeys(params.keys()) if len(params.getlist(name)) > 1]
+    if problems:
+        raise InvalidBody(details={"errors": problems})
+    try:
+        return model.model_validate({name: value for name, value in params.items() if value})
+    except ValidationError as error:
+        raise InvalidBody(details={"errors": [
+            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()]}) from None

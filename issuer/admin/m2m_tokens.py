@@ -42,9 +42,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 from sqlalchemy import and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +54,7 @@ from starlette.routing import BaseRoute, Route
 
 from issuer import audit
 from issuer.admin.auth import ADMIN, Principal, require
+from issuer.admin.handlers import parse_query
 from issuer.admin.http import (
     InvalidBody,
     Operation,
@@ -73,20 +74,15 @@ from issuer.errors import (
     NotFound,
     OAuthError,
     TemporarilyUnavailable,
-    TooManyRequests,
 )
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
-from issuer.ratelimit import Rate
+from issuer.ratepolicy import refusal
 from issuer.services import Services
 from issuer.store.clients import get_client
 from issuer.store.models import Client, IssuedToken, Tenant
 from issuer.store.records import ClientRecord
 
-Q = TypeVar("Q", bound=BaseModel)
-
-#: The platform's M2M spec: "10 tokens per hour per client" at POST /auth/m2m/token.
-MINT_RATE = Rate(limit=10, period=3600)
 TAG = "M2M tokens"
 #: Client ids, tenant ids and jtis are visible ASCII (and PostgreSQL refuses NUL in text).
 ID_PATTERN = r"^[\x21-\x7e]+$"
@@ -173,9 +169,10 @@ async def mint_token(request: Request) -> Response:
             issued = services.token_issuer.mint(record, body.scopes)
             # Counted only now, when the mint would succeed; still before any
             # signing or write (issue 4: "The check happens before ...").
-            decision = await services.limiter.hit(f"m2m-mint:{record.client_id}", MINT_RATE)
+            decision = await services.limiter.check(
+                services.rate_policies.mint(record.client_id))
             if not decision.allowed:
-                raise TooManyRequests(reason="rate_limited", headers=decision.headers())
+                raise refusal(decision)
         except OAuthError as error:
             await audit_denial(services, request, error, None, record,
                                actor=principal.client_id, details=userid)
@@ -185,13 +182,14 @@ async def mint_token(request: Request) -> Response:
             services.writer.write(granted_rows(issued, request, actor=principal.client_id,
                                                details=userid)),
         )
+    services.metrics.tokens_issued.labels(record.tenant_id, "admin_mint").inc()
     return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
                     media_type="application/json", headers={**NO_STORE, **decision.headers()})
 
 
 async def list_tokens(request: Request) -> Response:
     principal = await require(request, ADMIN)
-    query = _parse_query(request, ListTokensQuery)
+    query = parse_query(request, ListTokensQuery)
     position = _decode_position(query.cursor)
     services: Services = request.state.services
     with _store_errors_as_503():
@@ -323,22 +321,6 @@ def _jti_of(token: str, services: Services) -> str:
         raise InvalidRequest("The token was not issued by this server",
                              reason="token_not_ours")
     return jti
-
-
-def _parse_query(request: Request, model: type[Q]) -> Q:
-    """Query parameters as ``model``: a 422 naming each bad one. An empty value counts
-    as absent (``?clientId=&active=true``); a repeated one is refused."""
-    params = request.query_params
-    problems = [{"field": name, "message": "given more than once"}
-                for name in dict.fromkeys(params.keys()) if len(params.getlist(name)) > 1]
-    if problems:
-        raise InvalidBody(details={"errors": problems})
-    try:
-        return model.model_validate({name: value for name, value in params.items() if value})
-    except ValidationError as error:
-        raise InvalidBody(details={"errors": [
-            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
-            for item in error.errors()]}) from None
 
 
 def _decode_position(cursor: str | None) -> tuple[datetime, str] | None:

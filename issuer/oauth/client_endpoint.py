@@ -1,6 +1,7 @@
 """The steps shared by the client-authenticated token endpoints (RFC 7662 §2.1,
 RFC 7009 §2.1): parse the form, authenticate the caller as at /token, preload the
 presented token, then hand a ready Authlib request to the endpoint's own step.
+Failed authentications spend the source address's budget, as at /token.
 Errors render as /token renders them; a store outage is 503 (RFC 7009 §2.2.1:
 the token still exists and the client may retry)."""
 
@@ -13,11 +14,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from issuer.errors import InvalidClient, OAuthError, TemporarilyUnavailable, error_response
+from issuer.errors import (
+    InvalidClient,
+    OAuthError,
+    TemporarilyUnavailable,
+    TooManyRequests,
+    error_response,
+)
 from issuer.oauth.client_auth import ClaimedClient, identify
-from issuer.oauth.endpoints import parse_form
+from issuer.oauth.endpoints import parse_form, request_source
 from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import client_error_response, load_presented
+from issuer.ratepolicy import refusal
 from issuer.services import Services
 from issuer.store.records import ClientRecord
 
@@ -31,19 +39,34 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
     async def handle(request: Request) -> Response:
         services: Services = request.state.services
         claimed: ClaimedClient | None = None
+        address = request_source(request) or "unknown"
+        limits = services.rate_policies
         try:
             form, _ = await parse_form(request)
             claimed = identify(request.headers, form, request.query_params)
-            caller = await services.clients.get(claimed.client_id)
-            if caller is None:
-                raise InvalidClient(reason="unknown_client")
-            call = _Request(form, (), request.headers, claimed,
-                            _Client(caller, services.clock.now()))
-            call.presented = await load_presented(services.engine, services.keyring,
-                                                  services.settings.issuer_url,
-                                                  form.get("token"))
-            return await step(services, request, caller, call)
+            # The brute-force guard of /token covers these endpoints too, or they
+            # would be the place to guess secrets (issuer.ratepolicy).
+            decision = await services.limiter.check(limits.guard(address))
+            if not decision.allowed:
+                raise refusal(decision)
+            try:
+                caller = await services.clients.get(claimed.client_id)
+                if caller is None:
+                    raise InvalidClient(reason="unknown_client")
+                call = _Request(form, (), request.headers, claimed,
+                                _Client(caller, services.clock.now()))
+                call.presented = await load_presented(services.engine, services.keyring,
+                                                      services.settings.issuer_url,
+                                                      form.get("token"))
+                return await step(services, request, caller, call)
+            except InvalidClient:
+                decision = await services.limiter.check(limits.failure(address))
+                if not decision.allowed:
+                    raise refusal(decision) from None
+                raise
         except OAuthError as error:
+            if isinstance(error, TooManyRequests):
+                services.metrics.rate_limited.labels(error.policy).inc()
             return client_error_response(error, claimed)
         except (SQLAlchemyError, OSError):
             log.exception("the store is unavailable for the %s endpoint", name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -28,11 +29,14 @@ from issuer.errors import (
     InvalidRequest,
     OAuthError,
     TemporarilyUnavailable,
+    TooManyRequests,
     UnsupportedGrantType,
     error_response,
 )
+from issuer.middleware import CLIENT_ID
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
+from issuer.ratepolicy import refusal
 from issuer.services import Services
 from issuer.store.models import AuditEventRow
 from issuer.store.models import IssuedToken as IssuedTokenRow
@@ -46,12 +50,22 @@ _ISSUED_TOKENS = cast(Table, IssuedTokenRow.__table__)
 _AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 
 MAX_FORM_BYTES = 16 * 1024
+#: The ``grant`` label of the tokens-issued metric for this endpoint.
+GRANT = "client_credentials"
 # RFC 8707 §2: "multiple 'resource' parameters MAY be used"; nothing else repeats.
 _MAY_REPEAT = frozenset({"resource"})
 
 
 async def token(request: Request) -> Response:
     services: Services = request.state.services
+    started = time.perf_counter()
+    try:
+        return await _token(request, services)
+    finally:
+        services.metrics.token_latency.observe(time.perf_counter() - started)
+
+
+async def _token(request: Request, services: Services) -> Response:
     claimed: ClaimedClient | None = None
     record: ClientRecord | None = None
     try:
@@ -63,9 +77,7 @@ async def token(request: Request) -> Response:
         if grant_type != "client_credentials":
             raise UnsupportedGrantType(reason=f"grant_type={grant_type[:64]}")
         record = await services.clients.get(claimed.client_id)
-        if record is None:
-            raise InvalidClient(reason="unknown_client")
-        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
+        issued = await _authenticated_grant(request, services, form, resources, claimed, record)
         # Sign (on a thread) while the record and its audit event commit; answer
         # only when both are done: nothing leaves before it is durable.
         access_token, _ = await asyncio.gather(
@@ -81,10 +93,40 @@ async def token(request: Request) -> Response:
         return error_response(error, headers=headers)
     except (SQLAlchemyError, OSError):
         log.exception("the store is unavailable for the token endpoint")
-        return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+        error = TemporarilyUnavailable(reason="store_unavailable")
+        services.metrics.token_failed(error)
+        return error_response(error)
+    services.metrics.tokens_issued.labels(record.tenant_id, GRANT).inc()
     return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
                     status_code=200,
                     media_type="application/json", headers=NO_STORE)
+
+
+async def _authenticated_grant(request: Request, services: Services, form: dict[str, str],
+                               resources: list[str], claimed: ClaimedClient,
+                               record: ClientRecord | None) -> IssuedToken:
+    """Authenticate the client and run the grant (Authlib, pure CPU), then the rate
+    limits (issuer.ratepolicy), in one atomic check, before any signing or write.
+
+    A failed authentication is charged to the source address; once the address
+    has spent its budget it gets 429 whether or not its next secret is right.
+    """
+    address = request_source(request) or "unknown"
+    limits = services.rate_policies
+    try:
+        if record is None:
+            raise InvalidClient(reason="unknown_client")
+        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
+    except InvalidClient:
+        decision = await services.limiter.check(limits.failure(address))
+        if not decision.allowed:
+            raise refusal(decision) from None
+        raise
+    request.scope[CLIENT_ID] = record.client_id
+    decision = await services.limiter.check(*limits.token(address, record))
+    if not decision.allowed:
+        raise refusal(decision)
+    return issued
 
 
 async def parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
@@ -155,10 +197,18 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
                        claimed: ClaimedClient | None, known: ClientRecord | None, *,
                        actor: str | None = None,
                        details: Mapping[str, Any] | None = None) -> None:
-    """Record an ``M2M_TOKEN_DENIED`` event with the server-side reason; never raises
-    for the store (the denial is answered either way). ``actor`` defaults to the
-    client when it is known, else nobody."""
+    """Count a refused token request and record its ``M2M_TOKEN_DENIED`` event with
+    the server-side reason; never raises for the store (the denial is answered
+    either way). ``actor`` defaults to the client when it is known, else nobody.
+    Of a run of rate-limited requests only the first is audited."""
+    services.metrics.token_failed(error)
     event_details: dict[str, object] = {"error": error.error, "reason": error.reason}
+    if isinstance(error, TooManyRequests):
+        if not error.first_refusal:
+            # Counted by the metrics; audited once per key and window, so a flood
+            # of refused requests cannot flood the audit log.
+            return
+        event_details["policy"] = error.policy
     if claimed is not None:
         event_details["claimed_client_id"] = claimed.client_id[:64]
         event_details["auth_method"] = claimed.method

@@ -48,6 +48,7 @@ async def _introspect(services: Services, request: Request, caller: ClientRecord
     call.caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
                             and await is_platform_tenant(services.engine, caller.tenant_id))
     body = services.token_issuer.introspection.respond(call)
+    services.metrics.introspections.labels("true" if body.get("active") is True else "false").inc()
     if body.get("active") is True:
         assert presented is not None
         await services.writer.write([(AuditEventRow.__table__,
@@ -107,5 +108,5 @@ routes: list[BaseRoute] = [Route("/introspect", introspect, methods=["POST"])]
 operations: list[Operation] = [
     Operation("POST", "/introspect", "Introspect an access token (RFC 7662)", "oauth",
               request=IntrospectionForm, response=IntrospectionResponse, auth="client",
-              form=True, errors=(400, 401, 503)),
+              form=True, errors=(400, 401, 429, 503)),
 ]

@@ -102,5 +102,5 @@ operations: list[Operation] = [
     Operation("POST", "/revoke", "Revoke one of the caller's access tokens (RFC 7009); "
               "200 with an empty body, also for unknown tokens", "oauth",
               request=RevocationForm, response=None, auth="client", form=True,
-              errors=(400, 401, 503)),
+              errors=(400, 401, 429, 503)),
 ]

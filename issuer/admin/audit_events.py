@@ -1,0 +1,110 @@
+"""``GET /api/v1/audit-events``: the audit log as a product (issue 4, item 4).
+
+Filters: ``event``, ``severity``, ``client_id``, ``since`` (inclusive) and
+``until`` (exclusive), ISO 8601; newest first; ``?cursor=`` pages on, stable
+while events keep being recorded (:func:`issuer.audit.newest_first`). A tenant's
+admin sees its own tenant's events only (``tenant_id`` is forced to it); a
+platform admin sees every event, including those of no tenant (signing keys,
+requests from unknown clients), and may filter with ``tenant_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from issuer import audit
+from issuer.admin.auth import ADMIN, require
+from issuer.admin.handlers import OBJECT_ID, parse_query, services
+from issuer.admin.http import (
+    InvalidBody,
+    Operation,
+    RequestModel,
+    ResponseModel,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+)
+from issuer.audit import AuditEvent, AuditQuery
+
+TAG = "audit"
+PATH = "/api/v1/audit-events"
+
+EventName = Literal[tuple(event.value for event in AuditEvent)]  # type: ignore[valid-type]
+
+
+class AuditEventsQuery(RequestModel):
+    event: EventName | None = Field(None, description="Only this event")
+    severity: Literal["low", "medium", "high"] | None = None
+    client_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID)
+    tenant_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID,
+                                  description="Platform admins: only this tenant's events")
+    since: datetime | None = Field(None, description="ISO 8601; events at or after")
+    until: datetime | None = Field(None, description="ISO 8601; events before")
+    cursor: str | None = Field(None, max_length=512, description="next_cursor of the last page")
+    limit: int = Field(50, ge=1, le=200)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        """A time without a zone is UTC."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class AuditEventItem(ResponseModel):
+    id: int
+    at: str = Field(description="ISO 8601, UTC, milliseconds")
+    event: str
+    severity: Literal["low", "medium", "high"]
+    actor: str | None = Field(description="who acted: the client, or the admin's client")
+    tenant_id: str | None
+    client_id: str | None
+    source: str | None = Field(description="the caller's address")
+    request_id: str | None
+    details: dict[str, Any] = Field(description="identifiers and reasons; never a secret")
+
+
+class AuditEventPage(ResponseModel):
+    items: list[AuditEventItem]
+    next_cursor: str | None
+
+
+async def list_audit_events(request: Request) -> Response:
+    principal = await require(request, ADMIN)
+    params = parse_query(request, AuditEventsQuery)
+    tenant_id = params.tenant_id if principal.platform else principal.tenant_id
+    query = AuditQuery(tenant_id=tenant_id, event=params.event, severity=params.severity,
+                       client_id=params.client_id, since=params.since, until=params.until)
+    async with services(request).engine.connect() as connection:
+        items = await audit.newest_first(connection, query, before_id=_position(params.cursor),
+                                         limit=params.limit + 1)
+    next_cursor = None
+    if len(items) > params.limit:
+        items = items[:params.limit]
+        next_cursor = encode_cursor(items[-1]["id"])
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def _position(cursor: str | None) -> int | None:
+    values = decode_cursor(cursor)
+    if values is None:
+        return None
+    if len(values) != 1 or not isinstance(values[0], int) or isinstance(values[0], bool):
+        raise InvalidBody(details={"errors": [{"field": "cursor", "message": "malformed"}]})
+    position: int = values[0]
+    return position
+
+
+routes: list[BaseRoute] = [Route(PATH, list_audit_events, methods=["GET"])]
+
+operations: list[Operation] = [
+    Operation("GET", PATH, "Audit events, newest first (a tenant admin sees its tenant's)",
+              TAG, query=AuditEventsQuery, response=AuditEventPage, errors=(401, 403, 422)),
+]

@@ -1,0 +1,91 @@
+"""Retention: the background task that prunes what no one needs any more (DESIGN §7).
+
+- ``issued_tokens`` rows a day after their token expired (an expired token is
+  inactive anyway; the day keeps yesterday's tokens listable by the admin API);
+- ``audit_events`` older than ``ISSUER_AUDIT_RETENTION_DAYS`` (default 365).
+
+Deletes go in batches of :data:`BATCH` rows, each its own short transaction, so
+pruning a large backlog never holds a long lock on a table the token endpoint
+writes to. Several processes may prune at once: a row is deleted once, and the
+others find nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import InstrumentedAttribute
+
+from issuer.clock import Clock, utc
+from issuer.store.models import AuditEventRow, IssuedToken
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+#: Seconds between two pruning passes.
+PRUNE_EVERY = 600.0
+#: How long a token record outlives its token.
+TOKEN_RECORD_GRACE = 86400
+
+
+@dataclass(frozen=True)
+class Pruned:
+    tokens: int
+    audit_events: int
+
+
+async def prune(engine: AsyncEngine, clock: Clock, *, audit_retention_days: int) -> Pruned:
+    """One pruning pass; returns how many rows went."""
+    now = clock.now()
+    tokens = await _delete_batches(engine, IssuedToken.jti, IssuedToken.expires_at,
+                                   utc(now - TOKEN_RECORD_GRACE))
+    events = await _delete_batches(engine, AuditEventRow.id, AuditEventRow.at,
+                                   utc(now - audit_retention_days * 86400))
+    if tokens or events:
+        log.info("pruned %d expired token records and %d audit events", tokens, events)
+    return Pruned(tokens=tokens, audit_events=events)
+
+
+async def _delete_batches(engine: AsyncEngine, key: InstrumentedAttribute[Any],
+                          column: InstrumentedAttribute[datetime], before: datetime) -> int:
+    total = 0
+    while True:
+        batch = select(key).where(column <= before).limit(BATCH).scalar_subquery()
+        async with engine.begin() as connection:
+            result = await connection.execute(
+                delete(key.class_).where(key.in_(batch))
+                .execution_options(synchronize_session=False))
+        deleted = int(result.rowcount or 0)
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+@contextlib.asynccontextmanager
+async def pruning(engine: AsyncEngine, clock: Clock, *, audit_retention_days: int,
+                  every: float = PRUNE_EVERY) -> AsyncIterator[None]:
+    """``async with pruning(...)``: the background task runs inside the block."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await prune(engine, clock, audit_retention_days=audit_retention_days)
+            except Exception:
+                log.exception("pruning failed; retrying in %.0f s", every)
+
+    task = asyncio.create_task(loop(), name="retention")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
