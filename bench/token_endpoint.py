@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--py-spy", metavar="FILE", default=None,
                         help="record the server with py-spy (raw/collapsed stacks) during "
                         "the first level's measured run; slows the server a little")
+    parser.add_argument("--limiting", default="memory",
+                        help="comma-separated rate-limiting modes to compare, each on its own "
+                        "server in the same run: off (ISSUER_RATE_LIMITING=off), memory "
+                        "(in-process), redis (ISSUER_REDIS_URL=--redis); default memory")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15",
+                        help="the Redis of --limiting redis (keys under a throwaway prefix, "
+                        "deleted at the end)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every mode this many times, alternating (default 1)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (server log, wrk script) for inspection")
     parser.add_argument("--sign-rate", type=float, default=None, help=argparse.SUPPRESS)
@@ -178,6 +188,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> int:
+    modes = [mode.strip() for mode in args.limiting.split(",") if mode.strip()]
+    unknown = set(modes) - set(LIMITING_MODES)
+    if unknown or not modes:
+        raise BenchError(f"--limiting takes {', '.join(LIMITING_MODES)}; got {args.limiting!r}")
+    redis_prefix = f"issuer-bench-{uuid.uuid4().hex[:12]}:"
     workdir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
     server: subprocess.Popen[bytes] | None = None
     pg_admin: tuple[str, str] | None = None
@@ -211,17 +226,6 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
             f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}"
             .encode()).decode()
 
-        log_path = workdir / "server.log"
-        with log_path.open("wb") as log:
-            server = subprocess.Popen(
-                [issuer, "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(args.workers), "--log-level", "warning"],
-                env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: workers die with it
-            )
-        _wait_healthy(base_url, server, log_path, deadline_s=60.0)
-        _probe_token(base_url, authorization, log_path)
-
         sign_rate = _measure_signing_rate(args.sign_seconds)
         print(f"bench=token_endpoint store={store} workers={args.workers} "
               f"duration={args.duration:g}s warmup={args.warmup:g}s "
@@ -232,33 +236,60 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
 
         script = workdir / "token.lua"
         script.write_text(WRK_SCRIPT % {"body": BODY, "authorization": authorization})
-        issued = 1  # the probe
+        issued = 0
         in_flight = 0
-        for index, connections in enumerate(levels):
-            threads = max(1, min(args.wrk_threads, connections))
-            if args.warmup > 0:
-                warm = _wrk(wrk, script, base_url, connections, threads, args.warmup)
-                issued += warm.ok
-                in_flight += connections
-            profiler = None
-            if args.py_spy and index == 0:
-                profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
-            result = _wrk(wrk, script, base_url, connections, threads, args.duration)
-            if profiler is not None:
-                profiler.wait(timeout=args.duration + 30)
-            issued += result.ok
-            in_flight += connections
-            ratio = result.tokens_per_s / sign_rate if sign_rate else 0.0
-            print(f"c={connections} tokens/s={result.tokens_per_s:.1f} "
-                  f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
-                  f"errors={result.errors} ratio={ratio:.2f}", flush=True)
-            if result.errors:
-                print(f"#   c={connections} non200={result.non200} "
-                      f"socket_errors={result.socket_errors} of {result.requests} requests",
-                      flush=True)
+        rates: dict[tuple[str, int], list[float]] = {}
+        log_path = workdir / "server.log"
+        # Modes alternate, round by round, so that a drift of the machine's speed
+        # during the run touches every mode alike.
+        for round_ in range(args.rounds):
+            for mode in modes:
+                mode_env = {**env, **_limiting_env(mode, args.redis, redis_prefix)}
+                with log_path.open("ab") as log:
+                    server = subprocess.Popen(
+                        [issuer, "serve", "--host", "127.0.0.1", "--port", str(port),
+                         "--workers", str(args.workers), "--log-level", "warning"],
+                        env=mode_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its own process group: workers die with it
+                    )
+                _wait_healthy(base_url, server, log_path, deadline_s=60.0)
+                _probe_token(base_url, authorization, log_path)
+                issued += 1  # the probe
+                for index, connections in enumerate(levels):
+                    threads = max(1, min(args.wrk_threads, connections))
+                    if args.warmup > 0:
+                        warm = _wrk(wrk, script, base_url, connections, threads, args.warmup)
+                        issued += warm.ok
+                        in_flight += connections
+                    profiler = None
+                    if args.py_spy and index == 0 and round_ == 0 and mode == modes[0]:
+                        profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
+                    result = _wrk(wrk, script, base_url, connections, threads, args.duration)
+                    if profiler is not None:
+                        profiler.wait(timeout=args.duration + 30)
+                    issued += result.ok
+                    in_flight += connections
+                    rates.setdefault((mode, connections), []).append(result.tokens_per_s)
+                    ratio = result.tokens_per_s / sign_rate if sign_rate else 0.0
+                    print(f"limiting={mode} round={round_ + 1} c={connections} "
+                          f"tokens/s={result.tokens_per_s:.1f} "
+                          f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
+                          f"errors={result.errors} ratio={ratio:.2f}", flush=True)
+                    if result.errors:
+                        print(f"#   c={connections} non200={result.non200} "
+                              f"socket_errors={result.socket_errors} of {result.requests} "
+                              "requests", flush=True)
+                _stop(server)
+                server = None
+        if "off" in modes:
+            for connections in levels:
+                base = statistics.median(rates[("off", connections)])
+                compared = " ".join(
+                    f"{mode}/off={statistics.median(rates[(mode, connections)]) / base:.3f}"
+                    for mode in modes if mode != "off")
+                print(f"limiting_ratio c={connections} {compared} (median tokens/s over "
+                      f"{args.rounds} rounds; 1.0 = limiting costs nothing)", flush=True)
 
-        _stop(server)
-        server = None
         # wrk counts only the responses that came back within its duration: the
         # requests still in flight when it stops (at most one per connection) were
         # issued and stored too, but are not among the counted 200s.
@@ -276,6 +307,9 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
         if pg_admin is not None:
             with contextlib.suppress(Exception):
                 _drop_pg_database(*pg_admin)
+        if "redis" in modes:
+            with contextlib.suppress(Exception):
+                _delete_redis_keys(args.redis, redis_prefix)
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
         else:
@@ -283,6 +317,29 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
 
 
 # Setup -------------------------------------------------------------------------------
+
+
+LIMITING_MODES = ("off", "memory", "redis")
+
+
+def _limiting_env(mode: str, redis_url: str, prefix: str) -> dict[str, str]:
+    if mode == "off":
+        return {"ISSUER_RATE_LIMITING": "off"}
+    if mode == "redis":
+        return {"ISSUER_REDIS_URL": redis_url, "ISSUER_REDIS_KEY_PREFIX": prefix}
+    return {}
+
+
+def _delete_redis_keys(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 def _issuer_executable() -> str | None:
@@ -345,7 +402,7 @@ def _server_log_has_errors(path: Path) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
-    return "ERROR" in text or "Traceback" in text
+    return '"level":"error"' in text or "ERROR" in text or "Traceback" in text
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

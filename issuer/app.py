@@ -33,7 +33,13 @@ from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
-from issuer.ratelimit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from issuer.ratelimit import (
+    FallbackRateLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    Unlimited,
+)
 from issuer.ratepolicy import RatePolicies
 from issuer.retention import pruning
 from issuer.services import Services
@@ -141,6 +147,8 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
              metrics: Metrics) -> RateLimiter:
     """Redis (shared by every process) with this process's memory behind it, or
     memory alone when there is no Redis (a single process)."""
+    if not settings.rate_limiting:
+        return Unlimited()
     memory = MemoryRateLimiter(clock)
     if redis is None:
         return memory

@@ -19,7 +19,7 @@ alike, so a deployment that adds Redis keeps its limits' meaning.
 - :class:`MemoryRateLimiter`: this process's memory (single process).
 - :class:`RedisRateLimiter`: one Lua script per check -- one round trip, atomic
   on the server -- over a sorted set per key, so every issuer process shares one
-  budget (DESIGN §8).
+  budget (DESIGN §8). Concurrent checks share round trips (pipelined).
 - :class:`FallbackRateLimiter`: Redis while it answers; while it does not, this
   process's memory (``ISSUER_RATE_LIMIT_FAIL=open``) or ``503
   temporarily_unavailable`` (``closed``).
@@ -40,6 +40,8 @@ in-process moving window managed 142,000 hits/s against 383,000/s here.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import re
@@ -47,10 +49,10 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from issuer.clock import Clock
 from issuer.errors import TemporarilyUnavailable
@@ -140,6 +142,19 @@ class RateLimiter(Protocol):
     async def hit(self, key: str, limit: Rate) -> Decision:
         """``check(Rule(key, limit))``: count one hit on ``key`` if ``limit`` allows it."""
         ...
+
+
+class Unlimited:
+    """``ISSUER_RATE_LIMITING=off``: every check allows, and nothing is counted
+    (rate limits are left to a gateway in front)."""
+
+    async def hit(self, key: str, limit: Rate) -> Decision:
+        return await self.check(Rule(key, limit))
+
+    async def check(self, *rules: Rule) -> Decision:
+        rule = next((rule for rule in rules if rule.count), rules[0])
+        return Decision(allowed=True, limit=rule.rate.limit, remaining=rule.rate.limit,
+                        reset_after=0.0, retry_after=0.0, policy=rule.policy)
 
 
 class MemoryRateLimiter:
@@ -269,12 +284,22 @@ return {1, best, best_remaining, best_reset, 0}
 
 
 class RedisRateLimiter:
-    """The sliding-window log in Redis: one ``EVALSHA`` per check, atomic."""
+    """The sliding-window log in Redis: one ``EVALSHA`` per check, atomic.
+
+    Checks that arrive while a round trip is in flight wait for it and then go
+    together, as one pipeline (each still its own atomic script run): under load
+    the client-side cost per check falls from about 55 us alone to under 20 us in
+    batches of 16 (redis-py 8 with hiredis, this machine); an idle server's check
+    goes out at once, alone.
+    """
 
     def __init__(self, redis: Redis, clock: Clock, *, prefix: str = "issuer:rl:") -> None:
+        self._redis = redis
         self._clock = clock
         self._prefix = prefix
-        self._script = redis.register_script(_CHECK_SCRIPT)
+        self._sha = hashlib.sha1(_CHECK_SCRIPT.encode()).hexdigest()  # noqa: S324 -- Redis's script id
+        self._pending: list[tuple[list[str], list[int | str], asyncio.Future[Any]]] = []
+        self._sending = False
 
     async def hit(self, key: str, limit: Rate) -> Decision:
         return await self.check(Rule(key, limit))
@@ -286,13 +311,77 @@ class RedisRateLimiter:
         arguments: list[int | str] = [now_ms, secrets.token_hex(6)]
         for rule in rules:
             arguments += [rule.rate.limit, rule.rate.period * 1000, int(rule.count)]
-        allowed, index, remaining, reset_ms, first = await self._script(
-            keys=[self._prefix + rule.key for rule in rules], args=arguments)
+        keys = [self._prefix + rule.key for rule in rules]
+        if self._sending:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending.append((keys, arguments, future))
+            result = await future
+        else:
+            self._sending = True
+            try:
+                result = await self._run_one(keys, arguments)
+            finally:
+                self._sent()
+        allowed, index, remaining, reset_ms, first = result
         rule = rules[int(index) - 1]
         reset = int(reset_ms) / 1000
         return Decision(allowed=bool(allowed), limit=rule.rate.limit, remaining=int(remaining),
                         reset_after=reset, retry_after=0.0 if allowed else reset,
                         policy=rule.policy, first_refusal=bool(first))
+
+    def _sent(self) -> None:
+        """A round trip ended: send what queued meanwhile, in a task of its own, so
+        that a caller cancelled mid-request (a client that hung up) never strands
+        the checks waiting behind it."""
+        if self._pending:
+            asyncio.get_running_loop().create_task(self._send_pending())
+        else:
+            self._sending = False
+
+    async def _run_one(self, keys: list[str], arguments: list[int | str]) -> Any:
+        try:
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *arguments)
+        except NoScriptError:  # a new or restarted server: load the script once
+            await self._redis.script_load(_CHECK_SCRIPT)
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *arguments)
+
+    async def _send_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._run(batch)
+                except BaseException as error:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    if not isinstance(error, Exception):
+                        raise
+                    continue
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue  # its caller gave up
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._sending = False
+
+    async def _run(self, batch: list[tuple[list[str], list[int | str], Any]]) -> list[Any]:
+        """One pipeline of ``EVALSHA``: each check's reply, or its error. The script
+        is loaded once when Redis lacks it (a new or restarted server)."""
+        results: list[Any] = []
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, arguments, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *arguments)
+            results = list(await pipe.execute(raise_on_error=False))
+            if attempt == 1 and any(isinstance(result, NoScriptError) for result in results):
+                await self._redis.script_load(_CHECK_SCRIPT)
+                continue
+            break
+        return results
 
 
 class FallbackRateLimiter:

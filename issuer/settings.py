@@ -42,6 +42,7 @@ class Settings:
     signing_alg: str = "RS256"
     rsa_key_size: int = 2048
     default_audience: str | None = None
+    rate_limiting: bool = True
     rate_limit: str = "1200/minute"
     failed_auth_rate_limit: str = "20/minute"
     admin_rate_limit: str = "600/minute"
@@ -93,6 +94,8 @@ class Settings:
             rsa_key_size=int(_choice("ISSUER_RSA_KEY_SIZE", get("ISSUER_RSA_KEY_SIZE") or "2048",
                                      ("2048", "3072", "4096"))),
             default_audience=get("ISSUER_DEFAULT_AUDIENCE"),
+            rate_limiting=_choice("ISSUER_RATE_LIMITING", get("ISSUER_RATE_LIMITING") or "on",
+                                  ("on", "off")) == "on",
             rate_limit=_rate("ISSUER_RATE_LIMIT", get("ISSUER_RATE_LIMIT") or cls.rate_limit),
             failed_auth_rate_limit=_rate(
                 "ISSUER_FAILED_AUTH_RATE_LIMIT",

@@ -300,6 +300,7 @@ async def test_the_eleventh_mint_in_an_hour_is_429(backend_settings, clock, plat
     ("ISSUER_ADMIN_RATE_LIMIT", "10/fortnight", "ISSUER_ADMIN_RATE_LIMIT must look like"),
     ("ISSUER_TRUSTED_PROXIES", "10.0.0.0/8, proxy.example", "ISSUER_TRUSTED_PROXIES must list"),
     ("ISSUER_REDIS_URL", "http://127.0.0.1:6379", "ISSUER_REDIS_URL must be a redis://"),
+    ("ISSUER_RATE_LIMITING", "sometimes", "ISSUER_RATE_LIMITING must be one of on, off"),
 ])
 def test_bad_rate_limit_settings_stop_the_start(name, value, message):
     from issuer.settings import SettingsError
@@ -313,3 +314,16 @@ def test_rate_limit_settings_have_the_documented_defaults():
     assert (settings.rate_limit, settings.failed_auth_rate_limit, settings.admin_rate_limit,
             settings.rate_limit_fail) == ("1200/minute", "20/minute", "600/minute", "open")
 
+
+
+async def test_rate_limiting_off_leaves_every_budget_to_a_gateway(settings, clock, register):
+    registered = await register(rate_limit="1/minute")
+    wrong = (registered.client_id, "not-the-secret")
+    async with running(replace(settings, rate_limiting=False,
+                               failed_auth_rate_limit="1/minute"), clock) as issuer:
+        http = issuer.from_address()
+        for _ in range(3):
+            assert (await http.post("/token", data=GRANT, auth=registered.basic)
+                    ).status_code == 200
+            assert (await http.post("/token", data=GRANT, auth=wrong)).status_code == 401
+    assert Settings.from_env({"ISSUER_RATE_LIMITING": "off"}, env_file=None).rate_limiting is False

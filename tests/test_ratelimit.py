@@ -324,3 +324,16 @@ async def test_redis_is_left_alone_for_a_second_after_a_failure_then_used_again(
         assert not limiter.degraded
     finally:
         await redis.aclose()
+
+
+async def test_a_cancelled_check_does_not_strand_the_checks_batched_behind_it(backend):
+    # Checks made while one is in flight to Redis go together afterwards; the one in
+    # flight belongs to a request whose client may hang up (its task is cancelled).
+    limiter = backend.limiter
+    first = asyncio.ensure_future(limiter.hit("k", TEN_AN_HOUR))
+    await asyncio.sleep(0)  # let it start its round trip (a yield, not a wait)
+    others = [asyncio.ensure_future(limiter.hit("k", TEN_AN_HOUR)) for _ in range(5)]
+    first.cancel()
+    decisions = await asyncio.wait_for(asyncio.gather(*others), timeout=10)
+    assert all(d.allowed for d in decisions)
+    assert (await limiter.hit("k", TEN_AN_HOUR)).remaining in (3, 4)  # the first may have counted
