@@ -282,13 +282,15 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                 _stop(server)
                 server = None
         if "off" in modes:
+            # Each mode against the "off" run of its own round (the same minutes of
+            # the machine), then the median over the rounds.
             for connections in levels:
-                base = statistics.median(rates[("off", connections)])
+                base = rates[("off", connections)]
                 compared = " ".join(
-                    f"{mode}/off={statistics.median(rates[(mode, connections)]) / base:.3f}"
+                    f"{mode}/off={statistics.median(run / off for run, off in zip(rates[(mode, connections)], base, strict=True)):.3f}"  # noqa: E501
                     for mode in modes if mode != "off")
-                print(f"limiting_ratio c={connections} {compared} (median tokens/s over "
-                      f"{args.rounds} rounds; 1.0 = limiting costs nothing)", flush=True)
+                print(f"limiting_ratio c={connections} {compared} (median of {args.rounds} "
+                      "paired rounds; 1.0 = limiting costs nothing)", flush=True)
 
         # wrk counts only the responses that came back within its duration: the
         # requests still in flight when it stops (at most one per connection) were
