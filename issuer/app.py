@@ -20,6 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connectors.erp import routes as erp_routes
+from connectors.erp.dropzone import DropzoneConnector
+from connectors.erp.mock import MockConnector
+from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
+from connectors.erp.service import ErpServices
 from issuer.admin import clients, keys, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
@@ -70,6 +75,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
                 ),
                 limiter=MemoryRateLimiter(clock),
+                erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 redis=redis,
             )
             # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
@@ -96,10 +102,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         *clients.routes,
         *m2m_tokens.routes,
         *keys.routes,
+        *erp_routes.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
                   *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations]
+                  *keys.operations, *erp_routes.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [
@@ -112,6 +119,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, Exception: _server_error},
     )
+
+
+def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
+    """The ERP connectors this issuer offers: built here, never by import side effect."""
+    registry = ConnectorRegistry()
+    registry.register(DROPZONE_JSON_V1, DropzoneConnector(clock, settings.erp_dropzone_root))
+    if settings.erp_mock_connector:  # tests and demos only (refused in production)
+        registry.register(MOCK, MockConnector())
+    return registry
 
 
 def create_app_from_env() -> Starlette:

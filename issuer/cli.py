@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -14,9 +16,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from connectors.erp.registry import ConnectorRegistry
+from connectors.erp.service import ConnectionService
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, encryptor_for
+from issuer.errors import OAuthError
+from issuer.reencrypt import BATCH_SIZE, reencrypt
 from issuer.registration import (
     AUTH_METHODS,
     ClientSpec,
@@ -37,6 +43,11 @@ T = TypeVar("T")
 
 class CommandError(Exception):
     """A one-line error for the user; exit status 1."""
+
+
+def decrypt_connector_config() -> int:
+    """The ``decrypt_connector_config`` console script: ``issuer decrypt-connector-config``."""
+    return main(["decrypt-connector-config", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +144,16 @@ def _parser() -> argparse.ArgumentParser:
                         "(resource servers with a warm cache then refetch once)")
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(handler=_keys_rotate)
+
+    rewrap = commands.add_parser("reencrypt", help="rewrap every stored secret under the "
+                                 "current ENCRYPTION_MASTER_KEY (idempotent, resumable)")
+    rewrap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    rewrap.add_argument("--json", action="store_true")
+    rewrap.set_defaults(handler=_reencrypt)
+    reveal = commands.add_parser("decrypt-connector-config",
+                                 help="print an ERP connection's decrypted config (audited)")
+    reveal.add_argument("connection_id")
+    reveal.set_defaults(handler=_decrypt_connector_config)
     return parser
 
 
@@ -388,4 +409,49 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"active: {rotation['active_kid']}\nretired: {rotation['retired_kid']}\n"
               f"next: {rotation['next_kid']}")
+    return 0
+
+
+def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
+    """Rewrap under ENCRYPTION_MASTER_KEY what was written under the previous key."""
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be at least 1")
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        report = await reencrypt(engine, encryptor_for(settings), SystemClock(),
+                                 batch_size=args.batch_size)
+        return {name: asdict(item) for name, item in report.items()}
+
+    report = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, item in report.items():
+            print(f"{name}: rewrapped {item['rewrapped']}, already current {item['current']}, "
+                  f"failed {len(item['failed'])}")
+            for key in item["failed"]:
+                print(f"  does not decrypt: {key}")
+    return 1 if any(item["failed"] for item in report.values()) else 0
+
+
+def _decrypt_connector_config(settings: Settings, args: argparse.Namespace) -> int:
+    """For an operator: the config as the connector uses it, credentials included.
+    The audit event records who and which connection, never the config."""
+    try:
+        connection_id = uuid.UUID(args.connection_id)
+    except ValueError:
+        raise CommandError(f"{args.connection_id!r} is not a connection id (a UUID)") from None
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        # Decrypting needs no connector: the stored JSON is printed as it is.
+        service = ConnectionService(engine, encryptor_for(settings), ConnectorRegistry(),
+                                    SystemClock())
+        try:
+            return await service.decrypt_for_operator(connection_id, f"cli:{getpass.getuser()}")
+        except OAuthError as error:
+            raise CommandError(f"connection {connection_id}: {error.error_description}") from None
+
+    print(json.dumps(_with_engine(settings, work), indent=2))
     return 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.erp.service import ErpServices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
 from issuer.oauth.server import TokenIssuer
@@ -29,5 +30,6 @@ class Services:
     writer: GroupWriter
     token_issuer: TokenIssuer
     limiter: RateLimiter
+    erp: ErpServices  # the ERP connector registry, connections and pushes (connectors/erp)
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None
