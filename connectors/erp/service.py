@@ -218,7 +218,13 @@ class ConnectionService(_Base):
     async def _test(self, connector: ERPConnectorPort, config: ConnectorConfig, org_id: str,
                     connector_type: str, record: store.ConnectionRecord | None,
                     actor: Actor) -> TestResult:
-        result = await connector.test_connection(config)
+        try:
+            result = await connector.test_connection(config)
+        except Exception as failure:  # a connector's bug must not become a 500
+            log.error("connector %s raised %s testing a connection of org %s request_id=%s",
+                      connector_type, type(failure).__name__, org_id, actor.request_id)
+            result = TestResult(False, f"Unexpected connector error ({type(failure).__name__})",
+                                0.0)
         async with self._sessions() as session, session.begin():
             if record is not None and result.success:
                 await store.record_test(session, record.id, self._clock.now())

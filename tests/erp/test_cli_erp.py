@@ -17,8 +17,8 @@ from connectors.erp.registry import MOCK
 from issuer.crypto import Encryptor
 from issuer.store.models import AuditEventRow, ErpConnectionRow
 from tests.conftest import TEST_MASTER_KEY
-from tests.erp.conftest import PASSWORD
-from tests.erp.test_units import ACTOR, NEW_KEY, _services
+from tests.erp.conftest import NEW_KEY, PASSWORD
+from tests.erp.test_units import ACTOR, _services
 from tests.test_cli import issuer
 
 SCRIPT = Path(sys.executable).with_name("decrypt_connector_config")
@@ -67,8 +67,8 @@ async def test_decrypt_connector_config_round_trip(engine, clock, register, data
     assert other.returncode == 1 and "No such object" in other.stderr
 
 
-async def test_reencrypt_command_rewraps_then_finds_nothing_to_do(engine, clock, register,
-                                                                  database_url, tmp_path):
+async def test_reencrypt_command_rewraps_then_finds_nothing_to_do(
+        engine, clock, register, database_url, tmp_path, restore_master_key):
     org = (await register(tenant="acme")).tenant_id
     connections, _ = _services(engine, clock)
     await connections.create(org, MOCK, {}, test_on_save=False, actor=ACTOR)

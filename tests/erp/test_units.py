@@ -32,9 +32,8 @@ from issuer.reencrypt import ENCRYPTED_COLUMNS, reencrypt
 from issuer.registration import Actor
 from issuer.store.models import AuditEventRow, ErpConnectionRow, ErpExportRow, SigningKeyRow
 from tests.conftest import TEST_MASTER_KEY
-from tests.erp.conftest import draft_order
+from tests.erp.conftest import NEW_KEY, draft_order
 
-NEW_KEY = bytes(range(100, 132))
 OTHER_KEY = bytes(range(7, 39))
 ACTOR = Actor("tester", "127.0.0.1", "req-1")
 
@@ -285,7 +284,7 @@ async def _envelopes(engine) -> dict[str, tuple[Any, bytes]]:
 
 
 async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_once(
-        engine, clock, register):
+        engine, clock, register, restore_master_key):
     await _seal_many(engine, clock, register, 3)
     rotated = Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY)
     before = await _envelopes(engine)
@@ -328,7 +327,8 @@ class CrashingEncryptor:
         return self._inner.encrypt(plaintext, associated_data)
 
 
-async def test_reencrypt_is_resumable_after_a_crash_midway(engine, clock, register):
+async def test_reencrypt_is_resumable_after_a_crash_midway(engine, clock, register,
+                                                          restore_master_key):
     await _seal_many(engine, clock, register, 5)
     rotated = Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY)
     with pytest.raises(KeyboardInterrupt):
@@ -345,8 +345,8 @@ async def test_reencrypt_is_resumable_after_a_crash_midway(engine, clock, regist
     assert all(rotated.is_current(value) for _, value in (await _envelopes(engine)).values())
 
 
-async def test_reencrypt_reports_and_keeps_a_value_that_does_not_decrypt(engine, clock,
-                                                                          register):
+async def test_reencrypt_reports_and_keeps_a_value_that_does_not_decrypt(
+        engine, clock, register, restore_master_key):
     (connection_id,) = await _seal_many(engine, clock, register, 1)
     foreign = Encryptor(current=OTHER_KEY).encrypt(b"{}", store.associated_data(connection_id))
     async with engine.begin() as connection:
@@ -366,3 +366,58 @@ async def test_connector_error_message_and_code():
     error = ConnectorError("Permission denied", code="permission_denied")
     assert (str(error), error.message, error.code) == ("Permission denied", "Permission denied",
                                                        "permission_denied")
+
+
+class BrokenTester(MockConnector):
+    async def test_connection(self, config: Any) -> Any:
+        raise RuntimeError("hunter2")
+
+
+async def test_a_connector_crashing_in_its_test_is_a_failed_test(engine, clock, register,
+                                                                 caplog):
+    from issuer.errors import ConnectionTestFailed
+
+    org = (await register(tenant="acme")).tenant_id
+    registry = ConnectorRegistry()
+    registry.register(MOCK, BrokenTester())
+    connections, _ = _services(engine, clock, registry=registry)
+    with pytest.raises(ConnectionTestFailed) as raised:
+        await connections.create(org, MOCK, {}, test_on_save=True, actor=ACTOR)
+    assert raised.value.error_description == "Unexpected connector error (RuntimeError)"
+    assert "hunter2" not in caplog.text
+
+
+def test_the_public_names_are_sorted_and_real():
+    import connectors.erp
+
+    names = connectors.erp.__all__
+    assert names == sorted(names, key=lambda name: (not name.isupper(), name))  # ruff RUF022
+    assert all(hasattr(connectors.erp, name) for name in connectors.erp.__all__)
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"ISSUER_ERP_MOCK_CONNECTOR": "maybe"}, "ISSUER_ERP_MOCK_CONNECTOR must be true or false"),
+    ({"ISSUER_ERP_MOCK_CONNECTOR": "true", "ISSUER_ENV": "production",
+      "ISSUER_URL": "https://id.example.com", "ENCRYPTION_MASTER_KEY": "00" * 32},
+     "ISSUER_ERP_MOCK_CONNECTOR must not be enabled when ISSUER_ENV=production"),
+    ({"ISSUER_ERP_DROPZONE_ROOT": "relative/dir"},
+     "ISSUER_ERP_DROPZONE_ROOT must be the absolute path of an existing directory"),
+    ({"ISSUER_ERP_DROPZONE_ROOT": "/no/such/dir"},
+     "ISSUER_ERP_DROPZONE_ROOT must be the absolute path of an existing directory"),
+])
+def test_erp_settings_are_checked(environ, message):
+    from issuer.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ, env_file=None)
+    assert str(raised.value).startswith(message)
+
+
+def test_erp_settings_defaults_and_values(tmp_path):
+    from issuer.settings import Settings
+
+    assert (Settings.from_env({}, env_file=None).erp_mock_connector,
+            Settings.from_env({}, env_file=None).erp_dropzone_root) == (False, None)
+    settings = Settings.from_env({"ISSUER_ERP_MOCK_CONNECTOR": "true",
+                                  "ISSUER_ERP_DROPZONE_ROOT": str(tmp_path)}, env_file=None)
+    assert (settings.erp_mock_connector, settings.erp_dropzone_root) == (True, tmp_path)
