@@ -21,6 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from connectors.erp import routes as erp_routes
+from connectors.erp.dropzone import DropzoneConnector
+from connectors.erp.mock import MockConnector
+from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
+from connectors.erp.service import ErpServices
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
@@ -89,6 +94,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                 limiter=_limiter(settings, clock, redis, metrics),
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
+                erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 redis=redis,
             )
             # Background tasks: the key ring's reload, scheduled rotation and
@@ -120,10 +126,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         *m2m_tokens.routes,
         *keys.routes,
         *audit_events.routes,
+        *erp_routes.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
                   *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations, *audit_events.operations]
+                  *keys.operations, *audit_events.operations, *erp_routes.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [
@@ -156,6 +163,15 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
     return FallbackRateLimiter(shared, memory, clock,
                                fail_closed=settings.rate_limit_fail == "closed",
                                on_fallback=metrics.rate_limit_fallback.inc)
+
+
+def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
+    """The ERP connectors this issuer offers: built here, never by import side effect."""
+    registry = ConnectorRegistry()
+    registry.register(DROPZONE_JSON_V1, DropzoneConnector(clock, settings.erp_dropzone_root))
+    if settings.erp_mock_connector:  # tests and demos only (refused in production)
+        registry.register(MOCK, MockConnector())
+    return registry
 
 
 def create_app_from_env() -> Starlette:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import logging.config
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -16,12 +18,16 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from connectors.erp.registry import ConnectorRegistry
+from connectors.erp.service import ConnectionService
 from issuer import audit
 from issuer.audit import AuditEvent, AuditQuery
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, encryptor_for
+from issuer.errors import OAuthError
 from issuer.logs import logging_config
+from issuer.reencrypt import BATCH_SIZE, reencrypt
 from issuer.registration import (
     AUTH_METHODS,
     ClientSpec,
@@ -42,6 +48,11 @@ T = TypeVar("T")
 
 class CommandError(Exception):
     """A one-line error for the user; exit status 1."""
+
+
+def decrypt_connector_config() -> int:
+    """The ``decrypt_connector_config`` console script: ``issuer decrypt-connector-config``."""
+    return main(["decrypt-connector-config", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +164,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tenant", default=None, help="one tenant's events (name or id)")
     export.add_argument("--event", default=None, choices=[event.value for event in AuditEvent])
     export.set_defaults(handler=_audit_export)
+
+    rewrap = commands.add_parser("reencrypt", help="rewrap every stored secret under the "
+                                 "current ENCRYPTION_MASTER_KEY (idempotent, resumable)")
+    rewrap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    rewrap.add_argument("--json", action="store_true")
+    rewrap.set_defaults(handler=_reencrypt)
+    reveal = commands.add_parser("decrypt-connector-config",
+                                 help="print an ERP connection's decrypted config (audited)")
+    reveal.add_argument("connection_id")
+    reveal.set_defaults(handler=_decrypt_connector_config)
     return parser
 
 
@@ -443,4 +464,49 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
     count = _with_engine(settings, work)
     sys.stdout.flush()
     print(f"exported {count} audit events", file=sys.stderr)
+    return 0
+
+
+def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
+    """Rewrap under ENCRYPTION_MASTER_KEY what was written under the previous key."""
+    if args.batch_size < 1:
+        raise CommandError("--batch-size must be at least 1")
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        report = await reencrypt(engine, encryptor_for(settings), SystemClock(),
+                                 batch_size=args.batch_size)
+        return {name: asdict(item) for name, item in report.items()}
+
+    report = _with_engine(settings, work)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, item in report.items():
+            print(f"{name}: rewrapped {item['rewrapped']}, already current {item['current']}, "
+                  f"failed {len(item['failed'])}")
+            for key in item["failed"]:
+                print(f"  does not decrypt: {key}")
+    return 1 if any(item["failed"] for item in report.values()) else 0
+
+
+def _decrypt_connector_config(settings: Settings, args: argparse.Namespace) -> int:
+    """For an operator: the config as the connector uses it, credentials included.
+    The audit event records who and which connection, never the config."""
+    try:
+        connection_id = uuid.UUID(args.connection_id)
+    except ValueError:
+        raise CommandError(f"{args.connection_id!r} is not a connection id (a UUID)") from None
+
+    async def work(engine: AsyncEngine) -> dict[str, Any]:
+        await _require_schema(engine)
+        # Decrypting needs no connector: the stored JSON is printed as it is.
+        service = ConnectionService(engine, encryptor_for(settings), ConnectorRegistry(),
+                                    SystemClock())
+        try:
+            return await service.decrypt_for_operator(connection_id, f"cli:{getpass.getuser()}")
+        except OAuthError as error:
+            raise CommandError(f"connection {connection_id}: {error.error_description}") from None
+
+    print(json.dumps(_with_engine(settings, work), indent=2))
     return 0

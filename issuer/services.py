@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.erp.service import ErpServices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
 from issuer.metrics import Metrics
@@ -33,5 +34,6 @@ class Services:
     limiter: RateLimiter
     rate_policies: RatePolicies
     metrics: Metrics
+    erp: ErpServices  # the ERP connector registry, connections and pushes (connectors/erp)
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None

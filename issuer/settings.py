@@ -52,6 +52,11 @@ class Settings:
     key_rotation_days: int = 90
     netsuite_allowed_hosts: tuple[str, ...] = ()
     client_cache_ttl: float = 5.0
+    #: Registers the MOCK ERP connector (tests and demos; refused in production).
+    erp_mock_connector: bool = False
+    #: The only directory tree the DROPZONE_JSON_V1 connector's filesystem mode may
+    #: write to; None = filesystem mode refused (an org never writes elsewhere on the host).
+    erp_dropzone_root: Path | None = None
 
     @property
     def production(self) -> bool:
@@ -111,9 +116,16 @@ class Settings:
             key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
                                    low=1, high=3650),
             netsuite_allowed_hosts=_list(get("ISSUER_NETSUITE_ALLOWED_HOSTS")),
+            erp_mock_connector=_bool("ISSUER_ERP_MOCK_CONNECTOR",
+                                     get("ISSUER_ERP_MOCK_CONNECTOR")),
+            erp_dropzone_root=_directory("ISSUER_ERP_DROPZONE_ROOT",
+                                         get("ISSUER_ERP_DROPZONE_ROOT")),
         )
         if settings.production and settings.encryption_master_key is None:
             raise SettingsError("ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production")
+        if settings.production and settings.erp_mock_connector:
+            raise SettingsError("ISSUER_ERP_MOCK_CONNECTOR must not be enabled when "
+                                "ISSUER_ENV=production")
         return settings
 
 
@@ -179,6 +191,25 @@ def _networks(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
             raise SettingsError(f"{name} must list IP addresses or CIDR networks, "
                                 f"got {value!r}") from None
     return values
+
+
+def _bool(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name} must be true or false, got {value!r}")
+    return lowered in ("true", "1", "yes")
+
+
+def _directory(name: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute() or not path.is_dir():
+        raise SettingsError(f"{name} must be the absolute path of an existing directory, "
+                            f"got {value!r}")
+    return path.resolve()
 
 
 def _list(value: str | None) -> tuple[str, ...]:

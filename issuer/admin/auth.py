@@ -125,3 +125,9 @@ async def require_platform(request: Request) -> Principal:
     if not principal.platform:
         raise InsufficientScope(ADMIN)
     return principal
+
+
+async def require_connector_role(request: Request) -> Principal:
+    """The connector APIs (FR-020): an ``admin`` or ``integrator`` of the tenant (or a
+    platform admin); any other token is 403."""
+    return await require(request, ADMIN, INTEGRATOR)

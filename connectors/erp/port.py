@@ -1,0 +1,79 @@
+"""The seam every ERP connector implements (issue 7, "Domain").
+
+A connector turns an approved :class:`~connectors.erp.models.DraftOrder` into
+whatever its ERP reads, and can prove a configuration works before anything is
+pushed through it. Every connector answers with the same two shapes:
+connector-specific facts go in ``connector_metadata`` (``dropzone_path`` for
+DROPZONE_JSON_V1), never new fields.
+
+Messages a connector puts in :class:`ConnectorError`, ``ExportResult.error_message``
+and ``TestResult.error_message`` reach API callers and the audit log: they name
+what failed, never a credential.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connectors.erp.models import ConnectorConfig, DraftOrder
+
+
+class ConnectorError(Exception):
+    """A connector could not do its work; ``message`` is safe to show to the org."""
+
+    def __init__(self, message: str, *, code: str = "connector_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class ConfigError(ConnectorError):
+    """A configuration the connector refuses; ``field`` names the culprit (FR-015)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", code="invalid_config")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    success: bool
+    export_id: uuid.UUID
+    error_message: str | None = None
+    storage_key: str | None = None
+    connector_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    success: bool
+    error_message: str | None
+    latency_ms: float
+
+
+class ERPConnectorPort(Protocol):
+    """What the registry holds for each ``connector_type``."""
+
+    #: The pydantic model of this connector's configuration (validates API bodies
+    #: and every decrypted config before use).
+    config_model: type[ConnectorConfig]
+
+    def parse_config(self, data: Mapping[str, Any]) -> ConnectorConfig:
+        """``data`` as this connector's config; :class:`ConfigError` or
+        ``pydantic.ValidationError`` naming the field otherwise."""
+        ...
+
+    async def export(self, draft_order: DraftOrder, config: Any) -> ExportResult:
+        """Deliver the order; raise :class:`ConnectorError` (or return a failed
+        result) when it could not be delivered."""
+        ...
+
+    async def test_connection(self, config: Any) -> TestResult:
+        """Prove ``config`` works end to end without delivering an order."""
+        ...

@@ -1,0 +1,132 @@
+"""DROPZONE_JSON_V1 over SFTP (asyncssh): connect, write, rename, remove.
+
+The connection is verified against the configured host key (``insecure_skip_host_key``
+turns that off, explicitly), authenticates with the configured password or private
+key only -- never an agent, ``~/.ssh`` keys or ``~/.ssh/config`` of the issuer's
+host -- and gives up after ``timeout_seconds`` (TCP, SSH handshake and login
+together). Failures become :class:`ConnectorError` with the fixed messages below;
+no asyncssh text (which may quote the server) reaches the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import asyncssh
+
+from connectors.erp.models import DropzoneConfig, trusted_host_key
+from connectors.erp.port import ConnectorError
+
+AUTHENTICATION_FAILED = "Authentication failed"
+CONNECTION_TIMEOUT = "Connection timeout"
+PERMISSION_DENIED = "Permission denied"
+HOST_KEY_MISMATCH = "Host key verification failed: the server's host key is not host_key"
+EXPORT_PATH_NOT_FOUND = "Export path not found"
+CONNECTION_REFUSED = "Host unreachable: connection refused"
+HOST_NOT_FOUND = "Host unreachable: name not found"
+HOST_UNREACHABLE = "Host unreachable"
+SSH_FAILED = "SSH connection failed"
+FILE_EXISTS = "A file of that name exists already"
+
+
+def connector_error(error: BaseException) -> ConnectorError:
+    """The one mapping from what asyncssh and the socket layer raise to our messages.
+    Order matters: ``TimeoutError`` and ``ConnectionRefusedError`` are ``OSError``s."""
+    if isinstance(error, ConnectorError):
+        return error
+    if isinstance(error, asyncssh.PermissionDenied):
+        return ConnectorError(AUTHENTICATION_FAILED, code="authentication_failed")
+    if isinstance(error, asyncssh.HostKeyNotVerifiable):
+        return ConnectorError(HOST_KEY_MISMATCH, code="host_key_mismatch")
+    if isinstance(error, TimeoutError):
+        return ConnectorError(CONNECTION_TIMEOUT, code="timeout")
+    if isinstance(error, asyncssh.SFTPPermissionDenied):
+        return ConnectorError(PERMISSION_DENIED, code="permission_denied")
+    if isinstance(error, asyncssh.SFTPNoSuchFile):
+        return ConnectorError(EXPORT_PATH_NOT_FOUND, code="not_found")
+    if isinstance(error, asyncssh.SFTPFileAlreadyExists):
+        return ConnectorError(FILE_EXISTS, code="file_exists")
+    if isinstance(error, asyncssh.SFTPError):
+        return ConnectorError(f"SFTP error ({type(error).__name__})", code="sftp_error")
+    if isinstance(error, asyncssh.Error):
+        return ConnectorError(f"{SSH_FAILED} ({type(error).__name__})", code="ssh_error")
+    if isinstance(error, ConnectionRefusedError):
+        return ConnectorError(CONNECTION_REFUSED, code="unreachable")
+    if isinstance(error, socket.gaierror):
+        return ConnectorError(HOST_NOT_FOUND, code="unreachable")
+    if isinstance(error, OSError):
+        return ConnectorError(HOST_UNREACHABLE, code="unreachable")
+    return ConnectorError(f"{SSH_FAILED} ({type(error).__name__})", code="ssh_error")
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except (asyncssh.Error, OSError, ConnectorError) as error:
+        raise connector_error(error) from None
+
+
+class SFTPDropzone:
+    """One logged-in SFTP session: ``async with SFTPDropzone.open(config) as zone``."""
+
+    def __init__(self, sftp: asyncssh.SFTPClient, timeout: float) -> None:
+        self._sftp = sftp
+        self._timeout = timeout
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: DropzoneConfig) -> AsyncIterator[SFTPDropzone]:
+        assert config.host is not None and config.username is not None
+        known_hosts = (None if config.insecure_skip_host_key or config.host_key is None
+                       else ([trusted_host_key(config.host_key)], [], []))
+        keys = ([asyncssh.import_private_key(config.private_key.get_secret_value())]
+                if config.private_key is not None else [])
+        with _mapped():
+            async with asyncio.timeout(config.timeout_seconds):
+                connection = await asyncssh.connect(
+                    config.host, config.port, username=config.username,
+                    password=config.password.get_secret_value() if config.password else None,
+                    client_keys=keys, known_hosts=known_hosts, agent_path=None, config=None,
+                    keepalive_interval=0)
+            try:
+                async with asyncio.timeout(config.timeout_seconds):
+                    sftp = await connection.start_sftp_client()
+                async with sftp:
+                    yield cls(sftp, config.timeout_seconds)
+            finally:
+                connection.close()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(config.timeout_seconds):
+                        await connection.wait_closed()
+
+    async def write(self, directory: str, name: str, data: bytes, *, atomic: bool) -> str:
+        """Write ``directory/name``; with ``atomic``, to a hidden temporary name in the
+        same directory first, renamed once complete (SFTP rename does not replace)."""
+        final = posixpath.join(directory, name)
+        target = posixpath.join(directory, f".{name}.{secrets.token_hex(4)}.tmp") if atomic \
+            else final
+        with _mapped():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    async with self._sftp.open(target, "xb") as handle:
+                        await handle.write(data)
+                    if atomic:
+                        await self._sftp.rename(target, final)
+            except BaseException:
+                if atomic:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(self._timeout):
+                            await self._sftp.remove(target)
+                raise
+        return final
+
+    async def remove(self, path: str) -> None:
+        with _mapped():
+            async with asyncio.timeout(self._timeout):
+                await self._sftp.remove(path)

@@ -1,0 +1,113 @@
+"""``issuer reencrypt``: rewrap every encrypted value the issuer stores under the
+current master key (DESIGN §5, §6; issue 7 "Encryption").
+
+The encrypted columns are listed once, in :data:`ENCRYPTED_COLUMNS`: a table that
+stores a new kind of secret adds one :class:`EncryptedColumn` there, nothing else.
+
+- Idempotent: a value already under the current key (``Encryptor.is_current``) is
+  left as it is; a second run rewraps nothing.
+- Resumable: rows are read in primary-key order and committed in batches of
+  ``batch_size``, each row rewritten only if it still holds the value read
+  (compare-and-swap). A crash mid-run leaves every row under the current or the
+  previous key -- both decrypt while ``ENCRYPTION_MASTER_KEY_PREVIOUS`` is set --
+  and a re-run finishes the rest.
+- A value that does not decrypt (altered, or under a key this issuer no longer has)
+  is counted and named in the report, never overwritten; the run goes on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.erp.store import associated_data as erp_connection_associated_data
+from issuer import audit
+from issuer.audit import AuditEvent
+from issuer.clock import Clock
+from issuer.crypto import DecryptionError, Encryptor
+from issuer.store.models import ErpConnectionRow, SigningKeyRow
+from jwks.keys import _associated_data as signing_key_associated_data
+
+BATCH_SIZE = 100
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """One column of AES-GCM envelopes, bound to their row by ``associated_data(pk)``."""
+
+    table: Table
+    key: str  # the primary-key column (single-column keys)
+    column: str
+    associated_data: Callable[[Any], bytes]
+
+    @property
+    def name(self) -> str:
+        return f"{self.table.name}.{self.column}"
+
+
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    EncryptedColumn(SigningKeyRow.__table__, "kid", "private_jwk_encrypted",  # type: ignore[arg-type]
+                    signing_key_associated_data),
+    EncryptedColumn(ErpConnectionRow.__table__, "id", "config_encrypted",  # type: ignore[arg-type]
+                    lambda key: erp_connection_associated_data(uuid.UUID(str(key)))),
+)
+
+
+@dataclass
+class ColumnReport:
+    rewrapped: int = 0
+    current: int = 0  # already under the current key
+    failed: list[str] = field(default_factory=list)  # primary keys that did not decrypt
+
+
+async def reencrypt(engine: AsyncEngine, encryptor: Encryptor, clock: Clock, *,
+                    columns: tuple[EncryptedColumn, ...] = ENCRYPTED_COLUMNS,
+                    batch_size: int = BATCH_SIZE, actor: str | None = "cli"
+                    ) -> dict[str, ColumnReport]:
+    report = {spec.name: await _column(engine, encryptor, spec, batch_size)
+              for spec in columns}
+    async with engine.begin() as connection:
+        await audit.record(connection, AuditEvent.SECRETS_REENCRYPTED, at=clock.now(),
+                           actor=actor, details={"columns": [
+                               {"column": name, "rewrapped": item.rewrapped,
+                                "current": item.current, "failed": len(item.failed)}
+                               for name, item in report.items()]})
+    return report
+
+
+async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColumn,
+                  batch_size: int) -> ColumnReport:
+    report = ColumnReport()
+    key, value = spec.table.c[spec.key], spec.table.c[spec.column]
+    after: Any = None
+    while True:
+        statement = select(key, value).order_by(key).limit(batch_size)
+        if after is not None:
+            statement = statement.where(key > after)
+        async with engine.begin() as connection:
+            rows = (await connection.execute(statement)).all()
+            for primary_key, envelope in rows:
+                if encryptor.is_current(envelope):
+                    report.current += 1
+                    continue
+                context = spec.associated_data(primary_key)
+                try:
+                    rewrapped = encryptor.encrypt(encryptor.decrypt(envelope, context), context)
+                except DecryptionError:
+                    report.failed.append(str(primary_key))
+                    continue
+                result = await connection.execute(
+                    update(spec.table).where(key == primary_key, value == envelope)
+                    .values({spec.column: rewrapped}))
+                if result.rowcount == 1:
+                    report.rewrapped += 1
+                else:  # changed meanwhile, by a writer that used the current key
+                    report.current += 1
+        if len(rows) < batch_size:
+            return report
+        after = rows[-1][0]
