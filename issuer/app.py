@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from issuer.admin import clients, keys, m2m_tokens, tenants
+from issuer.admin.auth import admin_verifier
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                     default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
                 ),
                 limiter=MemoryRateLimiter(clock),
+                admin_verifier=admin_verifier(settings, keyring, clock),
                 redis=redis,
             )
             # Reload, scheduled rotation and pruning of the key ring (jwks.keys).

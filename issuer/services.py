@@ -15,6 +15,7 @@ from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.writer import GroupWriter
 from jwks.keys import KeyRing, Signer
+from jwks.verifier import JWKSVerifier
 
 
 @dataclass(frozen=True)
@@ -29,5 +30,7 @@ class Services:
     writer: GroupWriter
     token_issuer: TokenIssuer
     limiter: RateLimiter
+    # The admin API's bearer-token verifier: jwks.verifier over the key ring.
+    admin_verifier: JWKSVerifier
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None

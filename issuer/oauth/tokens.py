@@ -6,10 +6,10 @@ offline and loads its issued-token record with its client's and tenant's status
 preloaded values with no I/O; the HTTP handlers in ``introspection.py`` and
 ``revocation.py`` write the outcome afterwards.
 
-:func:`decode_access_token` is also the first half of the admin API's bearer
-check (``issuer.admin.auth.verify_claims``), which adds the audience and time
-checks a resource server makes; introspection must not demand the admin
-audience, and judges time itself (RFC 7662 §4).
+:func:`decode_access_token` checks only what introspection needs (signature, ``typ``,
+``iss``): introspection must not demand an audience, and judges time itself
+(RFC 7662 §4). The admin API verifies its Bearer tokens with ``jwks.verifier`` instead
+(``issuer.admin.auth``), every resource-server check included.
 """
 
 from __future__ import annotations
