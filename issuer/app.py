@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,8 +29,10 @@ from issuer.errors import OAuthError, ServerError, error_response
 from issuer.health import healthz
 from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
+from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
+from issuer.oauth.replay import ReplayStore, pruned
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.ratelimit import MemoryRateLimiter
@@ -44,7 +47,14 @@ from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+#: Outbound HTTP (a private_key_jwt client's jwks_uri): seconds before giving up.
+OUTBOUND_TIMEOUT = 5.0
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               http_client: httpx.AsyncClient | None = None) -> Starlette:
+    """``http_client``: outbound HTTP (used as given, never closed here); by default
+    one with :data:`OUTBOUND_TIMEOUT` that follows no redirects, opened per lifespan."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -54,6 +64,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         writer = GroupWriter(engine)
         signer = Signer()
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        outbound = http_client or httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT,
+                                                    follow_redirects=False)
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
@@ -61,23 +73,30 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                                                     token_ttl=settings.token_ttl))
             await keyring.ensure_active()
             await writer.start()
+            token_issuer = TokenIssuer(
+                issuer=settings.issuer_url, default_audience=settings.audience,
+                default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
+            )
+            replay = ReplayStore(engine, clock)
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
                 keyring=keyring, signer=signer,
                 clients=ClientStore(engine, clock, settings.client_cache_ttl),
                 writer=writer,
-                token_issuer=TokenIssuer(
-                    issuer=settings.issuer_url, default_audience=settings.audience,
-                    default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
-                ),
+                token_issuer=token_issuer,
                 limiter=MemoryRateLimiter(clock),
                 admin_verifier=admin_verifier(settings, keyring, clock),
+                assertions=AssertionAuthenticator(
+                    ClientKeys(outbound, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
-            # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
-            async with maintained(keyring):
+            # Reload, scheduled rotation and pruning of the key ring (jwks.keys);
+            # pruning of spent client-assertion jtis (issuer.oauth.replay).
+            async with maintained(keyring), pruned(replay):
                 yield {"services": services}
         finally:
+            if http_client is None:
+                await outbound.aclose()
             await writer.close()
             signer.close()
             if redis is not None:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
+from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
 from issuer.ratelimit import RateLimiter
 from issuer.settings import Settings
@@ -32,5 +33,7 @@ class Services:
     limiter: RateLimiter
     # The admin API's bearer-token verifier: jwks.verifier over the key ring.
     admin_verifier: JWKSVerifier
+    # private_key_jwt / client_secret_jwt: keys, Authlib's check, the jti replay store.
+    assertions: AssertionAuthenticator
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None

@@ -52,6 +52,22 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 KeyIndex = Mapping[str, tuple[Key, ...]]
 
+# Asymmetric JWS algorithms (RFC 7518 §3.1, RFC 8037 §3.1, RFC 8812, RFC 9864) and the
+# key each needs: kty and, for curves, the allowed crv. Symmetric (HS*) and "none" are
+# absent on purpose: RFC 8725 §3.1 "libraries MUST enable the caller to specify a
+# supported set of algorithms and MUST NOT use any other algorithms".
+_KEY_FOR_ALG: dict[str, tuple[str, frozenset[str] | None]] = {
+    **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
+    "ES256": ("EC", frozenset({"P-256"})),
+    "ES384": ("EC", frozenset({"P-384"})),
+    "ES512": ("EC", frozenset({"P-521"})),
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+    "Ed25519": ("OKP", frozenset({"Ed25519"})),
+    "Ed448": ("OKP", frozenset({"Ed448"})),
+}
+#: The asymmetric JWS algorithms a key source's keys can verify (and nothing else).
+ASYMMETRIC_ALGORITHMS = frozenset(_KEY_FOR_ALG)
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -86,6 +102,10 @@ class StaticKeySource:
 
     async def get(self, kid: str) -> tuple[Key, ...]:
         return self._keys.get(kid, ())
+
+    async def all_keys(self) -> tuple[Key, ...]:
+        """Every key of the set (for a JWS whose header names no ``kid``)."""
+        return tuple(key for keys in self._keys.values() for key in keys)
 
     async def aclose(self) -> None:
         return None
@@ -151,8 +171,17 @@ class JWKSKeySource:
 
     async def get(self, kid: str) -> tuple[Key, ...]:
         """The keys for ``kid``, refetching the set when stale or when ``kid`` is new."""
+        return (await self._current(kid)).get(kid, ())
+
+    async def all_keys(self) -> tuple[Key, ...]:
+        """Every key of the set (for a JWS whose header names no ``kid``), refetching
+        the set when stale."""
+        return tuple(key for keys in (await self._current(None)).values() for key in keys)
+
+    async def _current(self, kid: str | None) -> KeyIndex:
         now = self._clock.now()
-        needs_fetch = self._keys is None or now >= self._fresh_until or kid not in self._keys
+        needs_fetch = (self._keys is None or now >= self._fresh_until
+                       or (kid is not None and kid not in self._keys))
         if needs_fetch:
             if self._inflight is not None and self._inflight.done():
                 self._inflight = None  # cancelled before it ran (aclose)
@@ -166,7 +195,7 @@ class JWKSKeySource:
             raise KeySetUnavailable(self._last_error)
         if self._clock.now() >= self._fresh_until + self.max_stale:
             raise KeySetUnavailable(f"the cached key set is too stale; {self._last_error}")
-        return self._keys.get(kid, ())
+        return self._keys
 
     def _may_fetch(self, now: float) -> bool:
         if self._last_attempt is None:
@@ -277,6 +306,16 @@ def import_verification_key(member: object) -> Key | None:
         return None
     assert isinstance(key, RSAKey | ECKey | OKPKey)
     return key
+
+
+def key_fits(key: Key, alg: str) -> bool:
+    """RFC 8725 §3.1: ``alg`` fits the key's ``kty`` (and ``crv``, and ``alg`` if set)."""
+    if alg not in _KEY_FOR_ALG:
+        return False
+    kty, curves = _KEY_FOR_ALG[alg]
+    if key.key_type != kty or key.alg not in (None, alg):
+        return False
+    return curves is None or key.get("crv") in curves
 
 
 def freshness(headers: httpx.Headers, default: float) -> float:

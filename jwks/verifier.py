@@ -50,11 +50,13 @@ from jwks.errors import (
     WrongType,
 )
 from jwks.sources import (
+    ASYMMETRIC_ALGORITHMS,
     Clock,
     JWKSKeySource,
     KeySource,
     StaticKeySource,
     SystemClock,
+    key_fits,
     metadata_url,
 )
 
@@ -90,21 +92,6 @@ REQUIRED_CLAIMS = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
 #: RFC 9068 §4 and §2.1 (RFC 7515 §4.1.9: case-insensitive, "application/" optional).
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
-# Asymmetric JWS algorithms (RFC 7518 §3.1, RFC 8037 §3.1, RFC 8812, RFC 9864) and the
-# key each needs: kty and, for curves, the allowed crv. Symmetric (HS*) and "none" are
-# absent on purpose: RFC 8725 §3.1 "libraries MUST enable the caller to specify a
-# supported set of algorithms and MUST NOT use any other algorithms".
-_KEY_FOR_ALG: dict[str, tuple[str, frozenset[str] | None]] = {
-    **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
-    "ES256": ("EC", frozenset({"P-256"})),
-    "ES384": ("EC", frozenset({"P-384"})),
-    "ES512": ("EC", frozenset({"P-521"})),
-    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
-    "Ed25519": ("OKP", frozenset({"Ed25519"})),
-    "Ed448": ("OKP", frozenset({"Ed448"})),
-}
-#: The asymmetric JWS algorithms the verifier knows (and nothing else).
-ASYMMETRIC_ALGORITHMS = frozenset(_KEY_FOR_ALG)
 # joserfc warns that RFC 9864 deprecates "EdDSA" (for "Ed25519"); issuers still use it.
 _EDDSA_DEPRECATION = "EdDSA is deprecated"
 
@@ -272,7 +259,7 @@ class JWKSVerifier:
         if not candidates:
             raise UnknownKey(f"no published key has kid {kid!r}")
         for key in candidates:
-            if _fits(key, alg):
+            if key_fits(key, alg):
                 return key
         # RFC 8725 §3.1: the alg must match the key; an RSA key never verifies ES256 etc.
         raise DisallowedAlgorithm(f"alg {alg!r} does not fit key {kid!r}")
@@ -320,9 +307,3 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float:
         raise InvalidClaim(name)
     return float(value)
 
-
-def _fits(key: Key, alg: str) -> bool:
-    kty, curves = _KEY_FOR_ALG[alg]
-    if key.key_type != kty or key.alg not in (None, alg):
-        return False
-    return curves is None or key.get("crv") in curves

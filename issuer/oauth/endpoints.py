@@ -1,8 +1,9 @@
 """POST /token (RFC 6749 §3.2, §4.4, §5) as a list of named steps.
 
-parse the form -> identify the client -> load it (async, cached) -> run the
-grant on Authlib (sync, no I/O) -> persist the token record and its audit event
-(one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
+parse the form -> identify the client -> load it (async, cached) -> [a client
+assertion only: its keys (async), Authlib's check (sync), spend its jti (async)] ->
+run the grant on Authlib (sync, no I/O) -> persist the token record and its audit
+event (one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
 A failure at any step is rendered by the one error table and audited.
 """
 
@@ -65,7 +66,12 @@ async def token(request: Request) -> Response:
         record = await services.clients.get(claimed.client_id)
         if record is None:
             raise InvalidClient(reason="unknown_client")
-        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
+        authenticated = None
+        if claimed.assertion is not None:
+            authenticated = await services.assertions.authenticate(
+                form, request.headers, claimed, record, "token")
+        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record,
+                                             authenticated=authenticated)
         # Sign (on a thread) while the record and its audit event commit; answer
         # only when both are done: nothing leaves before it is durable.
         access_token, _ = await asyncio.gather(

@@ -181,11 +181,17 @@ class _ClientAuthenticated:
     """Client authentication at both endpoints, with the token endpoint's rules."""
 
     # RFC 7662 §2.1 / RFC 7009 §2.1: the client authenticates as at the token
-    # endpoint (RFC 6749 §2.3); both of the methods /token accepts.
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    # endpoint (RFC 6749 §2.3); every method /token accepts.
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt",
+                           "client_secret_jwt"]
 
     def authenticate_endpoint_client(self, request: Any) -> Any:
-        client = super().authenticate_endpoint_client(request)  # type: ignore[misc]
+        client = request.authenticated
+        if client is not None:
+            # A client assertion, verified (and its jti spent) before Authlib ran.
+            request.client = client
+        else:
+            client = super().authenticate_endpoint_client(request)  # type: ignore[misc]
         record = client.record
         if not record.active:
             raise InvalidClient(reason="client_disabled")
