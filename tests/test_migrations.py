@@ -16,6 +16,7 @@ from issuer.store.models import Base
 from tests.conftest import BACKENDS
 
 TABLES = {"tenants", "clients", "issued_tokens", "audit_events", "signing_keys",
+          "used_assertion_jtis",
           "alembic_version"}
 
 
