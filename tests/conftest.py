@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from issuer.app import create_app
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
-from issuer.crypto import encryptor_for
+from issuer.crypto import Encryptor, encryptor_for
 from issuer.registration import ClientSpec, create_client, create_tenant
 from issuer.settings import Settings
 from issuer.store.db import create_engine
@@ -175,8 +175,11 @@ async def client(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.As
 class app_client:
     """``async with app_client(settings, clock) as http``: the app over ASGI."""
 
-    def __init__(self, settings: Settings, clock: FakeClock) -> None:
-        self._manager = LifespanManager(create_app(settings, clock=clock))
+    def __init__(self, settings: Settings, clock: FakeClock, *,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        # http_client: the app's outbound HTTP (e.g. to a client's jwks_uri).
+        self._manager = LifespanManager(create_app(settings, clock=clock,
+                                                   http_client=http_client))
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:
@@ -219,7 +222,7 @@ def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[R
             spec.setdefault("name", "test client")
             spec.setdefault("allowed_scopes", ["orders:read"])
             created = await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
-                                          clock)
+                                          clock, encryptor=Encryptor(current=TEST_MASTER_KEY))
         return Registered(created.record.client_id, created.client_secret, tenants[tenant])
 
     return make

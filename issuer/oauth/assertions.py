@@ -150,6 +150,10 @@ class AssertionAuthenticator:
         """The authenticated client (Authlib's view), ready for the grant or endpoint."""
         assertion = claimed.assertion
         assert assertion is not None
+        if assertion.method not in record.auth_methods:
+            # Before any key is loaded (or fetched): e.g. an HS256 assertion from a
+            # private_key_jwt client, whose public key must never key an HMAC.
+            raise InvalidClient(reason="auth_method_not_allowed")
         keys = await self._keys.for_assertion(record, assertion)
         client = self._issuer.authenticate(form, headers, claimed, record, keys, endpoint)
         # Verified: the claims read before Authlib ran are the signed ones.
