@@ -22,8 +22,12 @@ from typing import Any
 import httpx
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from authlib.oauth2.rfc7523 import ClientSecretJWT, PrivateKeyJWT
-from authlib.oauth2.rfc7523.assertion import client_secret_jwt_sign, private_key_jwt_sign
+from authlib.oauth2.rfc7523 import (
+    ClientSecretJWT,
+    PrivateKeyJWT,
+    client_secret_jwt_sign,
+    private_key_jwt_sign,
+)
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 from sqlalchemy import func, select
@@ -63,26 +67,22 @@ def public_jwks(*keys: RSAKey | ECKey) -> dict[str, Any]:
     return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
-class ShortLived:
-    """Authlib's assertions live an hour unless told otherwise; this server accepts
-    five minutes (RFC 7523 §3 leaves the lifetime to the server). Each assertion gets
-    a fresh claims dict: Authlib writes the ``jti`` into the one it is given."""
+class ShortLivedPrivateKeyJWT(PrivateKeyJWT):
+    """README's FiveMinutePrivateKeyJWT: Authlib's assertions live an hour unless told
+    otherwise; this server accepts five minutes (RFC 7523 §3 leaves it to the server)."""
 
     def sign(self, auth: Any, token_endpoint: str) -> str:
-        sign = (private_key_jwt_sign if isinstance(self, PrivateKeyJWT)
-                else client_secret_jwt_sign)
-        key = auth.client_secret if isinstance(self, PrivateKeyJWT) else OctKey.import_key(
-            auth.client_secret)
-        return sign(key, client_id=auth.client_id, token_endpoint=token_endpoint,
-                    alg=self.alg, header=self.headers, expires_in=300)  # type: ignore[attr-defined]
+        return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id,
+                                    token_endpoint=token_endpoint, alg=self.alg,
+                                    expires_in=300)
 
 
-class ShortLivedPrivateKeyJWT(ShortLived, PrivateKeyJWT):
-    pass
-
-
-class ShortLivedClientSecretJWT(ShortLived, ClientSecretJWT):
-    pass
+class ShortLivedClientSecretJWT(ClientSecretJWT):
+    def sign(self, auth: Any, token_endpoint: str) -> str:
+        return client_secret_jwt_sign(OctKey.import_key(auth.client_secret),
+                                      client_id=auth.client_id,
+                                      token_endpoint=token_endpoint, alg=self.alg,
+                                      expires_in=300)
 
 
 class Assertions:
