@@ -156,8 +156,10 @@ class AssertionAuthenticator:
             raise InvalidClient(reason="auth_method_not_allowed")
         keys = await self._keys.for_assertion(record, assertion)
         client = self._issuer.authenticate(form, headers, claimed, record, keys, endpoint)
-        # Verified: the claims read before Authlib ran are the signed ones.
-        assert assertion.jti is not None and assertion.exp is not None
+        # Verified: the claims read before Authlib ran are the signed ones, and Authlib's
+        # step has required jti and exp.
+        if assertion.jti is None or assertion.exp is None:
+            raise InvalidClient(reason="client_assertion_missing_claim: jti or exp")
         # RFC 7523 §3: "The authorization server MAY ensure that JWTs are not replayed";
         # an assertion is accepted until exp + leeway, so its jti is kept that long.
         if not await self._replay.use(record.client_id, assertion.jti,
