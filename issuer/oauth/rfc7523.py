@@ -14,9 +14,11 @@ The claims (RFC 7523 §3):
   claim ... the subject MUST be the 'client_id' of the OAuth client."
 - ``aud``: "The JWT MUST contain an 'aud' (audience) claim containing a value that
   identifies the authorization server as an intended audience" -- the issuer identifier
-  or the token endpoint URL; at /introspect and /revoke (RFC 7662 §2.1, RFC 7009 §2.1
-  authenticate "as at the token endpoint") also that endpoint's URL, which is what
-  clients such as Authlib's put there.
+  or the token endpoint URL. The introspection and revocation endpoint URLs identify
+  this server too and are accepted as well: clients such as Authlib's put the URL
+  they post to in ``aud`` when they authenticate at /introspect or /revoke (RFC 7662
+  §2.1, RFC 7009 §2.1: "as at the token endpoint"). The ``jti`` is single-use at all
+  three endpoints alike.
 - ``exp``: "The JWT MUST contain an 'exp' (expiration time) claim"; and this server
   accepts at most :data:`MAX_LIFETIME` seconds between ``iat`` (or now) and ``exp``,
   so that the replay store holds each ``jti`` for minutes, not days.
