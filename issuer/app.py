@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,6 +28,7 @@ from connectors.erp.mock import MockConnector
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ErpServices
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
+from issuer.admin.auth import admin_verifier
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
@@ -34,8 +36,10 @@ from issuer.health import healthz, readyz
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
+from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
+from issuer.oauth.replay import ReplayStore, pruned
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.ratelimit import (
@@ -58,9 +62,14 @@ from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 1.0  # seconds, connect and each command
+#: Outbound HTTP (a private_key_jwt client's jwks_uri): seconds before giving up.
+OUTBOUND_TIMEOUT = 5.0
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               http_client: httpx.AsyncClient | None = None) -> Starlette:
+    """``http_client``: outbound HTTP (used as given, never closed here); by default
+    one with :data:`OUTBOUND_TIMEOUT` that follows no redirects, opened per lifespan."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -74,6 +83,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
                                socket_connect_timeout=REDIS_TIMEOUT) if settings.redis_url else None
         metrics = Metrics()
+        outbound = http_client or httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT,
+                                                    follow_redirects=False)
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
@@ -82,27 +93,35 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
             await keyring.ensure_active()
             metrics.watch_keys(keyring, clock)
             await writer.start()
+            token_issuer = TokenIssuer(
+                issuer=settings.issuer_url, default_audience=settings.audience,
+                default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
+            )
+            replay = ReplayStore(engine, clock)
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
                 keyring=keyring, signer=signer,
                 clients=ClientStore(engine, clock, settings.client_cache_ttl),
                 writer=writer,
-                token_issuer=TokenIssuer(
-                    issuer=settings.issuer_url, default_audience=settings.audience,
-                    default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
-                ),
+                token_issuer=token_issuer,
                 limiter=_limiter(settings, clock, redis, metrics),
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
+                admin_verifier=admin_verifier(settings, keyring, clock),
+                assertions=AssertionAuthenticator(
+                    ClientKeys(outbound, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
             # Background tasks: the key ring's reload, scheduled rotation and
-            # pruning (jwks.keys); expired token records and old audit events.
-            async with maintained(keyring), pruning(
+            # pruning (jwks.keys); expired token records and old audit events
+            # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay).
+            async with maintained(keyring), pruned(replay), pruning(
                     engine, clock, audit_retention_days=settings.audit_retention_days):
                 yield {"services": services}
         finally:
+            if http_client is None:
+                await outbound.aclose()
             await writer.close()
             signer.close()
             if redis is not None:

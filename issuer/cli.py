@@ -30,6 +30,8 @@ from issuer.logs import logging_config
 from issuer.reencrypt import BATCH_SIZE, reencrypt
 from issuer.registration import (
     AUTH_METHODS,
+    DEFAULT_AUTH_METHODS,
+    SECRET_METHODS,
     ClientSpec,
     NewClient,
     RegistrationError,
@@ -116,7 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--audience", action="append", default=[], metavar="URL",
                         help="an allowed audience (repeatable); the first is the default")
     create.add_argument("--auth-method", action="append", default=[], choices=AUTH_METHODS,
-                        help="allowed token endpoint auth method (repeatable; default both)")
+                        help="allowed token endpoint auth method (repeatable; default "
+                        "client_secret_basic and client_secret_post)")
+    keys = create.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-file", default=None, metavar="FILE",
+                      help="private_key_jwt: a JSON file holding the client's public JWK Set")
+    keys.add_argument("--jwks-uri", default=None, metavar="URL",
+                      help="private_key_jwt: an https URL serving the client's public JWK Set")
     create.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds")
     create.add_argument("--rate-limit", default=None, metavar="RATE",
                         help='token requests allowed, e.g. "600/minute" (default: '
@@ -138,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--scope", default=None)
     fetch.add_argument("--resource", default=None)
     fetch.add_argument("--url", default=None, help="issuer URL (default: ISSUER_URL)")
-    fetch.add_argument("--auth-method", default="client_secret_basic", choices=AUTH_METHODS)
+    fetch.add_argument("--auth-method", default="client_secret_basic", choices=SECRET_METHODS)
     fetch.set_defaults(handler=_token)
 
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(metavar="ACTION")
@@ -288,7 +296,24 @@ def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_jwks(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot read a JSON JWK Set from {path}: {error}") from None
+    if not isinstance(document, dict):
+        raise CommandError(f'{path} must hold a JWK Set: {{"keys": [...]}}')
+    return document
+
+
 def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
+    jwks = _read_jwks(args.jwks_file)
+    methods = args.auth_method or (
+        ["private_key_jwt"] if jwks is not None or args.jwks_uri else DEFAULT_AUTH_METHODS)
+
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         await _require_schema(engine)
         async with async_sessionmaker(engine)() as session, session.begin():
@@ -301,11 +326,13 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
                 allowed_scopes=args.scope.split(),
                 default_scopes=args.default_scope.split() if args.default_scope else None,
                 allowed_audiences=args.audience,
-                auth_methods=args.auth_method or AUTH_METHODS,
+                auth_methods=methods,
                 token_ttl=args.ttl,
                 rate_limit=args.rate_limit,
+                jwks=jwks, jwks_uri=args.jwks_uri,
             )
-            created = await create_client(session, spec, SystemClock(), actor="cli")
+            created = await create_client(session, spec, SystemClock(), actor="cli",
+                                          encryptor=encryptor_for(settings))
         return {**_client_view(created.record), "client_secret": created.client_secret}
 
     client = _with_engine(settings, work)
@@ -313,8 +340,12 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(client, indent=2))
     else:
         print(f"client_id:     {client['client_id']}")
-        print(f"client_secret: {client['client_secret']}")
-        print("The secret is shown this once; store it now.", file=sys.stderr)
+        if client["client_secret"] is None:
+            print("The client authenticates with private_key_jwt only: it has no secret.",
+                  file=sys.stderr)
+        else:
+            print(f"client_secret: {client['client_secret']}")
+            print("The secret is shown this once; store it now.", file=sys.stderr)
     return 0
 
 
@@ -362,7 +393,8 @@ def _clients_show(settings: Settings, args: argparse.Namespace) -> int:
 def _client_view(record: ClientRecord) -> dict[str, Any]:
     """What may be shown of a client: everything but its secret hashes."""
     view = asdict(record)
-    for hidden in ("secret_hash", "previous_secret_hash"):
+    for hidden in ("secret_hash", "previous_secret_hash", "secret_encrypted",
+                   "previous_secret_encrypted"):
         view.pop(hidden)
     view["created_at"] = utc(record.created_at).isoformat()
     if record.previous_secret_expires_at is not None:

@@ -30,7 +30,8 @@ from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
-from issuer.store.models import ErpConnectionRow, SigningKeyRow
+from issuer.secrets import secret_context
+from issuer.store.models import Client, ErpConnectionRow, SigningKeyRow
 from jwks.keys import _associated_data as signing_key_associated_data
 
 BATCH_SIZE = 100
@@ -55,6 +56,11 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
                     signing_key_associated_data),
     EncryptedColumn(ErpConnectionRow.__table__, "id", "config_encrypted",  # type: ignore[arg-type]
                     lambda key: erp_connection_associated_data(uuid.UUID(str(key)))),
+    # Client secrets kept readable for client_secret_jwt (issuer/secrets.py).
+    EncryptedColumn(Client.__table__, "id", "secret_encrypted",  # type: ignore[arg-type]
+                    lambda key: secret_context(str(key))),
+    EncryptedColumn(Client.__table__, "id", "previous_secret_encrypted",  # type: ignore[arg-type]
+                    lambda key: secret_context(str(key))),
 )
 
 
@@ -86,7 +92,7 @@ async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColu
     key, value = spec.table.c[spec.key], spec.table.c[spec.column]
     after: Any = None
     while True:
-        statement = select(key, value).order_by(key).limit(batch_size)
+        statement = select(key, value).where(value.is_not(None)).order_by(key).limit(batch_size)
         if after is not None:
             statement = statement.where(key > after)
         async with engine.begin() as connection:

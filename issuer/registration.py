@@ -18,14 +18,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
+from issuer.crypto import Encryptor
+from issuer.oauth.client_jwks import check_client_jwks, check_jwks_uri
 from issuer.oauth.scopes import check_allowed_entry, is_scope_token, scope_allowed
-from issuer.secrets import hash_secret, new_client_id, new_client_secret
+from issuer.secrets import hash_secret, new_client_id, new_client_secret, secret_context
 from issuer.store.clients import client_record, tenant_record
 from issuer.store.models import Client, IssuedToken, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
 
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+#: RFC 6749 §2.3.1 methods: the client sends its secret.
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+#: Every token endpoint auth method (RFC 7591 §2 names); RFC 7523 §2.2 for the JWT ones.
+AUTH_METHODS = (*SECRET_METHODS, "client_secret_jwt", "private_key_jwt")
+#: What a client may use unless it says otherwise.
+DEFAULT_AUTH_METHODS = SECRET_METHODS
 GRANT_TYPES = ("client_credentials",)
+# The client_secret_jwt decision. Secrets are stored as SHA-256 digests only
+# (issuer/secrets.py), but client_secret_jwt needs the secret itself: OIDC Core §9 keys
+# the HMAC with "the octets of the UTF-8 representation of the client_secret". Refusing
+# the method would leave DESIGN §3.4 unmet, so for a client allowed client_secret_jwt --
+# and only for such a client -- its secret (and the previous one during a rotation's
+# grace) is also kept encrypted under ENCRYPTION_MASTER_KEY (AES-256-GCM, issuer.crypto,
+# bound to the client_id), as the signing keys are. Every other client's secret stays a
+# digest; a client that loses client_secret_jwt loses the encrypted copy at once, and one
+# that gains it can use it after its next secret rotation (the digest cannot be undone).
+_SECRET_USING = frozenset({*SECRET_METHODS, "client_secret_jwt"})
 
 
 class RegistrationError(ValueError):
@@ -40,16 +57,20 @@ class ClientSpec:
     default_scopes: Sequence[str] | None = None
     allowed_audiences: Sequence[str] = ()
     default_audience: str | None = None
-    auth_methods: Sequence[str] = AUTH_METHODS
+    auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS
     grant_types: Sequence[str] = GRANT_TYPES
     token_ttl: int | None = None
     rate_limit: str | None = None
+    jwks: Mapping[str, Any] | None = None  # private_key_jwt: RFC 7591 §2 "jwks"
+    jwks_uri: str | None = None  # ... or "jwks_uri"; never both
 
 
 @dataclass(frozen=True)
 class NewClient:
     record: ClientRecord
-    client_secret: str  # shown once, at creation; only its hash is stored
+    # Shown once, at creation; only its hash is stored (and, for client_secret_jwt, an
+    # encrypted copy). None for a client that authenticates with private_key_jwt only.
+    client_secret: str | None
 
 
 async def create_tenant(session: AsyncSession, name: str, clock: Clock, *,
@@ -59,9 +80,10 @@ async def create_tenant(session: AsyncSession, name: str, clock: Clock, *,
 
 
 async def create_client(session: AsyncSession, spec: ClientSpec, clock: Clock, *,
-                        actor: str | None = None) -> NewClient:
+                        actor: str | None = None,
+                        encryptor: Encryptor | None = None) -> NewClient:
     """A client created from the CLI or at bootstrap (the admin API calls register_client)."""
-    return await register_client(session, spec, clock, Actor(actor))
+    return await register_client(session, spec, clock, Actor(actor), encryptor=encryptor)
 
 
 def _check(spec: ClientSpec) -> None:
@@ -91,6 +113,30 @@ def _check(spec: ClientSpec) -> None:
         raise RegistrationError("a token TTL is between 60 and 86400 seconds")
 
 
+def _checked_keys(spec: ClientSpec) -> tuple[dict[str, Any] | None, str | None]:
+    """The JWK Set or jwks_uri to store: one of them for a private_key_jwt client
+    (RFC 7591 §2: "MUST NOT both be present"), neither for any other."""
+    if "private_key_jwt" not in spec.auth_methods:
+        if spec.jwks is not None or spec.jwks_uri is not None:
+            raise RegistrationError("jwks and jwks_uri are for private_key_jwt clients")
+        return None, None
+    if (spec.jwks is None) == (spec.jwks_uri is None):
+        raise RegistrationError("a private_key_jwt client has a jwks or a jwks_uri (one of "
+                                "them, not both)")
+    try:
+        if spec.jwks is not None:
+            return check_client_jwks(dict(spec.jwks)), None
+        return None, check_jwks_uri(spec.jwks_uri)
+    except ValueError as error:
+        raise RegistrationError(str(error)) from None
+
+
+def _encrypted(secret: str, client_id: str, encryptor: Encryptor | None) -> bytes:
+    if encryptor is None:
+        raise RegistrationError("client_secret_jwt needs the issuer's encryption key")
+    return encryptor.encrypt(secret.encode(), secret_context(client_id))
+
+
 # The admin API's changes (issue 3): each audited with its full context (who,
 # from where, which request) in the caller's transaction. ``visible`` is the
 # caller's tenant guard: an object it may not see is reported as unknown, like a
@@ -104,7 +150,7 @@ MAX_GRACE_SECONDS = 30 * 86400
 #: What ``update_client`` may change, by ``ClientSpec``/column name.
 CLIENT_FIELDS = ("name", "allowed_scopes", "default_scopes", "allowed_audiences",
                  "default_audience", "grant_types", "auth_methods", "token_ttl", "rate_limit",
-                 "status")
+                 "status", "jwks", "jwks_uri")
 _Row = TypeVar("_Row", Tenant, Client)
 
 
@@ -188,18 +234,26 @@ async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[
 
 
 async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
-                          actor: Actor) -> NewClient:
-    """Create a client (its secret shown once), audited with ``actor``."""
+                          actor: Actor, *, encryptor: Encryptor | None = None) -> NewClient:
+    """Create a client (its secret shown once), audited with ``actor``. ``encryptor``
+    keeps the secret readable for client_secret_jwt (see ``_SECRET_USING``)."""
     tenant = await session.get(Tenant, spec.tenant_id)
     if tenant is None:
         raise UnknownObject("unknown tenant")
     _check(spec)
-    secret = new_client_secret()
+    jwks, jwks_uri = _checked_keys(spec)
+    secret = new_client_secret() if _SECRET_USING & set(spec.auth_methods) else None
+    client_id = new_client_id()
     now = clock.now()
     audiences = list(dict.fromkeys(spec.allowed_audiences))
     row = Client(
-        id=new_client_id(), tenant_id=spec.tenant_id, name=spec.name.strip() or "client",
-        secret_hash=hash_secret(secret), allowed_scopes=list(dict.fromkeys(spec.allowed_scopes)),
+        id=client_id, tenant_id=spec.tenant_id, name=spec.name.strip() or "client",
+        secret_hash=hash_secret(secret) if secret is not None else None,
+        secret_encrypted=(_encrypted(secret, client_id, encryptor)
+                          if secret is not None and "client_secret_jwt" in spec.auth_methods
+                          else None),
+        jwks=jwks, jwks_uri=jwks_uri,
+        allowed_scopes=list(dict.fromkeys(spec.allowed_scopes)),
         default_scopes=list(spec.default_scopes) if spec.default_scopes is not None else None,
         allowed_audiences=audiences,
         default_audience=spec.default_audience or (audiences[0] if audiences else None),
@@ -212,7 +266,9 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
     await audit.record(
         session, AuditEvent.CLIENT_CREATED, at=now, tenant_id=spec.tenant_id, client_id=row.id,
         details={"name": row.name, "allowedScopes": row.allowed_scopes,
-                 "allowedAudiences": row.allowed_audiences, "authMethods": row.auth_methods},
+                 "allowedAudiences": row.allowed_audiences, "authMethods": row.auth_methods,
+                 **({"jwksKids": _kids(jwks)} if jwks is not None else {}),
+                 **({"jwksUri": jwks_uri} if jwks_uri is not None else {})},
         **actor.audit_fields(),
     )
     return NewClient(record=client_record(row, tenant.status), client_secret=secret)
@@ -232,7 +288,9 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
         raise RegistrationConflict("a client cannot disable itself")
     spec = _merged_spec(row, changes)
     _check(spec)
+    jwks, jwks_uri = _checked_keys(spec)
     diff = _apply(row, {
+        "jwks": jwks, "jwks_uri": jwks_uri,
         "name": spec.name, "allowed_scopes": list(spec.allowed_scopes),
         "default_scopes": list(spec.default_scopes) if spec.default_scopes is not None else None,
         "allowed_audiences": list(spec.allowed_audiences),
@@ -241,6 +299,7 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
         "rate_limit": check_rate_limit(spec.rate_limit),
         "status": changes.get("status", row.status),
     })
+    _drop_unused_secrets(row)
     if diff:
         row.updated_at = utc(clock.now())
         await session.flush()
@@ -250,11 +309,34 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
     return await _client_record(session, row)
 
 
+def _drop_unused_secrets(row: Client) -> None:
+    """A client keeps no secret it may not use: no encrypted copy without
+    client_secret_jwt, no secret at all with private_key_jwt alone."""
+    if "client_secret_jwt" not in row.auth_methods:
+        row.secret_encrypted = row.previous_secret_encrypted = None
+    if not _SECRET_USING & set(row.auth_methods):
+        row.secret_hash = row.previous_secret_hash = None
+        row.previous_secret_expires_at = None
+
+
+def _kids(jwks: Mapping[str, Any]) -> list[str | None]:
+    return [key.get("kid") for key in jwks["keys"]]
+
+
 def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
     def value(name: str) -> Any:
         return changes[name] if name in changes else getattr(row, name)
 
     audiences = list(dict.fromkeys(value("allowed_audiences")))
+    # Setting one of jwks/jwks_uri replaces the other; dropping private_key_jwt drops both.
+    jwks, jwks_uri = value("jwks"), value("jwks_uri")
+    if changes.get("jwks_uri") is not None and "jwks" not in changes:
+        jwks = None
+    if changes.get("jwks") is not None and "jwks_uri" not in changes:
+        jwks_uri = None
+    if "private_key_jwt" not in value("auth_methods"):
+        jwks = jwks if "jwks" in changes else None
+        jwks_uri = jwks_uri if "jwks_uri" in changes else None
     default_audience = value("default_audience")
     if "default_audience" not in changes and default_audience not in audiences:
         default_audience = None  # the stored default is no longer allowed
@@ -265,24 +347,32 @@ def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
         default_audience=default_audience or (audiences[0] if audiences else None),
         auth_methods=value("auth_methods"), grant_types=value("grant_types"),
         token_ttl=value("token_ttl"), rate_limit=value("rate_limit"),
+        jwks=jwks, jwks_uri=jwks_uri,
     )
 
 
 async def rotate_secret(session: AsyncSession, client_id: str, grace_seconds: int,
                         clock: Clock, actor: Actor, *,
-                        visible: Callable[[str], bool] = _anyone) -> NewClient:
+                        visible: Callable[[str], bool] = _anyone,
+                        encryptor: Encryptor | None = None) -> NewClient:
     """A new secret, returned once; the current one becomes the previous secret, valid
     ``grace_seconds`` more (0: revoked at once). An older previous secret is dropped:
     there is one grace slot."""
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise RegistrationError(f"a grace period is 0 to {MAX_GRACE_SECONDS} seconds")
     row = await _for_update(session, Client, client_id, visible)
+    if not _SECRET_USING & set(row.auth_methods):
+        raise RegistrationConflict("this client authenticates with private_key_jwt only: "
+                                   "it has no secret to rotate")
     now = clock.now()
     secret = new_client_secret()
     keep = grace_seconds > 0 and row.secret_hash is not None
     row.previous_secret_hash = row.secret_hash if keep else None
     row.previous_secret_expires_at = utc(now + grace_seconds) if keep else None
     row.secret_hash = hash_secret(secret)
+    if "client_secret_jwt" in row.auth_methods:
+        row.previous_secret_encrypted = row.secret_encrypted if keep else None
+        row.secret_encrypted = _encrypted(secret, row.id, encryptor)
     row.updated_at = utc(now)
     await session.flush()
     until = row.previous_secret_expires_at
@@ -305,6 +395,7 @@ async def revoke_previous_secret(session: AsyncSession, client_id: str, clock: C
                 and now < until.timestamp())
     row.previous_secret_hash = None
     row.previous_secret_expires_at = None
+    row.previous_secret_encrypted = None
     row.updated_at = utc(now)
     await session.flush()
     await audit.record(session, AuditEvent.CLIENT_PREVIOUS_SECRET_REVOKED, at=now,

@@ -14,6 +14,11 @@ This reasoning holds only because the server generates every secret; never
 accept a client-chosen secret into this scheme.
 
 Digests are compared with ``hmac.compare_digest`` (constant time).
+
+One exception, chosen by the client: ``client_secret_jwt`` (OIDC Core §9) keys an HMAC
+with the secret itself, so for a client allowed that method the secret is also kept
+encrypted under the master key (``issuer.crypto``, context :func:`secret_context`);
+see ``issuer.registration``.
 """
 
 from __future__ import annotations
@@ -45,3 +50,8 @@ def verify_secret(secret: str, stored: str | None) -> bool:
         hmac.compare_digest(hash_secret(secret), _SCHEME + "0" * 64)
         return False
     return hmac.compare_digest(hash_secret(secret), stored)
+
+
+def secret_context(client_id: str) -> bytes:
+    """The encryption context (associated data) of a client's encrypted secrets."""
+    return f"client_secret:{client_id}".encode()

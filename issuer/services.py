@@ -11,6 +11,7 @@ from connectors.erp.service import ErpServices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
 from issuer.metrics import Metrics
+from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
 from issuer.ratelimit import RateLimiter
 from issuer.ratepolicy import RatePolicies
@@ -18,6 +19,7 @@ from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.writer import GroupWriter
 from jwks.keys import KeyRing, Signer
+from jwks.verifier import JWKSVerifier
 
 
 @dataclass(frozen=True)
@@ -35,5 +37,9 @@ class Services:
     rate_policies: RatePolicies
     metrics: Metrics
     erp: ErpServices  # the ERP connector registry, connections and pushes (connectors/erp)
+    # The admin API's bearer-token verifier: jwks.verifier over the key ring.
+    admin_verifier: JWKSVerifier
+    # private_key_jwt / client_secret_jwt: keys, Authlib's check, the jti replay store.
+    assertions: AssertionAuthenticator
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None

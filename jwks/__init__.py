@@ -15,11 +15,14 @@ from jwks.verifier import (
     Expired,
     InvalidClaim,
     InvalidTokenError,
+    JWKSKeySource,
     JWKSVerifier,
     KeySetUnavailable,
+    KeySource,
     MalformedToken,
     MissingClaim,
     NotYetValid,
+    StaticKeySource,
     TokenError,
     TokenVerifier,
     UnknownKey,
@@ -27,6 +30,7 @@ from jwks.verifier import (
     WrongAudience,
     WrongIssuer,
     WrongType,
+    metadata_url,
 )
 
 __all__ = [
@@ -36,11 +40,14 @@ __all__ = [
     "Expired",
     "InvalidClaim",
     "InvalidTokenError",
+    "JWKSKeySource",
     "JWKSVerifier",
     "KeySetUnavailable",
+    "KeySource",
     "MalformedToken",
     "MissingClaim",
     "NotYetValid",
+    "StaticKeySource",
     "TokenError",
     "TokenVerifier",
     "UnknownKey",
@@ -48,4 +55,5 @@ __all__ = [
     "WrongAudience",
     "WrongIssuer",
     "WrongType",
+    "metadata_url",
 ]

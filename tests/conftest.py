@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from issuer.app import create_app
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
-from issuer.crypto import encryptor_for
+from issuer.crypto import Encryptor, encryptor_for
 from issuer.registration import ClientSpec, create_client, create_tenant
 from issuer.settings import Settings
 from issuer.store.db import create_engine
@@ -51,7 +51,8 @@ BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 # The real Redis of the tests (.ci/run sets it and checks it answers). Tests never
 # FLUSHDB: their keys are unique by construction (random client, connector ids).
 REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-_TABLES = ("audit_events", "issued_tokens", "erp_export", "erp_connection", "clients", "tenants")
+_TABLES = ("audit_events", "issued_tokens", "used_assertion_jtis", "erp_export",
+           "erp_connection", "clients", "tenants")
 
 
 class FakeClock:
@@ -278,8 +279,11 @@ async def client(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.As
 class app_client:
     """``async with app_client(settings, clock) as http``: the app over ASGI."""
 
-    def __init__(self, settings: Settings, clock: FakeClock) -> None:
-        self._manager = LifespanManager(create_app(settings, clock=clock))
+    def __init__(self, settings: Settings, clock: FakeClock, *,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        # http_client: the app's outbound HTTP (e.g. to a client's jwks_uri).
+        self._manager = LifespanManager(create_app(settings, clock=clock,
+                                                   http_client=http_client))
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:
@@ -322,8 +326,9 @@ def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[R
             spec.setdefault("name", "test client")
             spec.setdefault("allowed_scopes", ["orders:read"])
             created = await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
-                                          clock)
-        SEEN_SECRETS.add(created.client_secret)
+                                          clock, encryptor=Encryptor(current=TEST_MASTER_KEY))
+        if created.client_secret:
+            SEEN_SECRETS.add(created.client_secret)
         return Registered(created.record.client_id, created.client_secret, tenants[tenant])
 
     return make
@@ -338,7 +343,8 @@ def platform_admin(engine: AsyncEngine, clock: FakeClock) -> Callable[[], Awaita
         created = await bootstrap(engine, clock)
         assert created is not None, "bootstrap runs once per store"
         record = created.record
-        SEEN_SECRETS.add(created.client_secret)
+        if created.client_secret:
+            SEEN_SECRETS.add(created.client_secret)
         return Registered(record.client_id, created.client_secret, record.tenant_id)
 
     return make

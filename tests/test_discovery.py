@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from tests.conftest import ISSUER
 
+METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
+# RFC 8414 §2: the JWS algorithms of private_key_jwt and client_secret_jwt assertions.
+ASSERTION_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                  "ES512", "EdDSA", "HS256", "HS384"]
+
 
 async def test_rfc8414_metadata_names_this_issuer_and_its_endpoints(client, register):
     await register(allowed_scopes=["orders:read", "orders:*"])
@@ -15,13 +20,14 @@ async def test_rfc8414_metadata_names_this_issuer_and_its_endpoints(client, regi
         "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint": f"{ISSUER}/introspect",
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                          "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint": f"{ISSUER}/revoke",
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                       "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "access_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["orders:read"],
     }

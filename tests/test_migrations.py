@@ -17,6 +17,7 @@ from tests.conftest import BACKENDS
 
 TABLES = {"tenants", "clients", "issued_tokens", "audit_events", "signing_keys",
           "erp_connection", "erp_export",
+          "used_assertion_jtis",
           "alembic_version"}
 
 

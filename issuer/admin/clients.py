@@ -63,7 +63,15 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TE
 TokenTtl = Annotated[int, Field(ge=60, le=86400, description="seconds")]
 RateLimit = Annotated[str, StringConstraints(pattern=registration.RATE_LIMIT.pattern),
                       Field(description="like ISSUER_RATE_LIMIT, e.g. 600/minute")]
-AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "client_secret_jwt",
+                     "private_key_jwt"]
+JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
+                                           pattern=r"^https://[^\s\x00-\x1F\x7F]+$"),
+                    Field(description="private_key_jwt: an https URL serving the client's "
+                                      "public JWK Set (RFC 7591 §2)")]
+Jwks = Annotated[dict[str, Any], Field(description='private_key_jwt: the client\'s public '
+                                       'JWK Set, {"keys": [...]} (RFC 7591 §2); a private '
+                                       'key in it is refused')]
 GrantType = Literal["client_credentials"]
 Status = Literal["active", "disabled"]
 #: The API's names for the registration's, where they differ.
@@ -82,9 +90,11 @@ class ClientCreate(RequestModel):
     default_audience: Audience | None = Field(None, description="default: the first allowed")
     grant_types: list[GrantType] = Field(["client_credentials"], min_length=1)
     token_endpoint_auth_methods: list[AuthMethod] = Field(
-        ["client_secret_basic", "client_secret_post"], min_length=1)
+        ["client_secret_basic", "client_secret_post"], min_length=1, max_length=4)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
+    jwks: Jwks | None = None
+    jwks_uri: JwksUri | None = None
 
 
 class ClientPatch(PatchModel):
@@ -100,10 +110,13 @@ class ClientPatch(PatchModel):
     allowed_audiences: list[Audience] | None = Field(None, max_length=20)
     default_audience: Audience | None = None
     grant_types: list[GrantType] | None = Field(None, min_length=1)
-    token_endpoint_auth_methods: list[AuthMethod] | None = Field(None, min_length=1)
+    token_endpoint_auth_methods: list[AuthMethod] | None = Field(None, min_length=1,
+                                                                 max_length=4)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
     status: Status | None = None
+    jwks: Jwks | None = None
+    jwks_uri: JwksUri | None = None
 
 
 class SecretRotation(RequestModel):
@@ -134,10 +147,15 @@ class Client(ResponseModel):
     created_at: str = Field(description="ISO 8601, UTC")
     previous_secret_expires_at: str | None = Field(
         description="end of the previous secret's grace period (ISO 8601, UTC), if any")
+    jwks: dict[str, Any] | None = Field(description="private_key_jwt: the public JWK Set")
+    jwks_uri: str | None = Field(description="private_key_jwt: where the JWK Set is served")
 
 
 class ClientWithSecret(Client):
-    client_secret: str = Field(description="shown once; only its digest is stored")
+    client_secret: str | None = Field(description="shown once; only its digest is stored "
+                                      "(and, for client_secret_jwt, an encrypted copy); null "
+                                      "for a client that authenticates with private_key_jwt "
+                                      "only")
 
 
 class ClientPage(ResponseModel):
@@ -155,8 +173,9 @@ async def create_client(request: Request) -> Response:
         async with transaction(request) as session:
             created = await registration.register_client(
                 session, ClientSpec(tenant_id=tenant_id, **fields), services(request).clock,
-                actor(request, principal))
-    response = json_response(client_json(created.record, created.client_secret), 201)
+                actor(request, principal), encryptor=services(request).encryptor)
+    response = json_response(client_json(created.record, created.client_secret,
+                                         with_secret=True), 201)
     response.headers["Location"] = f"/api/v1/clients/{created.record.client_id}"
     return response
 
@@ -221,9 +240,11 @@ async def rotate_secret(request: Request) -> Response:
         async with transaction(request) as session:
             rotated = await registration.rotate_secret(
                 session, client_id, body.grace_seconds, services(request).clock,
-                actor(request, principal), visible=principal.sees)
+                actor(request, principal), visible=principal.sees,
+                encryptor=services(request).encryptor)
     services(request).clients.forget(client_id)
-    return json_response(client_json(rotated.record, rotated.client_secret))
+    return json_response(client_json(rotated.record, rotated.client_secret,
+                                     with_secret=True))
 
 
 async def revoke_previous_secret(request: Request) -> Response:
@@ -242,7 +263,8 @@ def _spec_fields(body: dict[str, Any]) -> dict[str, Any]:
     return {_TO_SPEC.get(name, name): value for name, value in body.items()}
 
 
-def client_json(record: ClientRecord, client_secret: str | None = None) -> dict[str, Any]:
+def client_json(record: ClientRecord, client_secret: str | None = None, *,
+                with_secret: bool = False) -> dict[str, Any]:
     """The documented shape, checked; never a secret digest."""
     expires = record.previous_secret_expires_at
     data: dict[str, Any] = {
@@ -256,8 +278,9 @@ def client_json(record: ClientRecord, client_secret: str | None = None) -> dict[
         "token_ttl": record.token_ttl, "rate_limit": record.rate_limit,
         "created_at": iso(record.created_at),
         "previous_secret_expires_at": iso(expires) if expires is not None else None,
+        "jwks": record.jwks, "jwks_uri": record.jwks_uri,
     }
-    if client_secret is None:
+    if not with_secret:
         return Client.model_validate(data).model_dump(mode="json")
     data["client_secret"] = client_secret
     return ClientWithSecret.model_validate(data).model_dump(mode="json")

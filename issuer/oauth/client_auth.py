@@ -3,7 +3,9 @@
 Two parts: :func:`identify` runs before anything is loaded and rejects what the
 RFC forbids (credentials in the URI, two methods at once, none at all);
 :func:`client_secret_basic` / :func:`client_secret_post` are registered into
-Authlib and verify the secret against the preloaded client.
+Authlib and verify the secret against the preloaded client. A JWT client assertion
+(RFC 7523 §2.2: ``private_key_jwt``, ``client_secret_jwt``) is read here too and
+verified by ``issuer.oauth.rfc7523``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from issuer.errors import InvalidClient, InvalidRequest
+from issuer.oauth.rfc7523 import ClientAssertion, read_assertion
 
 _CREDENTIAL_PARAMETERS = ("client_id", "client_secret", "client_assertion",
                           "client_assertion_type")
@@ -24,8 +27,10 @@ _CREDENTIAL_PARAMETERS = ("client_id", "client_secret", "client_assertion",
 @dataclass(frozen=True)
 class ClaimedClient:
     client_id: str
-    method: str  # "client_secret_basic" | "client_secret_post"
-    secret: str
+    # "client_secret_basic" | "client_secret_post" | "private_key_jwt" | "client_secret_jwt"
+    method: str
+    secret: str  # "" for a client assertion
+    assertion: ClientAssertion | None = None
 
 
 def identify(headers: Mapping[str, str], form: Mapping[str, str],
@@ -38,10 +43,11 @@ def identify(headers: Mapping[str, str], form: Mapping[str, str],
                              reason="credentials_in_query")
     authorization = headers.get("authorization")
     basic = _basic(authorization) if authorization else None
-    in_body = "client_secret" in form or "client_assertion" in form
+    assertion = "client_assertion" in form or "client_assertion_type" in form
+    in_body = "client_secret" in form or assertion
     # RFC 6749 §2.3: "The client MUST NOT use more than one authentication
     # method in each request."
-    if basic is not None and in_body:
+    if (basic is not None and in_body) or ("client_secret" in form and assertion):
         raise InvalidRequest("Use exactly one client authentication method",
                              reason="multiple_auth_methods")
     if basic is not None:
@@ -50,8 +56,13 @@ def identify(headers: Mapping[str, str], form: Mapping[str, str],
             raise InvalidRequest("'client_id' does not match the authenticated client",
                                  reason="client_id_mismatch")
         return ClaimedClient(client_id, "client_secret_basic", secret)
-    if "client_assertion" in form:
-        raise InvalidClient(reason="unsupported_auth_method")
+    if assertion:
+        presented = read_assertion(form)
+        # RFC 7521 §4.2: client_id, if present, "MUST identify the same client as is
+        # identified by the client assertion".
+        if "client_id" in form and form["client_id"] != presented.client_id:
+            raise InvalidClient(reason="client_id_mismatch")
+        return ClaimedClient(presented.client_id, presented.method, "", presented)
     client_id, secret = form.get("client_id"), form.get("client_secret")
     if not client_id or not secret:
         raise InvalidRequest("Client authentication is required", reason="missing_credentials")

@@ -53,8 +53,14 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
                 caller = await services.clients.get(claimed.client_id)
                 if caller is None:
                     raise InvalidClient(reason="unknown_client")
-                call = _Request(form, (), request.headers, claimed,
-                                _Client(caller, services.clock.now()))
+                client = _Client(caller, services.clock.now())
+                authenticated = None
+                if claimed.assertion is not None:
+                    authenticated = await services.assertions.authenticate(
+                        form, request.headers, claimed, caller, name)
+                    client = authenticated
+                call = _Request(form, (), request.headers, claimed, client)
+                call.authenticated = authenticated
                 call.presented = await load_presented(services.engine, services.keyring,
                                                       services.settings.issuer_url,
                                                       form.get("token"))

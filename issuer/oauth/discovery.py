@@ -7,8 +7,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from issuer.oauth.rfc7523 import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from issuer.registration import AUTH_METHODS
 from issuer.services import Services
 from issuer.settings import Settings
+
+#: RFC 8414 §2 *_auth_signing_alg_values_supported: the JWS algorithms a client
+#: assertion may use (private_key_jwt: asymmetric; client_secret_jwt: HMAC).
+ASSERTION_ALGORITHMS = [*ASYMMETRIC_ALGORITHMS, *HMAC_ALGORITHMS]
 
 
 def metadata(settings: Settings) -> dict[str, Any]:
@@ -21,13 +27,16 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "grant_types_supported": ["client_credentials"],
         # REQUIRED by RFC 8414 §2; there is no authorization endpoint here.
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        # §2: REQUIRED when private_key_jwt or client_secret_jwt is supported; "none"
+        # MUST NOT be listed.
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "introspection_endpoint": f"{issuer}/introspect",
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                          "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "revocation_endpoint": f"{issuer}/revoke",
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                       "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "access_token_signing_alg_values_supported": [settings.signing_alg],
     }
 

@@ -1,8 +1,9 @@
 """POST /token (RFC 6749 §3.2, §4.4, §5) as a list of named steps.
 
-parse the form -> identify the client -> load it (async, cached) -> run the
-grant on Authlib (sync, no I/O) -> persist the token record and its audit event
-(one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
+parse the form -> identify the client -> load it (async, cached) -> [a client
+assertion only: its keys (async), Authlib's check (sync), spend its jti (async)] ->
+run the grant on Authlib (sync, no I/O) -> persist the token record and its audit
+event (one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
 A failure at any step is rendered by the one error table and audited.
 """
 
@@ -105,27 +106,43 @@ async def _token(request: Request, services: Services) -> Response:
 async def _authenticated_grant(request: Request, services: Services, form: dict[str, str],
                                resources: list[str], claimed: ClaimedClient,
                                record: ClientRecord | None) -> IssuedToken:
-    """Authenticate the client and run the grant (Authlib, pure CPU), then the rate
-    limits (issuer.ratepolicy), in one atomic check, before any signing or write.
+    """Authenticate the client and run the grant (Authlib, pure CPU), with the rate
+    limits (issuer.ratepolicy) checked in one atomic step before any signing or
+    write: after the secret was verified, or for a client assertion (RFC 7523)
+    after its signature and claims were and before its ``jti`` is spent.
 
     A failed authentication is charged to the source address; once the address
     has spent its budget it gets 429 whether or not its next secret is right.
     """
     address = request_source(request) or "unknown"
     limits = services.rate_policies
+    admitted = False
+
+    async def admit() -> None:
+        nonlocal admitted
+        assert record is not None
+        decision = await services.limiter.check(*limits.token(address, record))
+        admitted = True
+        if not decision.allowed:
+            raise refusal(decision)
+
     try:
         if record is None:
             raise InvalidClient(reason="unknown_client")
-        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record)
+        authenticated = None
+        if claimed.assertion is not None:
+            authenticated = await services.assertions.authenticate(
+                form, request.headers, claimed, record, "token", admit=admit)
+        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record,
+                                             authenticated=authenticated)
     except InvalidClient:
         decision = await services.limiter.check(limits.failure(address))
         if not decision.allowed:
             raise refusal(decision) from None
         raise
     request.scope[CLIENT_ID] = record.client_id
-    decision = await services.limiter.check(*limits.token(address, record))
-    if not decision.allowed:
-        raise refusal(decision)
+    if not admitted:
+        await admit()
     return issued
 
 

@@ -19,7 +19,18 @@ ADMIN_SCOPES = frozenset({"admin", "integrator"})
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post",
+                                   "private_key_jwt", "client_secret_jwt"]
+
+    def authenticate_token_endpoint_client(self) -> Any:
+        # A client assertion authenticated before the grant ran (its jti was spent
+        # in between, asynchronously); every other method authenticates here.
+        authenticated = self.request.authenticated
+        if authenticated is not None:
+            self.request.client = authenticated
+            self.request.auth_method = self.request.claimed.method
+            return authenticated
+        return super().authenticate_token_endpoint_client()
 
     def validate_token_request(self) -> None:
         # §4.4.2: "The authorization server MUST authenticate the client."

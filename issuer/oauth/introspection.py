@@ -82,8 +82,15 @@ class IntrospectionForm(BaseModel):
     token: str = Field(description="the access token to introspect")
     token_type_hint: str | None = Field(
         default=None, description="accepted and ignored: every token here is an access token")
-    client_id: str | None = Field(default=None, description="client_secret_post only")
+    client_id: str | None = Field(default=None, description="client_secret_post; optional "
+                                  "with a client assertion")
     client_secret: str | None = Field(default=None, description="client_secret_post only")
+    client_assertion_type: str | None = Field(
+        default=None, description="private_key_jwt / client_secret_jwt (RFC 7523 §2.2): "
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    client_assertion: str | None = Field(
+        default=None, description="the client's signed JWT (RFC 7523 §3): iss = sub = "
+        "client_id, aud, exp at most 300 s after iat, a single-use jti")
 
 
 class IntrospectionResponse(ResponseModel):

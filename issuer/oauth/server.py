@@ -28,6 +28,7 @@ from issuer.oauth import client_auth
 from issuer.oauth.claims import access_token_claims, new_jti
 from issuer.oauth.client_auth import ClaimedClient
 from issuer.oauth.grants import ClientCredentialsGrant
+from issuer.oauth.rfc7523 import AssertionKeys, ClientSecretJWT, PrivateKeyJWT
 from issuer.oauth.scopes import is_scope_token
 from issuer.oauth.tokens import Introspection, Revocation
 from issuer.secrets import verify_secret
@@ -63,6 +64,8 @@ class _Client(ClientMixin):  # type: ignore[misc]
         self.record = record
         self._now = now
         self.secret_used = "current"
+        # The keys a client assertion may be verified with, preloaded (rfc7523).
+        self.assertion_keys: AssertionKeys | None = None
 
     def get_client_id(self) -> str:
         return self.record.client_id
@@ -109,6 +112,9 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         self.claimed = claimed
         self.preloaded_client = client
         self.resources = list(resources)
+        # Set when the client authenticated before the grant ran (a client assertion,
+        # whose jti is spent between the two): the grant takes it as it is.
+        self.authenticated: _Client | None = None
         self.granted_scopes: list[str] = []
         self.audience: list[str] = []
         self.issued: IssuedToken | None = None
@@ -131,18 +137,40 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(ClientCredentialsGrant)
         self.register_client_auth_method("client_secret_basic", client_auth.client_secret_basic)
         self.register_client_auth_method("client_secret_post", client_auth.client_secret_post)
+        # RFC 7523 §2.2 under the standard names (Authlib: "client_assertion_jwt").
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(issuer, clock))
+        self.register_client_auth_method("client_secret_jwt", ClientSecretJWT(issuer, clock))
         # RFC 7662 and RFC 7009 endpoints, run (like the grant) on preloaded values.
         self.introspection = Introspection(self)
         self.revocation = Revocation(self)
         self.register_endpoint(self.introspection)
         self.register_endpoint(self.revocation)
 
+    def authenticate(self, form: Mapping[str, str], headers: Mapping[str, str],
+                     claimed: ClaimedClient, record: ClientRecord, keys: AssertionKeys,
+                     endpoint: str) -> _Client:
+        """Client authentication alone, by a client assertion verified with the
+        preloaded ``keys`` (``issuer.oauth.assertions``). Pure CPU."""
+        client = _Client(record, self.clock.now())
+        client.assertion_keys = keys
+        request = _Request(form, (), headers, claimed, client)
+        try:
+            authenticated: _Client = self.authenticate_client(request, [claimed.method],
+                                                              endpoint)
+        except OAuth2Error as error:
+            raise from_authlib(error) from None
+        return authenticated
+
     def issue(self, form: Mapping[str, str], resources: Sequence[str],
               headers: Mapping[str, str], claimed: ClaimedClient,
-              record: ClientRecord | None) -> IssuedToken:
-        """Run the grant on preloaded values. Pure CPU: no I/O, no await."""
-        client = _Client(record, self.clock.now()) if record is not None else None
+              record: ClientRecord | None, *,
+              authenticated: _Client | None = None) -> IssuedToken:
+        """Run the grant on preloaded values. Pure CPU: no I/O, no await.
+        ``authenticated``: the client, already authenticated by :meth:`authenticate`."""
+        client = authenticated or (_Client(record, self.clock.now())
+                                   if record is not None else None)
         request = _Request(form, resources, headers, claimed, client)
+        request.authenticated = authenticated
         try:
             grant = self.get_token_grant(request)
             grant.validate_token_request()

@@ -6,10 +6,10 @@ offline and loads its issued-token record with its client's and tenant's status
 preloaded values with no I/O; the HTTP handlers in ``introspection.py`` and
 ``revocation.py`` write the outcome afterwards.
 
-:func:`decode_access_token` is also the first half of the admin API's bearer
-check (``issuer.admin.auth.verify_claims``), which adds the audience and time
-checks a resource server makes; introspection must not demand the admin
-audience, and judges time itself (RFC 7662 §4).
+:func:`decode_access_token` checks only what introspection needs (signature, ``typ``,
+``iss``): introspection must not demand an audience, and judges time itself
+(RFC 7662 §4). The admin API verifies its Bearer tokens with ``jwks.verifier`` instead
+(``issuer.admin.auth``), every resource-server check included.
 """
 
 from __future__ import annotations
@@ -181,11 +181,17 @@ class _ClientAuthenticated:
     """Client authentication at both endpoints, with the token endpoint's rules."""
 
     # RFC 7662 §2.1 / RFC 7009 §2.1: the client authenticates as at the token
-    # endpoint (RFC 6749 §2.3); both of the methods /token accepts.
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    # endpoint (RFC 6749 §2.3); every method /token accepts.
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt",
+                           "client_secret_jwt"]
 
     def authenticate_endpoint_client(self, request: Any) -> Any:
-        client = super().authenticate_endpoint_client(request)  # type: ignore[misc]
+        client = request.authenticated
+        if client is not None:
+            # A client assertion, verified (and its jti spent) before Authlib ran.
+            request.client = client
+        else:
+            client = super().authenticate_endpoint_client(request)  # type: ignore[misc]
         record = client.record
         if not record.active:
             raise InvalidClient(reason="client_disabled")

@@ -44,6 +44,10 @@ def client_record(row: Client, tenant_status: str) -> ClientRecord:
         rate_limit=row.rate_limit,
         status=row.status,
         created_at=row.created_at.timestamp(),
+        jwks=row.jwks,
+        jwks_uri=row.jwks_uri,
+        secret_encrypted=row.secret_encrypted,
+        previous_secret_encrypted=row.previous_secret_encrypted,
     )
 
 

@@ -97,6 +97,24 @@ class Client(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # private_key_jwt (RFC 7523 §2.2): the client's public keys, inline or by URL.
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    # client_secret_jwt needs the secret itself as the HMAC key: kept encrypted
+    # (issuer.crypto) beside the digest, only for clients allowed that method.
+    secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class UsedAssertionJti(Base):
+    """RFC 7523 §3: a client assertion's ``jti``, refused again until it expires."""
+
+    __tablename__ = "used_assertion_jtis"
+    __table_args__ = (Index("ix_used_assertion_jtis_expires_at", "expires_at"),)
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime]
 
 
 class IssuedToken(Base):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class ClientRecord:
     rate_limit: str | None
     status: str
     created_at: float
+    # private_key_jwt: the registered public JWK Set, or where to fetch it.
+    jwks: dict[str, Any] | None = field(default=None, compare=False)
+    jwks_uri: str | None = None
+    # client_secret_jwt: the secrets, encrypted (issuer.crypto); None for other clients.
+    secret_encrypted: bytes | None = field(default=None, repr=False)
+    previous_secret_encrypted: bytes | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:

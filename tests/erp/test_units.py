@@ -279,13 +279,16 @@ async def _envelopes(engine) -> dict[str, tuple[Any, bytes]]:
             rows = await connection.execute(select(spec.table.c[spec.key],
                                                    spec.table.c[spec.column]))
             for key, value in rows:
-                found[f"{spec.name}:{key}"] = (spec.associated_data(key), value)
+                if value is not None:
+                    found[f"{spec.name}:{key}"] = (spec.associated_data(key), value)
     return found
 
 
 async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_once(
         engine, clock, register, restore_master_key):
     await _seal_many(engine, clock, register, 3)
+    # A client_secret_jwt client: its secret is kept encrypted too (issuer/secrets.py).
+    await register(tenant="hmac", auth_methods=["client_secret_jwt"])
     rotated = Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY)
     before = await _envelopes(engine)
     assert not any(rotated.is_current(value) for _, value in before.values())
@@ -295,8 +298,10 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
     report = await reencrypt(engine, rotated, clock, batch_size=2)
     assert {name: (item.rewrapped, item.current, item.failed)
             for name, item in report.items()} == {
-        "signing_keys.private_jwk_encrypted": (len(before) - 3, 0, []),
-        "erp_connection.config_encrypted": (3, 0, [])}
+        "signing_keys.private_jwk_encrypted": (len(before) - 4, 0, []),
+        "erp_connection.config_encrypted": (3, 0, []),
+        "clients.secret_encrypted": (1, 0, []),
+        "clients.previous_secret_encrypted": (0, 0, [])}
     only_new = Encryptor(current=NEW_KEY)
     after = await _envelopes(engine)
     for name, (context, value) in after.items():
@@ -304,7 +309,7 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
 
     again = await reencrypt(engine, rotated, clock)  # idempotent
     assert [(item.rewrapped, item.current) for item in again.values()] == [
-        (0, len(before) - 3), (0, 3)]
+        (0, len(before) - 4), (0, 3), (0, 1), (0, 0)]
     assert await _envelopes(engine) == after
 
 
