@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from connectors.netsuite import from_services as netsuite_service
+from connectors.netsuite import routes as netsuite
 from issuer.admin import clients, keys, m2m_tokens, tenants
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
@@ -43,16 +46,20 @@ from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+def create_app(settings: Settings, *, clock: Clock | None = None,
+               outbound: httpx.AsyncClient | None = None) -> Starlette:
+    """``outbound``: the HTTP client for calls to outside systems (NetSuite); by default
+    one is made here and closed with the app. Tests pass one bound to a simulator."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         encryptor = encryptor_for(settings)
         engine = create_engine(settings.database_url)
         writer = GroupWriter(engine)
         signer = Signer()
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
@@ -74,8 +81,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
             )
             # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
             async with maintained(keyring):
-                yield {"services": services}
+                yield {"services": services, "netsuite": netsuite_service(services, http)}
         finally:
+            if outbound is None:
+                await http.aclose()
             await writer.close()
             signer.close()
             if redis is not None:
@@ -96,10 +105,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         *clients.routes,
         *m2m_tokens.routes,
         *keys.routes,
+        *netsuite.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
                   *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations]
+                  *keys.operations, *netsuite.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [

@@ -151,6 +151,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if operation.response is not None:
         success["content"] = {"application/json": {"schema": _ref(operation.response)}}
+    elif operation.media_type != "application/json":
+        success["content"] = {operation.media_type: {"schema": {"type": "string"}}}
     elif operation.status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: dict[str, Any] = {str(operation.status): success}

@@ -47,6 +47,11 @@ class Settings:
     key_rotation_days: int = 90
     netsuite_allowed_hosts: tuple[str, ...] = ()
     client_cache_ttl: float = 5.0
+    #: The platform's name: NetSuite certificates' subject CN is "<name> - Tenant <account>".
+    platform_name: str = "m2m-issuer"
+    #: Subject O and C of NetSuite certificates (O defaults to the platform name; no C).
+    netsuite_cert_organization: str | None = None
+    netsuite_cert_country: str | None = None
 
     @property
     def production(self) -> bool:
@@ -97,6 +102,12 @@ class Settings:
             key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
                                    low=1, high=3650),
             netsuite_allowed_hosts=_list(get("ISSUER_NETSUITE_ALLOWED_HOSTS")),
+            platform_name=_text("ISSUER_PLATFORM_NAME", get("ISSUER_PLATFORM_NAME")
+                                or cls.platform_name),
+            netsuite_cert_organization=_optional_text("ISSUER_NETSUITE_CERT_ORGANIZATION",
+                                                      get("ISSUER_NETSUITE_CERT_ORGANIZATION")),
+            netsuite_cert_country=_country("ISSUER_NETSUITE_CERT_COUNTRY",
+                                           get("ISSUER_NETSUITE_CERT_COUNTRY")),
         )
         if settings.production and settings.encryption_master_key is None:
             raise SettingsError("ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production")
@@ -153,3 +164,22 @@ def _list(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _text(name: str, value: str) -> str:
+    """A short line of text for a certificate subject (X.520: at most 64 characters)."""
+    if len(value) > 64 or not value.isprintable():
+        raise SettingsError(f"{name} must be at most 64 printable characters")
+    return value
+
+
+def _optional_text(name: str, value: str | None) -> str | None:
+    return None if value is None else _text(name, value)
+
+
+def _country(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^[A-Z]{2}$", value):
+        raise SettingsError(f"{name} must be a two-letter ISO 3166 country code, got {value!r}")
+    return value

@@ -47,7 +47,8 @@ BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 # The real Redis of the tests (.ci/run sets it and checks it answers). Tests never
 # FLUSHDB: their keys are unique by construction (random client, connector ids).
 REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-_TABLES = ("audit_events", "issued_tokens", "clients", "tenants")
+_TABLES = ("audit_events", "issued_tokens", "encrypted_keys", "netsuite_connectors", "clients",
+           "tenants")
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ from issuer.store.models import Base
 from tests.conftest import BACKENDS
 
 TABLES = {"tenants", "clients", "issued_tokens", "audit_events", "signing_keys",
-          "alembic_version"}
+          "netsuite_connectors", "encrypted_keys", "alembic_version"}
 
 
 @pytest.fixture(params=BACKENDS)

@@ -34,6 +34,8 @@ class Operation:
     auth: str = "bearer"  # "bearer" (admin token) | "client" (client authentication)
     form: bool = False  # request body is application/x-www-form-urlencoded
     errors: tuple[int, ...] = (400, 401, 403, 404, 422)
+    #: The success body's media type when ``response`` is None (e.g. a PEM download).
+    media_type: str = "application/json"
 
 
 class ResponseModel(BaseModel):
