@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -163,3 +166,22 @@ async def api(settings: Settings, clock: FakeClock,
               outbound: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     async with netsuite_app(settings, clock, outbound) as http:
         yield http
+
+
+@pytest.fixture
+def loopback(simulator: NetSuiteSimulator) -> Iterator[str]:
+    """The simulator on a real loopback socket, standing for the account's suitetalk host
+    (for other processes: the CLI, workers); yields its ``http://127.0.0.1:PORT``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    netloc = f"127.0.0.1:{sock.getsockname()[1]}"
+    simulator.alias(netloc)
+    server = uvicorn.Server(uvicorn.Config(simulator.app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield f"http://{netloc}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
