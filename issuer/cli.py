@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from connectors.netsuite import ConnectorNotFound, NetSuiteError, TokenRequestFailed
+from connectors.netsuite import cli as netsuite_cli
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, encryptor_for
@@ -52,7 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"issuer: configuration error: {error}", file=sys.stderr)
         return 2
-    except (CommandError, RegistrationError, DecryptionError) as error:
+    except ConnectorNotFound as error:
+        print(f"issuer: error: no NetSuite connector {error}", file=sys.stderr)
+        return 1
+    except (CommandError, RegistrationError, DecryptionError, NetSuiteError,
+            TokenRequestFailed) as error:
         print(f"issuer: error: {error}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as error:
@@ -133,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(resource servers with a warm cache then refetch once)")
     rotate.add_argument("--json", action="store_true")
     rotate.set_defaults(handler=_keys_rotate)
+
+    netsuite_cli.register(commands)
     return parser
 
 

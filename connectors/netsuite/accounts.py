@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from connectors.netsuite.errors import InvalidConnector
 
 #: NETSUITE.md §1: ``1234567``, ``1234567_SB1``, ``TSTDRV123``.
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9]+(_[A-Za-z0-9]+)?$")
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)?")  # fullmatch: no trailing \n
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 NETSUITE_DOMAIN = ".netsuite.com"
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -39,7 +39,7 @@ class DisallowedUrl(InvalidConnector):
 
 
 def check_account_id(account_id: str) -> str:
-    if len(account_id) > 64 or not ACCOUNT_ID.match(account_id):
+    if len(account_id) > 64 or not ACCOUNT_ID.fullmatch(account_id):
         raise InvalidAccountId("an account id is letters and digits, optionally followed by "
                                "_ and a suffix (e.g. 1234567 or 1234567_SB1)")
     return account_id
@@ -96,4 +96,4 @@ def _netsuite_host(host: str) -> bool:
     if not host.endswith(NETSUITE_DOMAIN) or len(host) > 253:
         return False
     labels = host.split(".")
-    return len(labels) >= 3 and all(_LABEL.match(label) for label in labels)
+    return len(labels) >= 3 and all(_LABEL.fullmatch(label) for label in labels)

@@ -87,7 +87,7 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
 
 
 def check_certificate_id(certificate_id: str) -> str:
-    if not CERTIFICATE_ID.match(certificate_id):
+    if not CERTIFICATE_ID.fullmatch(certificate_id):
         raise InvalidConnector("a Certificate ID is letters, digits, - and _ (as NetSuite "
                                "shows it)", "certificate_id")
     return certificate_id
@@ -100,7 +100,7 @@ def resolve(spec: ConnectorSpec, allowed_hosts: Iterable[str]) -> dict[str, obje
     name = spec.name.strip()
     if not name or len(name) > 200:
         raise InvalidConnector("a name is 1 to 200 characters", "name")
-    if not CLIENT_ID.match(spec.client_id):
+    if not CLIENT_ID.fullmatch(spec.client_id):
         raise InvalidConnector("a Client ID is 1 to 200 letters, digits, '.', '_' or '-'",
                                "client_id")
     if spec.algorithm not in ALGORITHMS:
