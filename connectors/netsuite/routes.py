@@ -271,10 +271,11 @@ async def update_connector(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, ConnectorPatch)
     changes = body.model_dump(exclude_unset=True)
-    throttle = changes.pop("throttle", None)
-    if throttle is not None:
-        changes.update(throttle_requests=throttle["requests"],
-                       throttle_period=throttle["period_seconds"])
+    throttle = changes.pop("throttle", None) or {}  # merge-patch: a left-out member stays
+    for member, column in (("requests", "throttle_requests"),
+                           ("period_seconds", "throttle_period")):
+        if member in throttle:
+            changes[column] = throttle[member]
     with _errors():
         record = await _service(request).update(_id(request), changes,
                                                 actor(request, principal), principal.sees)

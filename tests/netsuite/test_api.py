@@ -229,6 +229,9 @@ async def test_list_get_patch_delete(api, world, simulator, engine):
         "name": "renamed", "scopes": ["restlets"],
         "throttle": {"requests": 5, "period_seconds": 10}, "max_concurrency": 2,
         "token_url": TOKEN_URL}
+    partial = await api.patch(f"{BASE}/{mine['id']}", headers=world.admin,
+                              json={"throttle": {"period_seconds": 30}})
+    assert partial.json()["throttle"] == {"requests": 5, "period_seconds": 30}
     fixed = await api.patch(f"{BASE}/{mine['id']}", headers=world.admin,
                             json={"account_id": "7654321"})
     assert fixed.status_code == 422
@@ -244,7 +247,8 @@ async def test_list_get_patch_delete(api, world, simulator, engine):
     assert deleted.status_code == 204
     assert (await api.get(f"{BASE}/{mine['id']}", headers=world.integrator)).status_code == 404
     assert await events(engine) == ["NETSUITE_CONNECTOR_CREATED", "NETSUITE_CONNECTOR_CREATED",
-                                    "NETSUITE_CONNECTOR_UPDATED", "NETSUITE_CONNECTOR_DELETED"]
+                                    "NETSUITE_CONNECTOR_UPDATED", "NETSUITE_CONNECTOR_UPDATED",
+                                    "NETSUITE_CONNECTOR_DELETED"]
 
 
 # The m2m endpoints -------------------------------------------------------------------------
