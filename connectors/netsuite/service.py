@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from connectors.netsuite import rotation, store
 from connectors.netsuite.assertion import DEFAULT_LIFETIME, create_assertion
-from connectors.netsuite.cache import Locks, MemoryTokenCache, RedisTokenCache, TokenCache
+from connectors.netsuite.cache import LockHeld, Locks, MemoryTokenCache, RedisTokenCache, TokenCache
 from connectors.netsuite.client import Backoff, Jitter, NetSuiteClient, Sleep, Throttle
 from connectors.netsuite.connector import (
     ConnectorRecord,
@@ -310,6 +310,13 @@ class NetsuiteM2MService:
             flight.exception()  # retrieved: a failure nobody awaits is not reported twice
 
     async def _refresh(self, connector_id: str, stale: str | None) -> AccessToken:
+        try:
+            return await self._refresh_locked(connector_id, stale)
+        except LockHeld:
+            raise TokenRequestFailed("another process has been fetching this connector's "
+                                     "token for too long") from None
+
+    async def _refresh_locked(self, connector_id: str, stale: str | None) -> AccessToken:
         async with self.locks.token_refresh(connector_id):
             cached = await self.cache.get(connector_id)  # another process may have refreshed
             if cached is not None and cached.access_token != stale:
