@@ -79,9 +79,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 limiter=MemoryRateLimiter(clock),
                 redis=redis,
             )
-            # Reload, scheduled rotation and pruning of the key ring (jwks.keys).
-            async with maintained(keyring):
-                yield {"services": services, "netsuite": netsuite_service(services, http)}
+            netsuite_connectors = netsuite_service(services, http)
+            # Reload, scheduled rotation and pruning of the key ring (jwks.keys); NetSuite
+            # certificates' revocation after an overlap and expiry warnings.
+            async with maintained(keyring), netsuite_connectors.maintained():
+                yield {"services": services, "netsuite": netsuite_connectors}
         finally:
             if outbound is None:
                 await http.aclose()

@@ -21,7 +21,7 @@ from connectors.netsuite.connector import SCOPES, ConnectorSpec
 from connectors.netsuite.errors import NetSuiteError
 from connectors.netsuite.keys import ALGORITHMS, DEFAULT_ALGORITHM
 from connectors.netsuite.rotation import CONFIRMED
-from connectors.netsuite.service import CertificateProfile, NetsuiteM2MService
+from connectors.netsuite.service import NetsuiteM2MService, from_settings
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.clock import SystemClock
 from issuer.crypto import encryptor_for
@@ -91,12 +91,9 @@ def _run(settings: Settings, work: Callable[[NetsuiteM2MService], Awaitable[T]])
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         try:
             async with httpx.AsyncClient(timeout=30) as http:
-                return await work(NetsuiteM2MService(
-                    engine=engine, encryptor=encryptor_for(settings), clock=SystemClock(),
-                    http=http, redis=redis, allowed_hosts=settings.netsuite_allowed_hosts,
-                    profile=CertificateProfile(settings.platform_name,
-                                               settings.netsuite_cert_organization,
-                                               settings.netsuite_cert_country)))
+                return await work(from_settings(
+                    settings, engine=engine, encryptor=encryptor_for(settings),
+                    clock=SystemClock(), http=http, redis=redis))
         finally:
             if redis is not None:
                 await redis.aclose()

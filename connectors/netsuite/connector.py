@@ -63,6 +63,7 @@ class ConnectorRecord:
     rotation_initiated_at: float | None
     retiring_certificate_id: str | None
     retiring_certificate_revoke_at: float | None
+    expiry_warned_certificate_id: str | None
     created_at: float
     updated_at: float
 

@@ -82,7 +82,9 @@ async def confirm(service: NetsuiteM2MService, connector_id: str, certificate_id
 
 
 async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id: str,
-                  actor: Actor) -> ConnectorRecord:
+                  actor: Actor, *, retire: tuple[str, float] | None = None) -> ConnectorRecord:
+    """The switch. ``retire``: (old Certificate ID, when to revoke it at NetSuite), for an
+    automatic rotation; a manual one leaves the old certificate to the person."""
     async with service.transaction() as session:
         current = await service.load(session, connector_id)
         new_key = current.secondary_key_id
@@ -98,7 +100,9 @@ async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id
             {"primary_key_id": new_key, "active_key_id": new_key, "secondary_key_id": None,
              "active_certificate_id": certificate_id, "pending_certificate_id": None,
              "rotation_initiated_at": None,
-             "certificate_expires_at": stored.certificate_not_after.timestamp()},
+             "certificate_expires_at": stored.certificate_not_after.timestamp(),
+             **({"retiring_certificate_id": retire[0],
+                 "retiring_certificate_revoke_at": retire[1]} if retire else {})},
             service.clock.now(),
             expect={"secondary_key_id": new_key,
                     "rotation_initiated_at": current.rotation_initiated_at})
@@ -107,7 +111,8 @@ async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id
         await service.audit(session, AuditEvent.NETSUITE_ROTATION_CONFIRMED, current, actor,
                             key_id=new_key, previous_key_id=current.primary_key_id,
                             certificate_id=certificate_id,
-                            previous_certificate_id=current.active_certificate_id)
+                            previous_certificate_id=current.active_certificate_id,
+                            automatic=retire is not None)
         promoted = await service.load(session, connector_id)
     for old in {current.primary_key_id, current.active_key_id} - {None, new_key}:
         assert old is not None

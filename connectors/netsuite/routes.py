@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import ConfigDict, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from connectors.netsuite.connector import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_THROTTLE_PERIOD,
-    DEFAULT_THROTTLE_REQUESTS,
-    ConnectorRecord,
-    ConnectorSpec,
-)
+from connectors.netsuite.certificates_api import CertificateApiFailed
+from connectors.netsuite.connector import ConnectorRecord, ConnectorSpec
 from connectors.netsuite.errors import (
     ConnectorNotFound,
     InvalidConnector,
@@ -33,26 +27,27 @@ from connectors.netsuite.errors import (
     RotationBusy,
 )
 from connectors.netsuite.rotation import CONFIRMED
+from connectors.netsuite.schemas import (
+    AutoRotated,
+    AutoRotation,
+    CertificateIdBody,
+    Connector,
+    ConnectorCreate,
+    ConnectorPage,
+    ConnectorPatch,
+    ConnectorQuery,
+    Outcome,
+    RotationStarted,
+    Verified,
+)
 from connectors.netsuite.service import NetsuiteM2MService
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.admin.auth import require_integrator
-from issuer.admin.handlers import (
-    OBJECT_ID,
-    TEXT,
-    PageQuery,
-    PatchModel,
-    actor,
-    iso,
-    object_id,
-    page_json,
-    page_params,
-)
+from issuer.admin.handlers import actor, iso, object_id, page_json, page_params
 from issuer.admin.http import (
     InvalidBody,
     Operation,
-    RequestModel,
-    ResponseModel,
     json_response,
     parse_body,
 )
@@ -60,116 +55,6 @@ from issuer.errors import NO_STORE, Busy, Conflict, InvalidState, NotFound
 
 TAG = "netsuite"
 PEM = "application/x-pem-file"
-Algorithm = Literal["PS256", "ES256", "ES384", "ES512"]
-Scope = Literal["restlets", "rest_webservices", "suite_analytics", "mcp"]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=TEXT)]
-CertificateId = Annotated[str, StringConstraints(min_length=1, max_length=200,
-                                                 pattern=r"^[A-Za-z0-9_-]+$")]
-
-
-class Throttle(RequestModel):
-    model_config = ConfigDict(strict=True)
-
-    requests: int = Field(DEFAULT_THROTTLE_REQUESTS, ge=1, le=10_000)
-    period_seconds: int = Field(DEFAULT_THROTTLE_PERIOD, ge=1, le=86_400)
-
-
-class ConnectorCreate(RequestModel):
-    model_config = ConfigDict(strict=True)
-
-    tenant_id: str | None = Field(None, pattern=OBJECT_ID,
-                                  description="default: the caller's tenant")
-    name: Name
-    account_id: Short = Field(description="NetSuite account id, e.g. 1234567 or 1234567_SB1")
-    client_id: Short = Field(description="the integration record's Client ID (JWT iss)")
-    scopes: list[Scope] = Field(min_length=1, max_length=3)
-    algorithm: Algorithm = Field("PS256", description="PS256 = RSA-4096; ES256/384/512 = "
-                                 "EC P-256/384/521")
-    token_url: Url | None = Field(None, description="default: derived from account_id")
-    rest_base_url: Url | None = Field(None, description="default: derived from account_id")
-    restlets_base_url: Url | None = Field(None, description="default: derived from account_id")
-    throttle: Throttle = Field(default_factory=Throttle)
-    max_concurrency: int = Field(DEFAULT_MAX_CONCURRENCY, ge=1, le=100)
-
-
-class ConnectorPatch(PatchModel):
-    """Left-out fields keep their value; a URL set to null goes back to its default."""
-
-    not_null = ("name", "client_id", "scopes", "throttle", "max_concurrency")
-
-    name: Name | None = None
-    client_id: Short | None = None
-    scopes: list[Scope] | None = Field(None, min_length=1, max_length=3)
-    token_url: Url | None = None
-    rest_base_url: Url | None = None
-    restlets_base_url: Url | None = None
-    throttle: Throttle | None = None
-    max_concurrency: int | None = Field(None, ge=1, le=100)
-
-
-class CertificateIdBody(RequestModel):
-    model_config = ConfigDict(strict=True)
-
-    certificate_id: CertificateId = Field(description="the Certificate ID NetSuite shows for "
-                                          "the uploaded certificate (the JWT kid)")
-
-
-class ThrottleOut(ResponseModel):
-    requests: int
-    period_seconds: int
-
-
-class Connector(ResponseModel):
-    id: str
-    tenant_id: str
-    name: str
-    auth_type: Literal["netsuite_m2m"]
-    account_id: str
-    client_id: str
-    scopes: list[str]
-    algorithm: str
-    token_url: str
-    rest_base_url: str
-    restlets_base_url: str
-    throttle: ThrottleOut
-    max_concurrency: int
-    primary_key_id: str | None
-    active_key_id: str | None
-    secondary_key_id: str | None
-    active_certificate_id: str | None
-    pending_certificate_id: str | None
-    certificate_expires_at: str | None
-    rotation_in_progress: bool
-    rotation_initiated_at: str | None
-    created_at: str
-    updated_at: str
-
-
-class ConnectorPage(ResponseModel):
-    items: list[Connector]
-    next_cursor: str | None
-
-
-class ConnectorQuery(PageQuery):
-    tenant_id: str | None = Field(None, description="only this tenant's connectors")
-
-
-class RotationStarted(ResponseModel):
-    message: str
-    certificate: str = Field(description="the new public certificate (PEM) to upload")
-
-
-class Outcome(ResponseModel):
-    success: bool
-    message: str
-
-
-class Verified(ResponseModel):
-    success: bool
-    token_preview: str = Field(description="Bearer <first 20 characters>...")
-    expires_in: int
 
 
 def _service(request: Request) -> NetsuiteM2MService:
@@ -220,6 +105,8 @@ def connector_json(record: ConnectorRecord) -> dict[str, Any]:
         "certificate_expires_at": _ts(record.certificate_expires_at),
         "rotation_in_progress": record.rotation_in_progress,
         "rotation_initiated_at": _ts(record.rotation_initiated_at),
+        "retiring_certificate_id": record.retiring_certificate_id,
+        "retiring_certificate_revoke_at": _ts(record.retiring_certificate_revoke_at),
         "created_at": iso(record.created_at), "updated_at": iso(record.updated_at),
     }).model_dump(mode="json")
 
@@ -345,6 +232,28 @@ async def cancel_rotation(request: Request) -> Response:
                                  "was discarded.").model_dump(mode="json"))
 
 
+async def auto_rotation(request: Request) -> Response:
+    """Rotate end to end through NetSuite's certificate API: upload, prove, switch; the old
+    certificate is revoked after the overlap."""
+    principal = await require_integrator(request)
+    body = await parse_body(request, AutoRotation)
+    service = _service(request)
+    with _errors():
+        before = await service.get(_id(request), principal.sees)
+        try:
+            record = await service.auto_rotate(
+                _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
+                actor=actor(request, principal), visible=principal.sees)
+        except (TokenRequestFailed, CertificateApiFailed) as error:  # NetSuite said no
+            return json_response({"success": False, "error": str(error)}, 422)
+    assert record.active_certificate_id is not None
+    return json_response(AutoRotated(
+        success=True, message="Certificate rotated. The previous certificate is revoked at "
+        "NetSuite when the overlap ends.", certificate_id=record.active_certificate_id,
+        previous_certificate_id=before.active_certificate_id,
+        revoke_previous_at=_ts(record.retiring_certificate_revoke_at)).model_dump(mode="json"))
+
+
 async def verify(request: Request) -> Response:
     principal = await require_integrator(request)
     try:
@@ -375,6 +284,7 @@ routes: list[BaseRoute] = [
     Route(M2M + "/rotation/initiate", initiate_rotation, methods=["POST"]),
     Route(M2M + "/rotation/confirm", confirm_rotation, methods=["POST"]),
     Route(M2M + "/rotation/cancel", cancel_rotation, methods=["POST"]),
+    Route(M2M + "/rotation/auto", auto_rotation, methods=["POST"]),
     Route(M2M + "/verify", verify, methods=["POST"]),
 ]
 
@@ -404,6 +314,9 @@ operations: list[Operation] = [
               errors=(401, 403, 404, 422, 503)),
     Operation("POST", M2M + "/rotation/cancel", "Discard a pending rotation", TAG,
               response=Outcome, errors=(401, 403, 404, 422)),
+    Operation("POST", M2M + "/rotation/auto", "Rotate through NetSuite's certificate API; "
+              "the old certificate is revoked after the overlap", TAG, request=AutoRotation,
+              response=AutoRotated, errors=(401, 403, 404, 422, 503)),
     Operation("POST", M2M + "/verify", "Fetch a fresh token from NetSuite", TAG,
               response=Verified, errors=(401, 403, 404, 422)),
 ]

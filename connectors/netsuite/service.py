@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from cryptography import x509
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from connectors.netsuite import rotation, store
+from connectors.netsuite import autorotation, rotation, store
 from connectors.netsuite.assertion import DEFAULT_LIFETIME, create_assertion
 from connectors.netsuite.cache import LockHeld, Locks, MemoryTokenCache, RedisTokenCache, TokenCache
 from connectors.netsuite.client import Backoff, Jitter, NetSuiteClient, Sleep, Throttle
@@ -58,6 +58,7 @@ from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
 from issuer.registration import Actor
 from issuer.services import Services
+from issuer.settings import Settings
 from issuer.store.clients import PageKey
 from issuer.store.models import Tenant
 
@@ -113,6 +114,8 @@ class NetsuiteM2MService:
         self._jitter = jitter
         self._key_factory = key_factory
         self._flights: dict[str, asyncio.Future[AccessToken]] = {}
+        #: Gauge: connectors whose certificate expires within 60 days (last maintenance).
+        self.expiring_certificates = 0
         self._clients: dict[str, tuple[ConnectorRecord, NetSuiteClient]] = {}
 
     # Transactions ------------------------------------------------------------------
@@ -271,6 +274,22 @@ class NetsuiteM2MService:
                               visible: Visible = _anyone) -> ConnectorRecord:
         return await rotation.cancel(self, connector_id, actor, visible)
 
+    async def auto_rotate(self, connector_id: str, *, entity: int, role: int, actor: Actor,
+                          visible: Visible = _anyone,
+                          overlap: int = autorotation.DEFAULT_OVERLAP) -> ConnectorRecord:
+        """Rotate through NetSuite's certificate API (``autorotation.py``)."""
+        return await autorotation.auto(self, connector_id, entity=entity, role=role,
+                                       actor=actor, visible=visible, overlap=overlap)
+
+    async def maintain(self) -> None:
+        """Revoke old certificates whose overlap is over; warn about expiring ones."""
+        await autorotation.revoke_due(self)
+        await autorotation.check_expiry(self)
+
+    def maintained(self, interval: float = 60.0) -> AbstractAsyncContextManager[None]:
+        """:meth:`maintain` every ``interval`` seconds while the block runs."""
+        return autorotation.maintained(self, interval)
+
     # Tokens ----------------------------------------------------------------------------
 
     async def create_assertion(self, record: ConnectorRecord) -> str:
@@ -372,13 +391,21 @@ def _column(record: ConnectorRecord, name: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def from_settings(settings: Settings, *, engine: AsyncEngine, encryptor: Encryptor,
+                  clock: Clock, http: httpx.AsyncClient, redis: Redis | None,
+                  **options: Any) -> NetsuiteM2MService:
+    """The service as the settings configure it (allow-list, certificate subject)."""
+    return NetsuiteM2MService(
+        engine=engine, encryptor=encryptor, clock=clock, http=http, redis=redis,
+        allowed_hosts=settings.netsuite_allowed_hosts,
+        profile=CertificateProfile(settings.platform_name, settings.netsuite_cert_organization,
+                                   settings.netsuite_cert_country), **options)
+
+
 def from_services(services: Services, http: httpx.AsyncClient,
                   **options: Any) -> NetsuiteM2MService:
     """The service of the app's lifespan: the shared store, master key, Redis and clock,
     plus the outbound HTTP client (tests give one bound to the NetSuite simulator)."""
-    settings = services.settings
-    return NetsuiteM2MService(
-        engine=services.engine, encryptor=services.encryptor, clock=services.clock, http=http,
-        redis=services.redis, allowed_hosts=settings.netsuite_allowed_hosts,
-        profile=CertificateProfile(settings.platform_name, settings.netsuite_cert_organization,
-                                   settings.netsuite_cert_country), **options)
+    return from_settings(services.settings, engine=services.engine,
+                         encryptor=services.encryptor, clock=services.clock, http=http,
+                         redis=services.redis, **options)

@@ -89,3 +89,20 @@ async def delete(session: AsyncSession, connector_id: str) -> None:
     if row is not None:
         await session.delete(row)
         await session.flush()
+
+
+async def due_revocations(session: AsyncSession, now: float) -> list[ConnectorRecord]:
+    """Connectors whose previous certificate is due to be revoked at NetSuite."""
+    table = NetSuiteConnectorRow
+    rows = (await session.execute(select(table).where(
+        table.retiring_certificate_revoke_at <= utc(now)).order_by(table.id))).scalars()
+    return [record(row) for row in rows]
+
+
+async def expiring(session: AsyncSession, horizon: float) -> list[ConnectorRecord]:
+    """Connectors whose active certificate expires before ``horizon``."""
+    table = NetSuiteConnectorRow
+    rows = (await session.execute(select(table).where(
+        table.active_certificate_id.is_not(None),
+        table.certificate_expires_at <= utc(horizon)).order_by(table.id))).scalars()
+    return [record(row) for row in rows]

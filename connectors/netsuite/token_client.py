@@ -62,7 +62,7 @@ async def request_token(http: httpx.AsyncClient, token_url: str, assertion: str)
         log.warning("NetSuite token endpoint unreachable: %s", type(error).__name__)
         raise TokenRequestFailed(f"NetSuite's token endpoint could not be reached "
                                  f"({type(error).__name__})") from None
-    body = _json(response)
+    body = json_object(response)
     if response.status_code != 200:
         error_code = _text(body.get("error")) or "unknown_error"
         description = _text(body.get("error_description"))
@@ -92,7 +92,8 @@ def _parse(body: dict[str, object], status: int) -> AccessToken:
     return AccessToken(access_token=token, expires_in=expires_in)
 
 
-def _json(response: httpx.Response) -> dict[str, object]:
+def json_object(response: httpx.Response) -> dict[str, object]:
+    """The answer's JSON object, or {} when it is not one."""
     try:
         body = response.json()
     except ValueError:

@@ -167,7 +167,8 @@ class NetSuiteConnectorRow(Base):
     NetSuite's Certificate ID for it is recorded (``active_certificate_id``, the JWT
     ``kid``); ``secondary_key_id`` is a rotation's pending key, whose Certificate ID
     is ``pending_certificate_id`` once known. After an automatic rotation the old
-    certificate is revoked at NetSuite at ``retiring_certificate_revoke_at``.
+    certificate (``retiring_certificate_id``) is revoked at NetSuite at
+    ``retiring_certificate_revoke_at``.
     """
 
     __tablename__ = "netsuite_connectors"
@@ -195,6 +196,8 @@ class NetSuiteConnectorRow(Base):
     rotation_initiated_at: Mapped[datetime | None]
     retiring_certificate_id: Mapped[str | None] = mapped_column(String(200))
     retiring_certificate_revoke_at: Mapped[datetime | None]
+    #: The certificate whose coming expiry was last warned about (once per certificate).
+    expiry_warned_certificate_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('rotation_initiated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('retiring_certificate_id', sa.String(length=200), nullable=True),
     sa.Column('retiring_certificate_revoke_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('expiry_warned_certificate_id', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_netsuite_connectors_tenant_id_tenants'), ondelete='RESTRICT'),

@@ -120,7 +120,8 @@ async def test_create_answers_201_with_the_connector_and_its_derived_urls(
         "primary_key_id": None, "active_key_id": None, "secondary_key_id": None,
         "active_certificate_id": None, "pending_certificate_id": None,
         "certificate_expires_at": None, "rotation_in_progress": False,
-        "rotation_initiated_at": None, "created_at": now, "updated_at": now}
+        "rotation_initiated_at": None, "retiring_certificate_id": None,
+        "retiring_certificate_revoke_at": None, "created_at": now, "updated_at": now}
     assert await events(engine) == ["NETSUITE_CONNECTOR_CREATED"]
 
 
