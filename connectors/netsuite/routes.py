@@ -44,7 +44,14 @@ from connectors.netsuite.service import NetsuiteM2MService
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.admin.auth import require_integrator
-from issuer.admin.handlers import actor, iso, object_id, page_json, page_params
+from issuer.admin.handlers import (
+    actor,
+    iso,
+    listed_tenant,
+    object_id,
+    page_json,
+    page_params,
+)
 from issuer.admin.http import (
     InvalidBody,
     Operation,
@@ -137,13 +144,8 @@ async def create_connector(request: Request) -> Response:
 async def list_connectors(request: Request) -> Response:
     principal = await require_integrator(request)
     limit, after = page_params(request)
-    tenant_id = request.query_params.get("tenant_id") or None
-    if tenant_id is not None:
-        principal.check_tenant(object_id(tenant_id))
-    elif not principal.platform:
-        tenant_id = principal.tenant_id
-    records, next_key = await _service(request).page(tenant_id=tenant_id, after=after,
-                                                     limit=limit)
+    records, next_key = await _service(request).page(
+        tenant_id=listed_tenant(request, principal), after=after, limit=limit)
     return json_response(page_json([connector_json(record) for record in records], next_key))
 
 
