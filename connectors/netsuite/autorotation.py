@@ -82,6 +82,10 @@ async def auto(service: NetsuiteM2MService, connector_id: str, *, entity: int, r
     except (CertificateApiFailed, TokenRequestFailed):
         await rotation.cancel(service, connector_id, actor, visible)
         raise
+    async with service.transaction() as session:  # should we stop here, a person can confirm
+        await store.change(session, connector_id, {"pending_certificate_id": certificate_id},
+                           service.clock.now(), expect={"secondary_key_id":
+                                                        pending.secondary_key_id})
     try:  # the new certificate must work before anything switches to it
         token = await service.authenticate(replace(
             pending, active_key_id=pending.secondary_key_id, active_certificate_id=certificate_id))

@@ -95,11 +95,20 @@ async def test_a_new_certificate_that_does_not_work_is_revoked_and_nothing_switc
         return certificate_id
 
     simulator.upload = upload_then_break
+    seen: list[str | None] = []
+    authenticate = service.authenticate
+
+    async def watch(connector):  # the uploaded Certificate ID is on record before the proof
+        seen.append((await service.get(record.id)).pending_certificate_id)
+        return await authenticate(connector)
+
+    service.authenticate = watch
     with pytest.raises(TokenRequestFailed, match="invalid_grant"):
         await service.auto_rotate(record.id, entity=ENTITY, role=ROLE, actor=ACTOR)
+    assert seen[-1] in simulator.certificates  # seen[0]: the token for the upload itself
     after = await service.get(record.id)
     assert after.active_certificate_id == record.active_certificate_id
-    assert not after.rotation_in_progress
+    assert not after.rotation_in_progress and after.pending_certificate_id is None
     assert active(simulator, record.client_id) == {record.active_certificate_id}
     with pytest.raises(NoRotationInProgress):
         await service.cancel_rotation(record.id, ACTOR)
