@@ -113,7 +113,7 @@ class RedisTokenCache:
 
     async def get(self, connector_id: str) -> AccessToken | None:
         sealed = await self._redis.get(token_key(connector_id))
-        return self._sealed.open(connector_id, sealed) if sealed is not None else None
+        return self._sealed.open(connector_id, sealed) if isinstance(sealed, bytes) else None
 
     async def put(self, connector_id: str, token: AccessToken) -> None:
         sealed = self._sealed.seal(connector_id, token)

@@ -35,7 +35,7 @@ class Backoff:
 
     def delay(self, attempt: int, jitter: float) -> float:
         """Equal jitter: half the exponential step, plus up to the other half at random."""
-        step = min(self.cap, self.base * 2 ** attempt)
+        step = min(self.cap, self.base * float(2 ** attempt))
         return step / 2 + step / 2 * jitter
 
 

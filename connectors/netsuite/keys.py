@@ -27,8 +27,9 @@ ALGORITHMS: dict[str, str] = {"PS256": "RSA-4096", "ES256": "P-256", "ES384": "P
 DEFAULT_ALGORITHM = "PS256"
 _CURVES: dict[str, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(),
                                         "ES512": ec.SECP521R1()}
-_HASHES = {"PS256": hashes.SHA256, "ES256": hashes.SHA256, "ES384": hashes.SHA384,
-           "ES512": hashes.SHA512}
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "PS256": hashes.SHA256, "ES256": hashes.SHA256, "ES384": hashes.SHA384,
+    "ES512": hashes.SHA512}
 MAX_VALIDITY_DAYS = 729
 #: notBefore is set this far back, so a NetSuite clock a little behind ours accepts it.
 BACKDATE = timedelta(minutes=5)

@@ -18,7 +18,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from connectors.netsuite.certificates_api import CertificateApiFailed
-from connectors.netsuite.connector import ConnectorRecord, ConnectorSpec
+from connectors.netsuite.connector import (
+    DEFAULT_THROTTLE_PERIOD,
+    DEFAULT_THROTTLE_REQUESTS,
+    ConnectorRecord,
+    ConnectorSpec,
+)
 from connectors.netsuite.errors import (
     ConnectorNotFound,
     InvalidConnector,
@@ -38,6 +43,7 @@ from connectors.netsuite.schemas import (
     ConnectorQuery,
     Outcome,
     RotationStarted,
+    Throttle,
     Verified,
 )
 from connectors.netsuite.service import NetsuiteM2MService
@@ -128,12 +134,14 @@ async def create_connector(request: Request) -> Response:
     body = await parse_body(request, ConnectorCreate)
     tenant_id = body.tenant_id or principal.tenant_id
     principal.check_tenant(tenant_id)
+    throttle = body.throttle or Throttle(requests=DEFAULT_THROTTLE_REQUESTS,
+                                         period_seconds=DEFAULT_THROTTLE_PERIOD)
     spec = ConnectorSpec(
         tenant_id=tenant_id, name=body.name, account_id=body.account_id,
         client_id=body.client_id, scopes=body.scopes, algorithm=body.algorithm,
         token_url=body.token_url, rest_base_url=body.rest_base_url,
-        restlets_base_url=body.restlets_base_url, throttle_requests=body.throttle.requests,
-        throttle_period=body.throttle.period_seconds, max_concurrency=body.max_concurrency)
+        restlets_base_url=body.restlets_base_url, throttle_requests=throttle.requests,
+        throttle_period=throttle.period_seconds, max_concurrency=body.max_concurrency)
     with _errors():
         created = await _service(request).create(spec, actor(request, principal))
     response = json_response(connector_json(created), 201)

@@ -46,7 +46,7 @@ class ConnectorCreate(RequestModel):
     token_url: Url | None = Field(None, description="default: derived from account_id")
     rest_base_url: Url | None = Field(None, description="default: derived from account_id")
     restlets_base_url: Url | None = Field(None, description="default: derived from account_id")
-    throttle: Throttle = Field(default_factory=Throttle)
+    throttle: Throttle | None = Field(None, description="default: 20 requests per 60 s")
     max_concurrency: int = Field(DEFAULT_MAX_CONCURRENCY, ge=1, le=100)
 
 

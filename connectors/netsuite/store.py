@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.netsuite.connector import ConnectorRecord
@@ -81,7 +81,7 @@ async def change(session: AsyncSession, connector_id: str, values: Mapping[str, 
             conditions.append(column == (utc(value) if name in _TIMES else value))
     result = await session.execute(update(table).where(*conditions)
                                    .values(**columns, updated_at=utc(now)))
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 async def delete(session: AsyncSession, connector_id: str) -> None:

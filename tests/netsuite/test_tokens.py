@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import httpx
@@ -40,12 +39,9 @@ class Recorder(httpx.AsyncBaseTransport):
 async def test_create_assertion_payload_claims_and_header(service, ready_connector, clock):
     record = await ready_connector(service)
     assertion = await service.create_assertion(record)
-    key = ECKey.import_key(json.loads(json.dumps(
-        ECKey.import_key(await service.kms.get(tenant_id=record.tenant_id,
-                                               connector_id=record.id,
-                                               key_id=record.active_key_id)).as_dict(
-            private=False))))
-    token = jwt.decode(assertion, key, algorithms=["ES256"])
+    private = await service.kms.get(tenant_id=record.tenant_id, connector_id=record.id,
+                                    key_id=record.active_key_id)
+    token = jwt.decode(assertion, ECKey.import_key(private.public_key()), algorithms=["ES256"])
     assert token.header == {"typ": "JWT", "alg": "ES256", "kid": record.active_certificate_id}
     now = int(clock.now())
     assert token.claims == {"iss": record.client_id, "scope": ["rest_webservices", "restlets"],
