@@ -27,6 +27,8 @@ from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.mock import MockConnector
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ErpServices
+from connectors.netsuite import from_services as netsuite_service
+from connectors.netsuite import routes as netsuite
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.clock import Clock, SystemClock
@@ -67,13 +69,16 @@ OUTBOUND_TIMEOUT = 5.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None,
-               http_client: httpx.AsyncClient | None = None) -> Starlette:
-    """``http_client``: outbound HTTP (used as given, never closed here); by default
-    one with :data:`OUTBOUND_TIMEOUT` that follows no redirects, opened per lifespan."""
+               http_client: httpx.AsyncClient | None = None,
+               outbound: httpx.AsyncClient | None = None) -> Starlette:
+    """Outbound HTTP, each used as given (never closed here) or made per lifespan:
+    ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
+    :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
+    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         encryptor = encryptor_for(settings)
         engine = create_engine(settings.database_url)
         writer = GroupWriter(engine)
@@ -83,8 +88,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
                                socket_connect_timeout=REDIS_TIMEOUT) if settings.redis_url else None
         metrics = Metrics()
-        outbound = http_client or httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT,
-                                                    follow_redirects=False)
+        jwks_http = http_client or httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT,
+                                                         follow_redirects=False)
+        netsuite_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
+                                                      follow_redirects=False)
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,
@@ -110,18 +117,27 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
-                    ClientKeys(outbound, clock, encryptor), replay, token_issuer),
+                    ClientKeys(jwks_http, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
+            netsuite_connectors = netsuite_service(services, netsuite_http)
+            metrics.watch_value(
+                "issuer_netsuite_certificates_expiring",
+                "NetSuite connector certificates that expire within 60 days",
+                lambda: float(netsuite_connectors.expiring_certificates))
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (jwks.keys); expired token records and old audit events
-            # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay).
+            # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
+            # NetSuite certificates' revocation after an overlap, expiry warnings.
             async with maintained(keyring), pruned(replay), pruning(
-                    engine, clock, audit_retention_days=settings.audit_retention_days):
-                yield {"services": services}
+                    engine, clock, audit_retention_days=settings.audit_retention_days), \
+                    netsuite_connectors.maintained():
+                yield {"services": services, "netsuite": netsuite_connectors}
         finally:
             if http_client is None:
-                await outbound.aclose()
+                await jwks_http.aclose()
+            if outbound is None:
+                await netsuite_http.aclose()
             await writer.close()
             signer.close()
             if redis is not None:
@@ -146,10 +162,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         *keys.routes,
         *audit_events.routes,
         *erp_routes.routes,
+        *netsuite.routes,
     ]
     operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
                   *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations, *audit_events.operations, *erp_routes.operations]
+                  *keys.operations, *audit_events.operations, *erp_routes.operations,
+                  *netsuite.operations]
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
                         methods=["GET"]))
     middleware = [

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from connectors.erp.registry import ConnectorRegistry
 from connectors.erp.service import ConnectionService
+from connectors.netsuite import ConnectorNotFound, NetSuiteError, TokenRequestFailed
+from connectors.netsuite import cli as netsuite_cli
 from issuer import audit
 from issuer.audit import AuditEvent, AuditQuery
 from issuer.bootstrap import bootstrap
@@ -70,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"issuer: configuration error: {error}", file=sys.stderr)
         return 2
-    except (CommandError, RegistrationError, DecryptionError) as error:
+    except ConnectorNotFound as error:
+        print(f"issuer: error: no NetSuite connector {error}", file=sys.stderr)
+        return 1
+    except (CommandError, RegistrationError, DecryptionError, NetSuiteError,
+            TokenRequestFailed) as error:
         print(f"issuer: error: {error}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as error:
@@ -182,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
                                  help="print an ERP connection's decrypted config (audited)")
     reveal.add_argument("connection_id")
     reveal.set_defaults(handler=_decrypt_connector_config)
+
+    netsuite_cli.register(commands)
     return parser
 
 

@@ -240,3 +240,22 @@ class ConnectorBlocked(OAuthError):
     status = 409
     public_text = ("The connection's stored configuration failed its integrity check; the "
                    "connection is blocked: disable it and configure a new one")
+
+
+class InvalidState(OAuthError):
+    """The object is not in a state that allows the operation (e.g. a NetSuite rotation
+    already in progress, or none to confirm); the description says which."""
+
+    error = "invalid_state"
+    status = 422
+    public_text = "The object is not in a state that allows this operation"
+    exposes_description = True
+
+
+class Busy(OAuthError):
+    """Another request holds the object's lock (e.g. a rotation being confirmed)."""
+
+    error = "temporarily_unavailable"
+    status = 503
+    public_text = "The object is being changed by another request, try again shortly"
+    exposes_description = True

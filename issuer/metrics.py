@@ -10,9 +10,9 @@ scrape every process (one per container is the usual deployment) or sum them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -63,6 +63,11 @@ class Metrics:
     def watch_keys(self, keyring: KeyRing, clock: Clock) -> None:
         """Report the active signing key's age at every scrape."""
         self.registry.register(_SigningKeyAge(keyring, clock))
+
+    def watch_value(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge read at every scrape (e.g. a connector service's own figure)."""
+        gauge = Gauge(name, documentation, registry=self.registry)
+        gauge.set_function(read)
 
     def token_failed(self, error: OAuthError) -> None:
         self.token_failures.labels(failure_reason(error)).inc()

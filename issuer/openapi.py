@@ -87,7 +87,7 @@ CORE_OPERATIONS = [
     Operation("GET", "/readyz", "Readiness: database, Redis, signing key (503 when not ready)",
               "ops", response=Readiness, auth="none", errors=()),
     Operation("GET", "/metrics", "Prometheus metrics (text exposition format)", "ops",
-              auth="none", errors=(), text="text/plain"),
+              auth="none", errors=(), media_type="text/plain"),
 ]
 
 
@@ -169,8 +169,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if operation.response is not None:
         success["content"] = {"application/json": {"schema": _ref(operation.response)}}
-    elif operation.text is not None:
-        success["content"] = {operation.text: {"schema": {"type": "string"}}}
+    elif operation.media_type != "application/json":
+        success["content"] = {operation.media_type: {"schema": {"type": "string"}}}
     elif operation.status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: dict[str, Any] = {str(operation.status): success}

@@ -18,7 +18,7 @@ stores a new kind of secret adds one :class:`EncryptedColumn` there, nothing els
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,13 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.erp.store import associated_data as erp_connection_associated_data
+from connectors.netsuite.kms import bound as netsuite_key_associated_data
 from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
 from issuer.secrets import secret_context
-from issuer.store.models import Client, ErpConnectionRow, SigningKeyRow
+from issuer.store.models import Client, EncryptedKeyRow, ErpConnectionRow, SigningKeyRow
 from jwks.keys import _associated_data as signing_key_associated_data
 
 BATCH_SIZE = 100
@@ -39,12 +40,14 @@ BATCH_SIZE = 100
 
 @dataclass(frozen=True)
 class EncryptedColumn:
-    """One column of AES-GCM envelopes, bound to their row by ``associated_data(pk)``."""
+    """One column of AES-GCM envelopes, bound to their row by ``associated_data(row)``:
+    ``row`` maps the primary key and the ``context`` columns to their values."""
 
     table: Table
     key: str  # the primary-key column (single-column keys)
     column: str
-    associated_data: Callable[[Any], bytes]
+    associated_data: Callable[[Mapping[str, Any]], bytes]
+    context: tuple[str, ...] = ()  # further columns the associated data is made of
 
     @property
     def name(self) -> str:
@@ -53,14 +56,19 @@ class EncryptedColumn:
 
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn(SigningKeyRow.__table__, "kid", "private_jwk_encrypted",  # type: ignore[arg-type]
-                    signing_key_associated_data),
+                    lambda row: signing_key_associated_data(row["kid"])),
     EncryptedColumn(ErpConnectionRow.__table__, "id", "config_encrypted",  # type: ignore[arg-type]
-                    lambda key: erp_connection_associated_data(uuid.UUID(str(key)))),
+                    lambda row: erp_connection_associated_data(uuid.UUID(str(row["id"])))),
     # Client secrets kept readable for client_secret_jwt (issuer/secrets.py).
     EncryptedColumn(Client.__table__, "id", "secret_encrypted",  # type: ignore[arg-type]
-                    lambda key: secret_context(str(key))),
+                    lambda row: secret_context(str(row["id"]))),
     EncryptedColumn(Client.__table__, "id", "previous_secret_encrypted",  # type: ignore[arg-type]
-                    lambda key: secret_context(str(key))),
+                    lambda row: secret_context(str(row["id"]))),
+    # NetSuite connectors' private keys (connectors/netsuite/kms.py).
+    EncryptedColumn(EncryptedKeyRow.__table__, "key_id", "private_key_encrypted",  # type: ignore[arg-type]
+                    lambda row: netsuite_key_associated_data(
+                        row["tenant_id"], row["connector_id"], row["key_id"]),
+                    context=("tenant_id", "connector_id")),
 )
 
 
@@ -90,18 +98,21 @@ async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColu
                   batch_size: int) -> ColumnReport:
     report = ColumnReport()
     key, value = spec.table.c[spec.key], spec.table.c[spec.column]
+    context_columns = [spec.table.c[name] for name in spec.context]
     after: Any = None
     while True:
-        statement = select(key, value).where(value.is_not(None)).order_by(key).limit(batch_size)
+        statement = (select(key, value, *context_columns).where(value.is_not(None))
+                     .order_by(key).limit(batch_size))
         if after is not None:
             statement = statement.where(key > after)
         async with engine.begin() as connection:
-            rows = (await connection.execute(statement)).all()
-            for primary_key, envelope in rows:
+            rows = (await connection.execute(statement)).mappings().all()
+            for row in rows:
+                primary_key, envelope = row[spec.key], row[spec.column]
                 if encryptor.is_current(envelope):
                     report.current += 1
                     continue
-                context = spec.associated_data(primary_key)
+                context = spec.associated_data(row)
                 try:
                     rewrapped = encryptor.encrypt(encryptor.decrypt(envelope, context), context)
                 except DecryptionError:
@@ -116,4 +127,4 @@ async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColu
                     report.current += 1
         if len(rows) < batch_size:
             return report
-        after = rows[-1][0]
+        after = rows[-1][spec.key]

@@ -57,6 +57,11 @@ class Settings:
     #: The only directory tree the DROPZONE_JSON_V1 connector's filesystem mode may
     #: write to; None = filesystem mode refused (an org never writes elsewhere on the host).
     erp_dropzone_root: Path | None = None
+    #: The platform's name: NetSuite certificates' subject CN is "<name> - Tenant <account>".
+    platform_name: str = "m2m-issuer"
+    #: Subject O and C of NetSuite certificates (O defaults to the platform name; no C).
+    netsuite_cert_organization: str | None = None
+    netsuite_cert_country: str | None = None
 
     @property
     def production(self) -> bool:
@@ -120,6 +125,12 @@ class Settings:
                                      get("ISSUER_ERP_MOCK_CONNECTOR")),
             erp_dropzone_root=_directory("ISSUER_ERP_DROPZONE_ROOT",
                                          get("ISSUER_ERP_DROPZONE_ROOT")),
+            platform_name=_text("ISSUER_PLATFORM_NAME", get("ISSUER_PLATFORM_NAME")
+                                or cls.platform_name),
+            netsuite_cert_organization=_optional_text("ISSUER_NETSUITE_CERT_ORGANIZATION",
+                                                      get("ISSUER_NETSUITE_CERT_ORGANIZATION")),
+            netsuite_cert_country=_country("ISSUER_NETSUITE_CERT_COUNTRY",
+                                           get("ISSUER_NETSUITE_CERT_COUNTRY")),
         )
         if settings.production and settings.encryption_master_key is None:
             raise SettingsError("ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production")
@@ -216,3 +227,22 @@ def _list(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _text(name: str, value: str) -> str:
+    """A short line of text for a certificate subject (X.520: at most 64 characters)."""
+    if len(value) > 64 or not value.isprintable():
+        raise SettingsError(f"{name} must be at most 64 printable characters")
+    return value
+
+
+def _optional_text(name: str, value: str | None) -> str | None:
+    return None if value is None else _text(name, value)
+
+
+def _country(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^[A-Z]{2}$", value):
+        raise SettingsError(f"{name} must be a two-letter ISO 3166 country code, got {value!r}")
+    return value

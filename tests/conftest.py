@@ -52,7 +52,7 @@ BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 # FLUSHDB: their keys are unique by construction (random client, connector ids).
 REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _TABLES = ("audit_events", "issued_tokens", "used_assertion_jtis", "erp_export",
-           "erp_connection", "clients", "tenants")
+           "erp_connection", "encrypted_keys", "netsuite_connectors", "clients", "tenants")
 
 
 class FakeClock:

@@ -51,3 +51,22 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path):
     settings = Settings.from_env({"ISSUER_SIGNING_ALG": "EdDSA"}, env_file=env_file)
     assert settings.token_ttl == 600
     assert settings.signing_alg == "EdDSA"
+
+
+def test_netsuite_certificate_subject_settings():
+    settings = Settings.from_env({"ISSUER_PLATFORM_NAME": "Acme iPaaS",
+                                  "ISSUER_NETSUITE_CERT_ORGANIZATION": "Acme Inc",
+                                  "ISSUER_NETSUITE_CERT_COUNTRY": "DE",
+                                  "ISSUER_NETSUITE_ALLOWED_HOSTS": "127.0.0.1:8080, localhost"},
+                                 env_file=None)
+    assert (settings.platform_name, settings.netsuite_cert_organization,
+            settings.netsuite_cert_country) == ("Acme iPaaS", "Acme Inc", "DE")
+    assert settings.netsuite_allowed_hosts == ("127.0.0.1:8080", "localhost")
+    defaults = Settings.from_env({}, env_file=None)
+    assert (defaults.platform_name, defaults.netsuite_cert_country) == ("m2m-issuer", None)
+    for environ, message in [({"ISSUER_NETSUITE_CERT_COUNTRY": "Germany"},
+                              "ISSUER_NETSUITE_CERT_COUNTRY must be a two-letter"),
+                             ({"ISSUER_PLATFORM_NAME": "x" * 65},
+                              "ISSUER_PLATFORM_NAME must be at most 64")]:
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env(environ, env_file=None)

@@ -126,6 +126,12 @@ async def require(request: Request, *any_of: str) -> Principal:
     return principal
 
 
+async def require_integrator(request: Request) -> Principal:
+    """The caller of a connector API: ``admin`` or ``integrator`` (DESIGN §4.5). Tenant
+    scoping is the handler's, through :meth:`Principal.check_tenant`."""
+    return await require(request, ADMIN, INTEGRATOR)
+
+
 async def require_platform(request: Request) -> Principal:
     principal = await require(request, ADMIN)
     if not principal.platform:

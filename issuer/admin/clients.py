@@ -34,6 +34,7 @@ from issuer.admin.handlers import (
     PatchModel,
     actor,
     iso,
+    listed_tenant,
     object_id,
     page_json,
     page_params,
@@ -185,11 +186,7 @@ async def list_clients(request: Request) -> Response:
     through its tenant's. Naming a tenant one may not see is a 404."""
     principal = await require(request, ADMIN)
     limit, after = page_params(request)
-    tenant_id = request.query_params.get("tenant_id") or None
-    if tenant_id is not None:
-        principal.check_tenant(object_id(tenant_id))
-    elif not principal.platform:
-        tenant_id = principal.tenant_id
+    tenant_id = listed_tenant(request, principal)
     async with AsyncSession(services(request).engine) as session:
         if tenant_id is not None and await queries.get_tenant(session, tenant_id) is None:
             raise NotFound(reason="unknown_tenant")

@@ -105,6 +105,16 @@ def object_id(value: str) -> str:
     return value
 
 
+def listed_tenant(request: Request, principal: Principal) -> str | None:
+    """The tenant a listing is limited to: ``?tenant_id=`` if the caller may see it (else
+    404), else the caller's own -- or None, every tenant, for a platform admin."""
+    tenant_id = request.query_params.get("tenant_id") or None
+    if tenant_id is not None:
+        principal.check_tenant(object_id(tenant_id))
+        return tenant_id
+    return None if principal.platform else principal.tenant_id
+
+
 def page_params(request: Request) -> tuple[int, queries.PageKey | None]:
     """``?limit=`` and ``?cursor=``; a 422 naming the parameter when malformed."""
     limit = page_limit(request)

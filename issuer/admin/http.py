@@ -33,8 +33,9 @@ class Operation:
     response: type[BaseModel] | None = None  # None = no body (e.g. 204)
     auth: str = "bearer"  # "bearer" (admin token) | "client" (client authentication)
     form: bool = False  # request body is application/x-www-form-urlencoded
-    text: str | None = None  # a non-JSON success body's media type, e.g. text/plain
     errors: tuple[int, ...] = (400, 401, 403, 404, 422)
+    #: The success body's media type when ``response`` is None (e.g. a PEM download).
+    media_type: str = "application/json"
 
 
 class ResponseModel(BaseModel):

@@ -276,11 +276,13 @@ async def _envelopes(engine) -> dict[str, tuple[Any, bytes]]:
     found = {}
     async with engine.connect() as connection:
         for spec in ENCRYPTED_COLUMNS:
-            rows = await connection.execute(select(spec.table.c[spec.key],
-                                                   spec.table.c[spec.column]))
-            for key, value in rows:
-                if value is not None:
-                    found[f"{spec.name}:{key}"] = (spec.associated_data(key), value)
+            rows = await connection.execute(select(
+                spec.table.c[spec.key], spec.table.c[spec.column],
+                *[spec.table.c[name] for name in spec.context]))
+            for row in rows.mappings():
+                if row[spec.column] is not None:
+                    found[f"{spec.name}:{row[spec.key]}"] = (spec.associated_data(row),
+                                                             row[spec.column])
     return found
 
 
@@ -301,7 +303,8 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
         "signing_keys.private_jwk_encrypted": (len(before) - 4, 0, []),
         "erp_connection.config_encrypted": (3, 0, []),
         "clients.secret_encrypted": (1, 0, []),
-        "clients.previous_secret_encrypted": (0, 0, [])}
+        "clients.previous_secret_encrypted": (0, 0, []),
+        "encrypted_keys.private_key_encrypted": (0, 0, [])}
     only_new = Encryptor(current=NEW_KEY)
     after = await _envelopes(engine)
     for name, (context, value) in after.items():
@@ -309,7 +312,7 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
 
     again = await reencrypt(engine, rotated, clock)  # idempotent
     assert [(item.rewrapped, item.current) for item in again.values()] == [
-        (0, len(before) - 4), (0, 3), (0, 1), (0, 0)]
+        (0, len(before) - 4), (0, 3), (0, 1), (0, 0), (0, 0)]
     assert await _envelopes(engine) == after
 
 
