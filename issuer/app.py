@@ -31,6 +31,7 @@ from connectors.netsuite import from_services as netsuite_service
 from connectors.netsuite import routes as netsuite
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
+from issuer.background import every
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
@@ -41,7 +42,7 @@ from issuer.oauth import introspection, revocation
 from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
-from issuer.oauth.replay import ReplayStore, pruned
+from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.ratelimit import (
@@ -52,14 +53,14 @@ from issuer.ratelimit import (
     Unlimited,
 )
 from issuer.ratepolicy import RatePolicies
-from issuer.retention import pruning
+from issuer.retention import PRUNE_EVERY, prune
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
 from issuer.store.writer import GroupWriter
 from jwks.endpoint import jwks
-from jwks.keys import KeyRing, RotationPolicy, Signer, maintained
+from jwks.keys import KeyRing, RotationPolicy, Signer
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # NetSuite certificates' revocation after an overlap, expiry warnings.
-            async with maintained(keyring), pruned(replay), pruning(
-                    engine, clock, audit_retention_days=settings.audit_retention_days), \
+            async with every(lambda: keyring.policy.reload_every, keyring.maintain,
+                             name="key-ring"), \
+                    every(PRUNE_EVERY, lambda: prune(
+                        engine, clock, audit_retention_days=settings.audit_retention_days),
+                        name="retention"), \
+                    every(PRUNE_INTERVAL, replay.prune, name="assertion-jtis"), \
                     netsuite_connectors.maintained():
                 yield {"services": services, "netsuite": netsuite_connectors}
         finally:

@@ -12,10 +12,7 @@ others find nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,25 +64,3 @@ async def _delete_batches(engine: AsyncEngine, key: InstrumentedAttribute[Any],
         total += deleted
         if deleted < BATCH:
             return total
-
-
-@contextlib.asynccontextmanager
-async def pruning(engine: AsyncEngine, clock: Clock, *, audit_retention_days: int,
-                  every: float = PRUNE_EVERY) -> AsyncIterator[None]:
-    """``async with pruning(...)``: the background task runs inside the block."""
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await prune(engine, clock, audit_retention_days=audit_retention_days)
-            except Exception:
-                log.exception("pruning failed; retrying in %.0f s", every)
-
-    task = asyncio.create_task(loop(), name="retention")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -32,13 +32,12 @@ The ``kid`` is the key's RFC 7638 thumbprint. Private JWKs are stored encrypted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import os
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -450,30 +449,6 @@ class KeyRing:
         key = jwk.import_key(json.loads(data))
         assert isinstance(key, RSAKey | ECKey | OKPKey)
         return key
-
-
-async def run_maintenance(ring: KeyRing) -> None:
-    """The background task: :meth:`KeyRing.maintain` every reload interval, forever.
-    A failure (the store briefly down) is logged; the ring keeps its keys meanwhile."""
-    while True:
-        await asyncio.sleep(ring.policy.reload_every)
-        try:
-            await ring.maintain()
-        except Exception:
-            log.exception("signing-key maintenance failed; retrying in %.0f s",
-                          ring.policy.reload_every)
-
-
-@contextlib.asynccontextmanager
-async def maintained(ring: KeyRing) -> AsyncIterator[KeyRing]:
-    """``async with maintained(ring)``: the background task runs inside the block."""
-    task = asyncio.create_task(run_maintenance(ring), name="key-ring-maintenance")
-    try:
-        yield ring
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def max_token_ttl(session: AsyncSession, default_ttl: int) -> int:

@@ -15,10 +15,8 @@ administrators only from 2 months before, and not at all for short certificates)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -36,6 +34,7 @@ from connectors.netsuite.errors import (
 )
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.audit import AuditEvent
+from issuer.background import every
 from issuer.clock import utc
 from issuer.registration import Actor
 
@@ -163,23 +162,8 @@ async def check_expiry(service: NetsuiteM2MService) -> list[ConnectorRecord]:
     return warned
 
 
-@contextlib.asynccontextmanager
-async def maintained(service: NetsuiteM2MService, interval: float) -> AsyncIterator[None]:
+def maintained(service: NetsuiteM2MService, interval: float
+               ) -> contextlib.AbstractAsyncContextManager[None]:
     """``service.maintain()`` every ``interval`` seconds (first after one interval: nothing
     is added to start-up) while the block runs; a failure is logged and retried later."""
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await service.maintain()
-            except Exception:
-                log.exception("NetSuite certificate maintenance failed; retrying later")
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return every(interval, service.maintain, name="netsuite-certificates")

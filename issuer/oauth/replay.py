@@ -12,10 +12,7 @@ anyway), then pruned by a background task.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,25 +51,3 @@ class ReplayStore:
                 delete(_TABLE).where(_TABLE.c.expires_at < utc(self._clock.now())))
         count: int = result.rowcount
         return count
-
-
-async def _run_pruning(store: ReplayStore, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await store.prune()
-        except Exception:
-            log.exception("pruning used client-assertion jtis failed; retrying later")
-
-
-@contextlib.asynccontextmanager
-async def pruned(store: ReplayStore, interval: float = PRUNE_INTERVAL
-                 ) -> AsyncIterator[ReplayStore]:
-    """``async with pruned(store)``: expired rows are deleted in the background."""
-    task = asyncio.create_task(_run_pruning(store, interval), name="assertion-jti-pruning")
-    try:
-        yield store
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

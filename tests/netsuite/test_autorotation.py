@@ -4,8 +4,6 @@ NETSUITE.md §8, checklist 19-21)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import select
 
@@ -143,19 +141,6 @@ async def test_expiry_within_60_days_is_warned_once_per_certificate(
     assert event["days_left"] == 58  # 729 days from notBefore, 5 minutes before issue
     await service.auto_rotate(record.id, entity=ENTITY, role=ROLE, actor=ACTOR)
     assert await check_expiry(service) == [] and service.expiring_certificates == 0
-
-
-async def test_the_maintenance_loop_runs_by_itself(service, ready_connector, simulator, clock):
-    record = await ready_connector(service)
-    old = record.active_certificate_id
-    await service.auto_rotate(record.id, entity=ENTITY, role=ROLE, actor=ACTOR)
-    clock.advance(3900)
-    async with service.maintained(interval=0.01):
-        for _ in range(200):
-            if old not in active(simulator, record.client_id):
-                break
-            await asyncio.sleep(0.01)
-    assert old not in active(simulator, record.client_id)
 
 
 async def test_post_rotation_auto(api, register, simulator, clock):
