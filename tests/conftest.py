@@ -45,6 +45,8 @@ from issuer.store.models import Client, Tenant
 from jwks.keys import KeyRing
 
 TEST_MASTER_KEY = bytes.fromhex("5f" * 16 + "a3" * 16)
+#: The master key rotation tests rotate to (and back from, see restore_master_key).
+NEW_KEY = bytes(range(100, 132))
 ISSUER = "https://issuer.test"
 PG_URL = os.environ.get("ISSUER_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
@@ -249,6 +251,16 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def restore_master_key(engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[None]:
+    """Rotation tests rewrap the store's signing key, which the PostgreSQL session
+    database keeps between tests: rewrap it back under the test master key after."""
+    from issuer.reencrypt import reencrypt
+
+    yield
+    await reencrypt(engine, Encryptor(current=TEST_MASTER_KEY, previous=NEW_KEY), clock)
 
 
 @pytest.fixture

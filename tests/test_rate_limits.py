@@ -327,3 +327,36 @@ async def test_rate_limiting_off_leaves_every_budget_to_a_gateway(settings, cloc
                     ).status_code == 200
             assert (await http.post("/token", data=GRANT, auth=wrong)).status_code == 401
     assert Settings.from_env({"ISSUER_RATE_LIMITING": "off"}, env_file=None).rate_limiting is False
+
+
+# Client assertions (RFC 7523) ------------------------------------------------------------
+
+
+async def test_a_private_key_jwt_client_over_its_budget_keeps_its_assertion_unspent(
+        backend_settings, clock, register, engine):
+    # The check runs after the assertion was verified and before its jti is spent:
+    # a refused request writes nothing, so the same assertion works once the window moves.
+    from joserfc.jwk import ECKey
+
+    from issuer.store.models import UsedAssertionJti
+    from tests.oauth.test_rfc7523_private_key_jwt import Assertions, public_jwks
+
+    key = ECKey.generate_key("P-256", {"use": "sig"}, private=True, auto_kid=True)
+    registered = await register(auth_methods=["private_key_jwt"], jwks=public_jwks(key),
+                                rate_limit="1/minute")
+    assertions = Assertions(clock)
+    async with running(backend_settings, clock) as issuer:
+        http = issuer.from_address()
+        first = assertions.form(assertions.sign(key, registered.client_id))
+        assert (await http.post("/token", data=first)).status_code == 200
+        second = assertions.form(assertions.sign(key, registered.client_id))
+        assert_refused(await http.post("/token", data=second), limit=1, retry_after=60)
+        assert await _count(engine, UsedAssertionJti) == 1
+        clock.advance(60)
+        assert (await http.post("/token", data=second)).status_code == 200
+        # A bad signature is a failed authentication, charged to the address.
+        other = ECKey.generate_key("P-256", {"use": "sig", "kid": key.kid}, private=True)
+        forged = assertions.form(assertions.sign(other, registered.client_id))
+        assert (await http.post("/token", data=forged)).status_code == 401
+    (denial,) = await _denials(engine, "rate_limited")
+    assert denial["details"]["policy"] == "client"

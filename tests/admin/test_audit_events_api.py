@@ -14,24 +14,12 @@ from issuer.audit import AuditEvent, audit_row
 from issuer.clock import utc
 from issuer.retention import TOKEN_RECORD_GRACE, prune
 from issuer.store.models import AuditEventRow, IssuedToken
-from tests.admin.test_m2m_token_api import Admin
+from tests.admin.conftest import Admin
 from tests.conftest import issue_token
 from tests.test_cli import issuer as run_issuer
 
 GRANT = {"grant_type": "client_credentials"}
 PATH = "/api/v1/audit-events"
-
-
-@pytest.fixture
-async def platform(client, platform_admin) -> Admin:
-    admin = await platform_admin()
-    return Admin(admin, await issue_token(client, admin, "admin"))
-
-
-@pytest.fixture
-async def acme_admin(client, register) -> Admin:
-    admin = await register(tenant="acme", allowed_scopes=["admin"])
-    return Admin(admin, await issue_token(client, admin, "admin"))
 
 
 async def _all(client, admin: Admin, **params) -> list[dict]:

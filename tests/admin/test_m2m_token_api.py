@@ -4,7 +4,6 @@ POST /auth/m2m/token, GET /auth/m2m/tokens, POST /auth/m2m/token/revoke."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +13,7 @@ from sqlalchemy import select
 
 from issuer.admin import m2m_tokens
 from issuer.store.models import AuditEventRow, IssuedToken
+from tests.admin.conftest import Admin
 from tests.admin.test_admin_auth import forged_token
 from tests.conftest import ISSUER, Registered, issue_token
 
@@ -29,34 +29,6 @@ MISMATCH = {"error": "invalid_request",
             "error_description": "'clientId' does not match the token"}
 NOT_OURS = {"error": "invalid_request",
             "error_description": "The token was not issued by this server"}
-
-
-@dataclass
-class Admin:
-    client: Registered
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-@pytest.fixture
-async def platform(client, platform_admin) -> Admin:
-    admin = await platform_admin()
-    return Admin(admin, await issue_token(client, admin, "admin"))
-
-
-@pytest.fixture
-async def acme_admin(client, register) -> Admin:
-    admin = await register(tenant="acme", allowed_scopes=["admin"])
-    return Admin(admin, await issue_token(client, admin, "admin"))
-
-
-@pytest.fixture
-async def globex_admin(client, register) -> Admin:
-    admin = await register(tenant="globex", allowed_scopes=["admin"])
-    return Admin(admin, await issue_token(client, admin, "admin"))
 
 
 async def _rows(engine, model, *where):

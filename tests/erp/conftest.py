@@ -29,13 +29,9 @@ import httpx
 import pytest
 
 from connectors.erp.models import Customer, DraftOrder, OrderLine
-from issuer.crypto import Encryptor
-from issuer.reencrypt import reencrypt
 from issuer.settings import Settings
-from tests.conftest import TEST_MASTER_KEY, Registered, issue_token
+from tests.conftest import Registered, issue_token
 
-#: The master key the rotation tests rotate to (and back from, see restore_master_key).
-NEW_KEY = bytes(range(100, 132))
 USER = "erp"
 PASSWORD = "s3cret-Pa55word-for-tests"  # scanned for in responses and logs
 _WRITE_FLAGS = (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
@@ -171,14 +167,6 @@ async def silent_port() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
-
-
-@pytest.fixture
-async def restore_master_key(engine: Any, clock: Any) -> AsyncIterator[None]:
-    """Rotation tests rewrap the store's signing key, which the PostgreSQL session
-    database keeps between tests: rewrap it back under the test master key after."""
-    yield
-    await reencrypt(engine, Encryptor(current=TEST_MASTER_KEY, previous=NEW_KEY), clock)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from connectors.erp.registry import MOCK
 from issuer.crypto import Encryptor
 from issuer.store.models import AuditEventRow, ErpConnectionRow
-from tests.conftest import TEST_MASTER_KEY
-from tests.erp.conftest import NEW_KEY, PASSWORD
+from tests.conftest import NEW_KEY, TEST_MASTER_KEY
+from tests.erp.conftest import PASSWORD
 from tests.erp.test_units import ACTOR, _services
 from tests.test_cli import issuer
 

@@ -31,8 +31,8 @@ from issuer.errors import Conflict, ConnectorBlocked
 from issuer.reencrypt import ENCRYPTED_COLUMNS, reencrypt
 from issuer.registration import Actor
 from issuer.store.models import AuditEventRow, ErpConnectionRow, ErpExportRow, SigningKeyRow
-from tests.conftest import TEST_MASTER_KEY
-from tests.erp.conftest import NEW_KEY, draft_order
+from tests.conftest import NEW_KEY, TEST_MASTER_KEY
+from tests.erp.conftest import draft_order
 
 OTHER_KEY = bytes(range(7, 39))
 ACTOR = Actor("tester", "127.0.0.1", "req-1")

@@ -97,8 +97,8 @@ async def make_service(engine: AsyncEngine, settings: Settings, clock: FakeClock
         options.setdefault("sleep", sleeps)
         options.setdefault("jitter", lambda: 0.5)
         options.setdefault("key_factory", key_factory)
-        return NetsuiteM2MService(engine=engine, encryptor=encryptor_for(settings), clock=clock,
-                                  redis=client, **options)
+        options.setdefault("encryptor", encryptor_for(settings))
+        return NetsuiteM2MService(engine=engine, clock=clock, redis=client, **options)
 
     yield make
     for client in opened:
