@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import re
@@ -300,6 +301,10 @@ class RedisRateLimiter:
         self._sha = hashlib.sha1(_CHECK_SCRIPT.encode()).hexdigest()  # noqa: S324 -- Redis's script id
         self._pending: list[tuple[list[str], list[int | str], asyncio.Future[Any]]] = []
         self._sending = False
+        # Log members are "<ms>:<process nonce>.<counter>": unique across processes
+        # without a random draw per check.
+        self._nonce = secrets.token_hex(6)
+        self._counter = itertools.count()
 
     async def hit(self, key: str, limit: Rate) -> Decision:
         return await self.check(Rule(key, limit))
@@ -308,7 +313,7 @@ class RedisRateLimiter:
         if not rules:
             raise ValueError("check() needs at least one rule")
         now_ms = int(self._clock.now() * 1000)
-        arguments: list[int | str] = [now_ms, secrets.token_hex(6)]
+        arguments: list[int | str] = [now_ms, f"{self._nonce}.{next(self._counter)}"]
         for rule in rules:
             arguments += [rule.rate.limit, rule.rate.period * 1000, int(rule.count)]
         keys = [self._prefix + rule.key for rule in rules]
