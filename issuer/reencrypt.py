@@ -33,7 +33,7 @@ from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
 from issuer.secrets import secret_context
 from issuer.store.models import Client, EncryptedKeyRow, ErpConnectionRow, SigningKeyRow
-from jwks.keys import _associated_data as signing_key_associated_data
+from jwks.keys import associated_data as signing_key_associated_data
 
 BATCH_SIZE = 100
 

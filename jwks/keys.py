@@ -180,7 +180,8 @@ class Signer:
         self._pool.shutdown(wait=True)
 
 
-def _associated_data(kid: str) -> bytes:
+def associated_data(kid: str) -> bytes:
+    """What a signing key's encrypted private half is bound to (also ``issuer reencrypt``'s)."""
     return f"signing_key:{kid}".encode()
 
 
@@ -445,7 +446,7 @@ class KeyRing:
                                   "ran at the same time; retry")
 
     def _decrypt(self, row: SigningKeyRow) -> PrivateKey:
-        data = self._encryptor.decrypt(row.private_jwk_encrypted, _associated_data(row.kid))
+        data = self._encryptor.decrypt(row.private_jwk_encrypted, associated_data(row.kid))
         key = jwk.import_key(json.loads(data))
         assert isinstance(key, RSAKey | ECKey | OKPKey)
         return key
@@ -479,7 +480,7 @@ async def create_key(session: AsyncSession, encryptor: Encryptor, clock: Clock, 
     row = SigningKeyRow(
         kid=kid, alg=alg, state=state, public_jwk=public,
         private_jwk_encrypted=encryptor.encrypt(
-            json.dumps(private.as_dict(private=True)).encode(), _associated_data(kid)
+            json.dumps(private.as_dict(private=True)).encode(), associated_data(kid)
         ),
         created_at=utc(now), activated_at=utc(now) if state == "active" else None,
         retired_at=None,
