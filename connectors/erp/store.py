@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.clock import utc
-from issuer.store.clients import PageKey
+from issuer.store.clients import PageKey, key_values, keyset
 from issuer.store.models import ErpConnectionRow, ErpExportRow
 
 ACTIVE = "ACTIVE"
@@ -109,16 +109,12 @@ async def connection_page(session: AsyncSession, *, org_id: str | None,
     statement = select(ErpConnectionRow)
     if org_id is not None:
         statement = statement.where(ErpConnectionRow.org_id == org_id)
-    if after is not None:
-        after_id = uuid.UUID(after[1])
-        statement = statement.where(or_(
-            ErpConnectionRow.created_at > after[0],
-            and_(ErpConnectionRow.created_at == after[0], ErpConnectionRow.id > after_id)))
-    rows = (await session.execute(statement.order_by(
-        ErpConnectionRow.created_at, ErpConnectionRow.id).limit(limit + 1))).scalars().all()
+    position = (after[0], uuid.UUID(after[1])) if after is not None else None
+    rows = (await session.execute(keyset(statement, ErpConnectionRow.created_at,
+                                         ErpConnectionRow.id, position, limit))).scalars().all()
     records = [connection_record(row) for row in rows[:limit]]
     last = records[-1] if records and len(rows) > limit else None
-    return records, ([utc(last.created_at).isoformat(), str(last.id)] if last else None)
+    return records, (key_values(last.created_at, str(last.id)) if last else None)
 
 
 async def set_status(session: AsyncSession, connection_id: uuid.UUID, *, old: str, new: str,

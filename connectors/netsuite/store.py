@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.netsuite.connector import ConnectorRecord
 from issuer.clock import utc
-from issuer.store.clients import PageKey
+from issuer.store.clients import PageKey, key_values, keyset
 from issuer.store.models import NetSuiteConnectorRow
 
 _TIMES = ("certificate_expires_at", "rotation_initiated_at", "retiring_certificate_revoke_at",
@@ -54,15 +54,12 @@ async def page(session: AsyncSession, *, after: PageKey | None, limit: int,
     statement = select(table)
     if tenant_id is not None:
         statement = statement.where(table.tenant_id == tenant_id)
-    if after is not None:
-        statement = statement.where(or_(table.created_at > after[0],
-                                        and_(table.created_at == after[0], table.id > after[1])))
     rows = (await session.execute(
-        statement.order_by(table.created_at, table.id).limit(limit + 1))).scalars().all()
+        keyset(statement, table.created_at, table.id, after, limit))).scalars().all()
     records = [record(row) for row in rows[:limit]]
     if len(rows) <= limit:
         return records, None
-    return records, [utc(records[-1].created_at).isoformat(), records[-1].id]
+    return records, key_values(records[-1].created_at, records[-1].id)
 
 
 async def change(session: AsyncSession, connector_id: str, values: Mapping[str, Any], now: float,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from issuer.clock import Clock, utc
@@ -94,8 +94,19 @@ def page_key(values: Sequence[Any] | None) -> PageKey | None:
     return at, values[1]
 
 
-def _key_values(created_at: float, object_id: str) -> list[str]:
+def key_values(created_at: float, object_id: str) -> list[str]:
+    """A page key as it goes into a cursor."""
     return [utc(created_at).isoformat(), object_id]
+
+
+def keyset(statement: Select[Any], created_at: Any, object_id: Any,
+           after: tuple[datetime, Any] | None, limit: int) -> Select[Any]:
+    """``statement`` in (created_at, id) order after ``after``: ``limit`` + 1 rows, the
+    extra one saying whether another page follows."""
+    if after is not None:
+        statement = statement.where(or_(created_at > after[0],
+                                        and_(created_at == after[0], object_id > after[1])))
+    return statement.order_by(created_at, object_id).limit(limit + 1)
 
 
 async def get_tenant(session: AsyncSession, tenant_id: str) -> TenantRecord | None:
@@ -110,14 +121,11 @@ async def tenant_page(session: AsyncSession, *, after: PageKey | None, limit: in
     statement = select(Tenant)
     if tenant_id is not None:
         statement = statement.where(Tenant.id == tenant_id)
-    if after is not None:
-        statement = statement.where(or_(Tenant.created_at > after[0],
-                                        and_(Tenant.created_at == after[0], Tenant.id > after[1])))
     rows = (await session.execute(
-        statement.order_by(Tenant.created_at, Tenant.id).limit(limit + 1))).scalars().all()
+        keyset(statement, Tenant.created_at, Tenant.id, after, limit))).scalars().all()
     records = [tenant_record(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return records, _key_values(records[-1].created_at, records[-1].id) if more else None
+    return records, key_values(records[-1].created_at, records[-1].id) if more else None
 
 
 async def client_page(session: AsyncSession, *, after: PageKey | None, limit: int,
@@ -127,14 +135,11 @@ async def client_page(session: AsyncSession, *, after: PageKey | None, limit: in
     statement = select(Client, Tenant.status).join(Tenant, Tenant.id == Client.tenant_id)
     if tenant_id is not None:
         statement = statement.where(Client.tenant_id == tenant_id)
-    if after is not None:
-        statement = statement.where(or_(Client.created_at > after[0],
-                                        and_(Client.created_at == after[0], Client.id > after[1])))
     rows = (await session.execute(
-        statement.order_by(Client.created_at, Client.id).limit(limit + 1))).all()
+        keyset(statement, Client.created_at, Client.id, after, limit))).all()
     records = [client_record(client, status) for client, status in rows[:limit]]
     more = len(rows) > limit
-    return records, (_key_values(records[-1].created_at, records[-1].client_id) if more
+    return records, (key_values(records[-1].created_at, records[-1].client_id) if more
                      else None)
 
 
