@@ -29,14 +29,11 @@ class ErrorBody(ResponseModel):
     details: dict[str, Any] | None = None
 
 
-class TokenForm(BaseModel):
-    """RFC 6749 §4.4.2 access token request (form-encoded)."""
+class ClientAuthForm(BaseModel):
+    """The client-authentication fields of the form-encoded endpoints (/token,
+    /introspect, /revoke): RFC 6749 §2.3.1 ``client_secret_post`` or a client assertion."""
 
     model_config = ConfigDict(extra="allow")
-    grant_type: str = Field(examples=["client_credentials"])
-    scope: str | None = Field(default=None, description="space-separated scopes")
-    resource: str | None = Field(default=None, description="RFC 8707 resource indicator")
-    audience: str | None = None
     client_id: str | None = Field(default=None, description="client_secret_post; optional "
                                   "with a client assertion")
     client_secret: str | None = Field(default=None, description="client_secret_post only")
@@ -46,6 +43,15 @@ class TokenForm(BaseModel):
     client_assertion: str | None = Field(
         default=None, description="the client's signed JWT (RFC 7523 §3): iss = sub = "
         "client_id, aud, exp at most 300 s after iat, a single-use jti")
+
+
+class TokenForm(ClientAuthForm):
+    """RFC 6749 §4.4.2 access token request (form-encoded)."""
+
+    grant_type: str = Field(examples=["client_credentials"])
+    scope: str | None = Field(default=None, description="space-separated scopes")
+    resource: str | None = Field(default=None, description="RFC 8707 resource indicator")
+    audience: str | None = None
 
 
 class TokenResponse(ResponseModel):

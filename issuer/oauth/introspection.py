@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -36,6 +36,7 @@ from issuer.oauth.tokens import (
     PresentedToken,
     is_platform_tenant,
 )
+from issuer.openapi import ClientAuthForm
 from issuer.services import Services
 from issuer.store.models import AuditEventRow
 from issuer.store.records import ClientRecord
@@ -75,22 +76,12 @@ def _used_event(services: Services, request: Request, caller: ClientRecord,
 # OpenAPI -------------------------------------------------------------------------------
 
 
-class IntrospectionForm(BaseModel):
+class IntrospectionForm(ClientAuthForm):
     """RFC 7662 §2.1 introspection request (form-encoded)."""
 
-    model_config = ConfigDict(extra="allow")
     token: str = Field(description="the access token to introspect")
     token_type_hint: str | None = Field(
         default=None, description="accepted and ignored: every token here is an access token")
-    client_id: str | None = Field(default=None, description="client_secret_post; optional "
-                                  "with a client assertion")
-    client_secret: str | None = Field(default=None, description="client_secret_post only")
-    client_assertion_type: str | None = Field(
-        default=None, description="private_key_jwt / client_secret_jwt (RFC 7523 §2.2): "
-        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-    client_assertion: str | None = Field(
-        default=None, description="the client's signed JWT (RFC 7523 §3): iss = sub = "
-        "client_id, aud, exp at most 300 s after iat, a single-use jti")
 
 
 class IntrospectionResponse(ResponseModel):

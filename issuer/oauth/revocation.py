@@ -23,7 +23,7 @@ Decisions, each from the RFC:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import update
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,6 +40,7 @@ from issuer.oauth.client_endpoint import client_endpoint
 from issuer.oauth.endpoints import request_id, request_source
 from issuer.oauth.server import _Request
 from issuer.oauth.tokens import PresentedToken
+from issuer.openapi import ClientAuthForm
 from issuer.services import Services
 from issuer.store.models import IssuedToken
 from issuer.store.records import ClientRecord
@@ -85,22 +86,12 @@ async def _mark_revoked(services: Services, request: Request, caller: ClientReco
 # OpenAPI -------------------------------------------------------------------------------
 
 
-class RevocationForm(BaseModel):
+class RevocationForm(ClientAuthForm):
     """RFC 7009 §2.1 revocation request (form-encoded)."""
 
-    model_config = ConfigDict(extra="allow")
     token: str = Field(description="the access token to revoke (one of the caller's own)")
     token_type_hint: str | None = Field(
         default=None, description="accepted and ignored (RFC 7009 §2.2)")
-    client_id: str | None = Field(default=None, description="client_secret_post; optional "
-                                  "with a client assertion")
-    client_secret: str | None = Field(default=None, description="client_secret_post only")
-    client_assertion_type: str | None = Field(
-        default=None, description="private_key_jwt / client_secret_jwt (RFC 7523 §2.2): "
-        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
-    client_assertion: str | None = Field(
-        default=None, description="the client's signed JWT (RFC 7523 §3): iss = sub = "
-        "client_id, aud, exp at most 300 s after iat, a single-use jti")
 
 
 routes: list[BaseRoute] = [Route("/revoke", revoke, methods=["POST"])]
