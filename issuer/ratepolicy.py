@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from issuer.errors import TooManyRequests
-from issuer.ratelimit import Decision, Rate, Rule
+from issuer.ratelimit import Decision, Rate, RateLimiter, Rule
 from issuer.settings import Settings
 from issuer.store.records import ClientRecord
 
@@ -77,8 +77,18 @@ class RatePolicies:
         return Rule(f"admin:{client_id}", self.admin, ADMIN)
 
 
-def refusal(decision: Decision, error: type[TooManyRequests] = TooManyRequests
-            ) -> TooManyRequests:
+async def enforce(limiter: RateLimiter, *rules: Rule,
+                  error: type[TooManyRequests] = TooManyRequests) -> Decision:
+    """Check ``rules``: the decision when allowed (its headers may go on the answer),
+    else the 429 raised."""
+    decision = await limiter.check(*rules)
+    if not decision.allowed:
+        raise _refusal(decision, error)
+    return decision
+
+
+def _refusal(decision: Decision, error: type[TooManyRequests]
+             ) -> TooManyRequests:
     """The 429 of a refused decision, headers included."""
     return error(policy=decision.policy, first_refusal=decision.first_refusal,
                  headers=decision.headers())

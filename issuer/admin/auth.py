@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from issuer.clock import Clock
 from issuer.errors import InsufficientScope, InvalidToken, NotFound, TooManyAdminRequests
-from issuer.ratepolicy import refusal
+from issuer.ratepolicy import enforce
 from issuer.services import Services
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store.models import Client, IssuedToken, Tenant
@@ -116,11 +116,12 @@ async def require(request: Request, *any_of: str) -> Principal:
     principal = await authenticate(request)
     services: Services = request.state.services
     # Per admin client, before the handler reads or writes anything (issue 4).
-    decision = await services.limiter.check(services.rate_policies.admin_client(
-        principal.client_id))
-    if not decision.allowed:
-        services.metrics.rate_limited.labels(decision.policy).inc()
-        raise refusal(decision, TooManyAdminRequests)
+    try:
+        await enforce(services.limiter, services.rate_policies.admin_client(
+            principal.client_id), error=TooManyAdminRequests)
+    except TooManyAdminRequests as refused:
+        services.metrics.rate_limited.labels(refused.policy).inc()
+        raise
     if not principal.scopes & set(any_of):
         raise InsufficientScope(" ".join(any_of))
     return principal

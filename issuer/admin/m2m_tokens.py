@@ -77,7 +77,7 @@ from issuer.errors import (
 )
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
-from issuer.ratepolicy import refusal
+from issuer.ratepolicy import enforce
 from issuer.services import Services
 from issuer.store.clients import get_client
 from issuer.store.models import Client, IssuedToken, Tenant
@@ -169,10 +169,8 @@ async def mint_token(request: Request) -> Response:
             issued = services.token_issuer.mint(record, body.scopes)
             # Counted only now, when the mint would succeed; still before any
             # signing or write (issue 4: "The check happens before ...").
-            decision = await services.limiter.check(
-                services.rate_policies.mint(record.client_id))
-            if not decision.allowed:
-                raise refusal(decision)
+            decision = await enforce(services.limiter,
+                                     services.rate_policies.mint(record.client_id))
         except OAuthError as error:
             await audit_denial(services, request, error, None, record,
                                actor=principal.client_id, details=userid)

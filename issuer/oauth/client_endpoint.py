@@ -25,7 +25,7 @@ from issuer.oauth.client_auth import ClaimedClient, identify
 from issuer.oauth.endpoints import parse_form, request_source
 from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import client_error_response, load_presented
-from issuer.ratepolicy import refusal
+from issuer.ratepolicy import enforce
 from issuer.services import Services
 from issuer.store.records import ClientRecord
 
@@ -46,9 +46,7 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
             claimed = identify(request.headers, form, request.query_params)
             # The brute-force guard of /token covers these endpoints too, or they
             # would be the place to guess secrets (issuer.ratepolicy).
-            decision = await services.limiter.check(limits.guard(address))
-            if not decision.allowed:
-                raise refusal(decision)
+            await enforce(services.limiter, limits.guard(address))
             try:
                 caller = await services.clients.get(claimed.client_id)
                 if caller is None:
@@ -66,9 +64,7 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
                                                       form.get("token"))
                 return await step(services, request, caller, call)
             except InvalidClient:
-                decision = await services.limiter.check(limits.failure(address))
-                if not decision.allowed:
-                    raise refusal(decision) from None
+                await enforce(services.limiter, limits.failure(address))
                 raise
         except OAuthError as error:
             if isinstance(error, TooManyRequests):

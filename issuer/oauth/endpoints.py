@@ -37,7 +37,7 @@ from issuer.errors import (
 from issuer.middleware import CLIENT_ID
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
-from issuer.ratepolicy import refusal
+from issuer.ratepolicy import enforce
 from issuer.services import Services
 from issuer.store.models import AuditEventRow
 from issuer.store.models import IssuedToken as IssuedTokenRow
@@ -121,10 +121,8 @@ async def _authenticated_grant(request: Request, services: Services, form: dict[
     async def admit() -> None:
         nonlocal admitted
         assert record is not None
-        decision = await services.limiter.check(*limits.token(address, record))
         admitted = True
-        if not decision.allowed:
-            raise refusal(decision)
+        await enforce(services.limiter, *limits.token(address, record))
 
     try:
         if record is None:
@@ -136,9 +134,7 @@ async def _authenticated_grant(request: Request, services: Services, form: dict[
         issued = services.token_issuer.issue(form, resources, request.headers, claimed, record,
                                              authenticated=authenticated)
     except InvalidClient:
-        decision = await services.limiter.check(limits.failure(address))
-        if not decision.allowed:
-            raise refusal(decision) from None
+        await enforce(services.limiter, limits.failure(address))
         raise
     request.scope[CLIENT_ID] = record.client_id
     if not admitted:
