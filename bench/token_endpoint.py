@@ -181,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
                         "deleted at the end)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat every mode this many times, alternating (default 1)")
+    parser.add_argument("--server-cpus", metavar="LIST", default=None,
+                        help="pin `issuer serve` to these CPUs (taskset list, e.g. 0), so that "
+                        "wrk and Redis, pinned elsewhere, do not take the server's cores")
+    parser.add_argument("--load-cpus", metavar="LIST", default=None,
+                        help="pin wrk to these CPUs (e.g. 1); pin a local redis-server there "
+                        "too, by hand: taskset -a -p -c 1 $(pidof redis-server)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (server log, wrk script) for inspection")
     parser.add_argument("--sign-rate", type=float, default=None, help=argparse.SUPPRESS)
@@ -230,6 +236,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
         print(f"bench=token_endpoint store={store} workers={args.workers} "
               f"duration={args.duration:g}s warmup={args.warmup:g}s "
               f"wrk_threads={args.wrk_threads} cpus={os.cpu_count()} "
+              f"server_cpus={args.server_cpus or 'any'} load_cpus={args.load_cpus or 'any'} "
               f"python={platform.python_version()} "
               f"raw_rs256_sign/s={sign_rate:.1f} (1 core, RSA-2048 PKCS1v15 SHA-256)",
               flush=True)
@@ -241,13 +248,17 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
         rates: dict[tuple[str, int], list[float]] = {}
         log_path = workdir / "server.log"
         # Modes alternate, round by round, so that a drift of the machine's speed
-        # during the run touches every mode alike.
+        # during the run touches every mode alike; each round starts one mode later
+        # (off, memory, redis; then memory, redis, off; ...), so that no mode always
+        # runs first, on the smallest store and the coolest machine.
         for round_ in range(args.rounds):
-            for mode in modes:
+            shift = round_ % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
                 mode_env = {**env, **_limiting_env(mode, args.redis, redis_prefix)}
                 with log_path.open("ab") as log:
                     server = subprocess.Popen(
-                        [issuer, "serve", "--host", "127.0.0.1", "--port", str(port),
+                        [*_pinned(args.server_cpus), issuer, "serve", "--host", "127.0.0.1",
+                         "--port", str(port),
                          "--workers", str(args.workers), "--log-level", "warning"],
                         env=mode_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                         start_new_session=True,  # its own process group: workers die with it
@@ -258,13 +269,18 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                 for index, connections in enumerate(levels):
                     threads = max(1, min(args.wrk_threads, connections))
                     if args.warmup > 0:
-                        warm = _wrk(wrk, script, base_url, connections, threads, args.warmup)
+                        warm = _wrk(wrk, script, base_url, connections, threads, args.warmup,
+                                    cpus=args.load_cpus)
                         issued += warm.ok
                         in_flight += connections
                     profiler = None
                     if args.py_spy and index == 0 and round_ == 0 and mode == modes[0]:
                         profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
-                    result = _wrk(wrk, script, base_url, connections, threads, args.duration)
+                    scripts = _redis_script_calls(args.redis) if mode == "redis" else 0
+                    result = _wrk(wrk, script, base_url, connections, threads, args.duration,
+                                  cpus=args.load_cpus)
+                    if mode == "redis":
+                        scripts = _redis_script_calls(args.redis) - scripts
                     if profiler is not None:
                         profiler.wait(timeout=args.duration + 30)
                     issued += result.ok
@@ -274,7 +290,9 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                     print(f"limiting={mode} round={round_ + 1} c={connections} "
                           f"tokens/s={result.tokens_per_s:.1f} "
                           f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
-                          f"errors={result.errors} ratio={ratio:.2f}", flush=True)
+                          f"errors={result.errors} ratio={ratio:.2f}"
+                          + (f" redis_scripts/token={scripts / result.requests:.3f}"
+                             if mode == "redis" and result.requests else ""), flush=True)
                     if result.errors:
                         print(f"#   c={connections} non200={result.non200} "
                               f"socket_errors={result.socket_errors} of {result.requests} "
@@ -342,6 +360,19 @@ def _delete_redis_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def _redis_script_calls(url: str) -> int:
+    """EVALSHA calls the Redis server has run (every rate-limit check that went to
+    Redis is one; a leased one is none)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def _issuer_executable() -> str | None:
@@ -489,9 +520,20 @@ def _count_issued_tokens(database_url: str) -> int:
 # Load ----------------------------------------------------------------------------------
 
 
+def _pinned(cpus: str | None) -> list[str]:
+    """The ``taskset`` prefix that runs a command on ``cpus`` (nothing without)."""
+    if cpus is None:
+        return []
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise BenchError("--server-cpus/--load-cpus need `taskset` (util-linux)")
+    return [taskset, "-c", cpus]
+
+
 def _wrk(wrk: str, script: Path, base_url: str, connections: int, threads: int,
-         seconds: float) -> LoadResult:
-    command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+         seconds: float, *, cpus: str | None = None) -> LoadResult:
+    command = [*_pinned(cpus), wrk, "-t", str(threads), "-c", str(connections),
+               "-d", f"{max(1, round(seconds))}s",
                "--timeout", "10s", "-s", str(script), f"{base_url}/token"]
     completed = subprocess.run(command, capture_output=True, text=True,
                                timeout=seconds + 60, check=False)

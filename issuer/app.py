@@ -46,6 +46,7 @@ from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.ratelimit import (
+    MAINTAIN_EVERY,
     FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
@@ -106,13 +107,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
             )
             replay = ReplayStore(engine, clock)
+            limiter = _limiter(settings, clock, redis, metrics)
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
                 keyring=keyring, signer=signer,
                 clients=ClientStore(engine, clock, settings.client_cache_ttl),
                 writer=writer,
                 token_issuer=token_issuer,
-                limiter=_limiter(settings, clock, redis, metrics),
+                limiter=limiter,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
@@ -129,15 +131,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
-            # NetSuite certificates' revocation after an overlap, expiry warnings.
+            # NetSuite certificates' revocation after an overlap, expiry warnings;
+            # ended rate-limit leases' unused slots (issuer.ratelease).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
                     every(PRUNE_EVERY, lambda: prune(
                         engine, clock, audit_retention_days=settings.audit_retention_days),
                         name="retention"), \
                     every(PRUNE_INTERVAL, replay.prune, name="assertion-jtis"), \
+                    every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
                     netsuite_connectors.maintained():
-                yield {"services": services, "netsuite": netsuite_connectors}
+                try:
+                    yield {"services": services, "netsuite": netsuite_connectors}
+                finally:
+                    # Leased rate-limit slots go back to Redis for the other processes.
+                    await limiter.aclose()
         finally:
             if http_client is None:
                 await jwks_http.aclose()

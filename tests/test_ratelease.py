@@ -1,0 +1,267 @@
+"""Budget leases of the Redis limiter (issuer.ratelease): a busy budget is answered
+in process, from slots reserved in Redis, and is still never overspent -- by one
+process or by two sharing one Redis.
+
+Real Redis (ISSUER_TEST_REDIS_URL, or a redis-server of the test's own where the
+test counts the commands it received); time is a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from issuer.ratelease import LEASE_LIFETIME, LEASE_MAX
+from issuer.ratelimit import Rate, RedisRateLimiter, Rule
+from tests.conftest import REDIS_URL, FakeClock
+
+BUSY = Rate(limit=1000, period=60)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    prefix = f"test:lease:{uuid.uuid4().hex}:"
+    yield prefix
+    redis = Redis.from_url(REDIS_URL)
+    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+async def _script_calls(redis: Redis, limiter: RedisRateLimiter) -> int:
+    """EVALSHA calls the server took so far, after loading the limiter's script
+    (a fresh server answers the first one NOSCRIPT)."""
+    await limiter.hit("warm-up", Rate(1, 1))
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_busy_budget_costs_a_round_trip_per_lease_not_per_check(redis_server):
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(redis_server.url)
+    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
+    try:
+        before = await _script_calls(redis, limiter)
+        decisions = [await limiter.hit("busy", BUSY) for _ in range(300)]
+        calls = await _script_calls(redis, limiter) - before - 1
+        assert all(d.allowed for d in decisions)
+        # Leases grow with the demand (4, 9, 19, 39 slots) up to LEASE_MAX: 300
+        # checks cost 12 script runs, not 300.
+        assert calls <= 4 + 4 + 300 // (LEASE_MAX + 1) + 1
+        assert limiter.leases == 1
+        # The headers count down one by one, as without leases.
+        assert [d.remaining for d in decisions[:3]] == [999, 998, 997]
+        assert decisions[-1].remaining == 1000 - 300
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_concurrent_checks_wait_for_the_lease_on_its_way(redis_server):
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(redis_server.url)
+    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
+    try:
+        for _ in range(20):  # the demand shows, and leases grow
+            await limiter.hit("busy", BUSY)
+        before = await _script_calls(redis, limiter)
+        decisions = await asyncio.gather(*[limiter.hit("busy", BUSY) for _ in range(200)])
+        calls = await _script_calls(redis, limiter) - before - 1
+        assert all(d.allowed for d in decisions)
+        # Not 200 round trips: the checks that find the lease spent wait for the
+        # next one instead of each asking Redis.
+        assert calls <= 200 // LEASE_MAX + 3
+        assert sorted(d.remaining for d in decisions) == list(range(1000 - 220, 1000 - 20))
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_leased_slots_are_in_the_shared_log_before_they_are_spent(prefix):
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(redis, clock, prefix=prefix)
+    try:
+        for _ in range(10):
+            await limiter.hit("busy", BUSY)
+        assert limiter.leases == 1
+        # Ten spent, and the open lease's unused slots reserved: the log holds more
+        # than ten, so no other process can spend them too.
+        assert await redis.zcard(prefix + "busy") > 10
+        clock.advance(LEASE_LIFETIME)
+        await limiter.maintain()  # the lease ended: its unused slots go back
+        assert limiter.leases == 0
+        assert await redis.zcard(prefix + "busy") == 10
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_two_processes_with_leases_never_overspend_and_end_exact(prefix):
+    # Two limiters (two processes: their own connections, nonces and leases) share
+    # one budget of 1,000 a minute; 1,600 checks alternate between them, 1 ms
+    # apart, so leases are granted, spent, run out and expire throughout.
+    clock = FakeClock(1_000_000)
+    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
+    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
+    allowed = 0
+    leased = 0
+    try:
+        for n in range(1600):
+            limiter = limiters[n % 2]
+            if (await limiter.hit("shared", BUSY)).allowed:
+                allowed += 1
+            assert allowed <= BUSY.limit  # at no moment one too many
+            leased = max(leased, limiters[0].leases + limiters[1].leases)
+            clock.advance(0.001)
+            if n % 50 == 0:
+                for each in limiters:
+                    await each.maintain()
+        for each in limiters:
+            await each.aclose()
+        # Whatever the leases still held went back: the budget ends spent exactly.
+        for n in range(100):
+            allowed += (await limiters[n % 2].hit("shared", BUSY)).allowed
+        assert leased >= 1
+        assert allowed == BUSY.limit
+        assert await connections[0].zcard(prefix + "shared") == BUSY.limit
+    finally:
+        for each in limiters:
+            await each.aclose()  # what the app does at shutdown: hand-backs finish
+        for redis in connections:
+            await redis.aclose()
+
+
+async def test_no_window_ever_holds_more_than_the_limit_with_leases(prefix):
+    # Two processes spend a budget of 1,000 a minute from leases, a check every
+    # 10 ms (alternating) -- then, as the first of those hits leave the window,
+    # knock every millisecond. At every admitted hit, the admitted hits of the
+    # 60 s before it number at most 1,000: a leased slot counts from when it was
+    # spent, not from when it was reserved, so the window cannot free it early.
+    clock = FakeClock(1_000_000)
+    start = clock.now()
+    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
+    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
+    admitted: deque[float] = deque()
+    leased = 0
+
+    async def knock(n: int) -> None:
+        now = clock.now()
+        if (await limiters[n % 2].hit("sliding", BUSY)).allowed:
+            admitted.append(now)
+            while admitted[0] <= now - BUSY.period:
+                admitted.popleft()
+            assert len(admitted) <= BUSY.limit
+
+    try:
+        for n in range(1100):  # 11 s: the budget is spent in the first 10
+            await knock(n)
+            leased = max(leased, limiters[0].leases + limiters[1].leases)
+            clock.advance(0.010)
+            if n % 25 == 0:
+                for limiter in limiters:
+                    await limiter.maintain()
+        clock.advance(start + BUSY.period - 0.1 - clock.now())
+        for n in range(10_500):  # 59.9 s to 70.4 s, every millisecond
+            await knock(n)
+            clock.advance(0.001)
+            if n % 250 == 0:
+                for limiter in limiters:
+                    await limiter.maintain()
+        assert leased >= 1
+        assert len(admitted) == BUSY.limit  # and the budget came back in full
+    finally:
+        for each in limiters:
+            await each.aclose()  # what the app does at shutdown: hand-backs finish
+        for redis in connections:
+            await redis.aclose()
+
+
+async def test_the_last_of_a_budget_is_decided_in_redis_check_by_check(redis_server):
+    # A lease needs 32 left after its check and takes at most 1/8 of them, so the
+    # last 28 of a budget are never leased: each is one script run, which is what
+    # keeps "N of N+k" exact across processes (tests/test_rate_limits_cluster.py).
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(redis_server.url)
+    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
+    try:
+        first = [await limiter.hit("budget", Rate(100, 60)) for _ in range(72)]
+        before = await _script_calls(redis, limiter)
+        last = [await limiter.hit("budget", Rate(100, 60)) for _ in range(28)]
+        assert await _script_calls(redis, limiter) - before - 1 == 28
+        assert all(d.allowed for d in first + last)
+        assert [d.remaining for d in last] == list(range(27, -1, -1))
+        assert not (await limiter.hit("budget", Rate(100, 60))).allowed
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+def _token_rules(address: str) -> tuple[Rule, Rule]:
+    """The token endpoint's check: the address's failure guard (look only) and the
+    client's budget (issuer.ratepolicy)."""
+    return (Rule(f"auth-fail:{address}", Rate(3, 60), "failed_auth", count=False),
+            Rule("token:client", BUSY, "client"))
+
+
+async def test_a_failure_charged_here_ends_the_leases_that_looked_at_its_address(prefix):
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(redis, clock, prefix=prefix)
+    try:
+        for _ in range(10):
+            assert (await limiter.check(*_token_rules("198.51.100.7"))).allowed
+        assert limiter.leases == 1
+        for _ in range(3):  # three failed authentications from that address
+            await limiter.hit("auth-fail:198.51.100.7", Rate(3, 60))
+        assert limiter.leases == 0
+        refused = await limiter.check(*_token_rules("198.51.100.7"))
+        assert not refused.allowed
+        assert refused.policy == "failed_auth"
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(prefix):
+    # The documented bound (issuer.ratelease): another process's failures reach a
+    # lease's look at the guard within one lease lifetime.
+    clock = FakeClock(1_000_000)
+    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
+    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
+    here, elsewhere = limiters
+    try:
+        for _ in range(10):
+            assert (await here.check(*_token_rules("198.51.100.8"))).allowed
+        for _ in range(3):
+            await elsewhere.hit("auth-fail:198.51.100.8", Rate(3, 60))
+        clock.advance(LEASE_LIFETIME)
+        refused = await here.check(*_token_rules("198.51.100.8"))
+        assert not refused.allowed
+        assert refused.policy == "failed_auth"
+    finally:
+        for each in limiters:
+            await each.aclose()  # what the app does at shutdown: hand-backs finish
+        for redis in connections:
+            await redis.aclose()
+
+
+async def test_a_limiter_without_leases_asks_redis_every_time(redis_server):
+    clock = FakeClock(1_000_000)
+    redis = Redis.from_url(redis_server.url)
+    limiter = RedisRateLimiter(redis, clock, prefix="rl:", leases=False)
+    try:
+        before = await _script_calls(redis, limiter)
+        for _ in range(50):
+            await limiter.hit("busy", BUSY)
+        assert await _script_calls(redis, limiter) - before - 1 == 50
+        assert limiter.leases == 0
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
