@@ -246,6 +246,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
         issued = 0
         in_flight = 0
         rates: dict[tuple[str, int], list[float]] = {}
+        costs: dict[tuple[str, int], list[float]] = {}
         log_path = workdir / "server.log"
         # Modes alternate, round by round, so that a drift of the machine's speed
         # during the run touches every mode alike; each round starts one mode later
@@ -277,8 +278,10 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                     if args.py_spy and index == 0 and round_ == 0 and mode == modes[0]:
                         profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
                     scripts = _redis_script_calls(args.redis) if mode == "redis" else 0
+                    cpu = _group_cpu_seconds(server.pid)
                     result = _wrk(wrk, script, base_url, connections, threads, args.duration,
                                   cpus=args.load_cpus)
+                    cpu = _group_cpu_seconds(server.pid) - cpu
                     if mode == "redis":
                         scripts = _redis_script_calls(args.redis) - scripts
                     if profiler is not None:
@@ -286,11 +289,14 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                     issued += result.ok
                     in_flight += connections
                     rates.setdefault((mode, connections), []).append(result.tokens_per_s)
+                    cpu_per_token = cpu / result.requests if result.requests else 0.0
+                    costs.setdefault((mode, connections), []).append(cpu_per_token)
                     ratio = result.tokens_per_s / sign_rate if sign_rate else 0.0
                     print(f"limiting={mode} round={round_ + 1} c={connections} "
                           f"tokens/s={result.tokens_per_s:.1f} "
                           f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
-                          f"errors={result.errors} ratio={ratio:.2f}"
+                          f"errors={result.errors} ratio={ratio:.2f} "
+                          f"server_cpu_us/token={cpu_per_token * 1e6:.0f}"
                           + (f" redis_scripts/token={scripts / result.requests:.3f}"
                              if mode == "redis" and result.requests else ""), flush=True)
                     if result.errors:
@@ -303,12 +309,18 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
             # Each mode against the "off" run of its own round (the same minutes of
             # the machine), then the median over the rounds.
             for connections in levels:
-                base = rates[("off", connections)]
+                others = [mode for mode in modes if mode != "off"]
                 compared = " ".join(
-                    f"{mode}/off={statistics.median(run / off for run, off in zip(rates[(mode, connections)], base, strict=True)):.3f}"  # noqa: E501
-                    for mode in modes if mode != "off")
+                    f"{mode}/off={_paired_median(rates, mode, connections):.3f}"
+                    for mode in others)
                 print(f"limiting_ratio c={connections} {compared} (median of {args.rounds} "
                       "paired rounds; 1.0 = limiting costs nothing)", flush=True)
+                compared = " ".join(
+                    f"{mode}/off={_paired_median(costs, mode, connections):.3f}"
+                    for mode in others)
+                print(f"server_cpu_ratio c={connections} {compared} (CPU time of the server "
+                      "per request, median of paired rounds; 1.0 = limiting costs nothing)",
+                      flush=True)
 
         # wrk counts only the responses that came back within its duration: the
         # requests still in flight when it stops (at most one per connection) were
@@ -360,6 +372,29 @@ def _delete_redis_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def _paired_median(figures: dict[tuple[str, int], list[float]], mode: str,
+                   connections: int) -> float:
+    """The median over rounds of ``mode``'s figure over the same round's ``off``."""
+    pairs = zip(figures[(mode, connections)], figures[("off", connections)], strict=True)
+    return statistics.median(run / off if off else 0.0 for run, off in pairs)
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid``
+    (the server and its workers), from /proc (Linux; 0.0 elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After "pid (comm)": state, ppid, pgrp, ... utime (14th), stime (15th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _redis_script_calls(url: str) -> int:

@@ -19,7 +19,9 @@ alike, so a deployment that adds Redis keeps its limits' meaning.
 - :class:`MemoryRateLimiter`: this process's memory (single process).
 - :class:`RedisRateLimiter`: one Lua script per check -- one round trip, atomic
   on the server -- over a sorted set per key, so every issuer process shares one
-  budget (DESIGN §8). Concurrent checks share round trips (pipelined).
+  budget (DESIGN §8). Concurrent checks share round trips (pipelined), and a
+  budget this process checks again and again is leased (:mod:`issuer.ratelease`):
+  slots reserved in the shared log are spent here without a round trip.
 - :class:`FallbackRateLimiter`: Redis while it answers; while it does not, this
   process's memory (``ISSUER_RATE_LIMIT_FAIL=open``) or ``503
   temporarily_unavailable`` (``closed``).
