@@ -83,7 +83,6 @@ class Lease:
     remaining: int  # the budget after the granting check, these slots included
     reset_at: float  # clock seconds
     rule: Rule  # the rule the headers describe
-    peeks: tuple[str, ...] = ()  # the look-only rules' keys read when it was granted
     used: int = 0
 
     def spend(self, now: float) -> bool:
@@ -103,11 +102,13 @@ class _Entry:
 
     started: float  # the current lifetime-long interval
     lifetime: float
+    peeks: tuple[str, ...]  # the keys of its look-only rules
     count: int = 0  # checks in the current interval
     previous: int = 0  # checks in the interval before it
     seen: float = 0.0
     lease: Lease | None = None
     asking: bool = False  # a reservation is in flight
+    stale: bool = False  # a key it looks at was charged here while it was in flight
     quiet_until: float = 0.0  # a reservation was refused: none asked for until then
 
     def observe(self, now: float) -> None:
@@ -128,7 +129,8 @@ class LeaseBook:
     max_tracked: int = MAX_TRACKED
     _entries: dict[Rules, _Entry] = field(default_factory=dict)
     _open: dict[Rules, Lease] = field(default_factory=dict)
-    _peeking: dict[str, set[Rules]] = field(default_factory=dict)
+    # Look-only keys -> the rule sets with a lease open or asked for that read them.
+    _watching: dict[str, set[Rules]] = field(default_factory=dict)
     _ended: list[Lease] = field(default_factory=list)
     _swept: float = 0.0
 
@@ -146,7 +148,9 @@ class LeaseBook:
             if not leasable(rules) or len(self._entries) >= self.max_tracked:
                 return None
             lifetime = min(lifetime_ms(rule.rate) for rule in rules if rule.count) / 1000
-            entry = self._entries[rules] = _Entry(started=now, lifetime=lifetime)
+            entry = self._entries[rules] = _Entry(
+                started=now, lifetime=lifetime,
+                peeks=tuple(rule.key for rule in rules if not rule.count))
         if observe:
             entry.observe(now)
         if entry.lease is not None:
@@ -166,6 +170,8 @@ class LeaseBook:
         if wanted < LEASE_MIN:
             return 0
         entry.asking = True
+        for key in entry.peeks:
+            self._watching.setdefault(key, set()).add(rules)
         return wanted
 
     def granted(self, rules: Rules, lease: Lease | None, now: float) -> None:
@@ -178,15 +184,18 @@ class LeaseBook:
                 self._ended.append(lease)
             return
         entry.asking = False
-        if lease is None:
-            entry.quiet_until = now + entry.lifetime
+        if lease is None or entry.stale:
+            # Nothing granted; or granted on a look that a charge here has since
+            # made stale: those slots go straight back.
+            if lease is None:
+                entry.quiet_until = now + entry.lifetime
+            else:
+                self._ended.append(lease)
+            entry.stale = False
+            self._unwatch(rules, entry)
             return
-        if entry.lease is not None:
-            self._end(rules, entry)
         entry.lease = lease
         self._open[rules] = lease
-        for key in lease.peeks:
-            self._peeking.setdefault(key, set()).add(rules)
 
     def expire(self, now: float) -> None:
         """End the leases whose lifetime is over; now and then forget idle rule sets."""
@@ -212,13 +221,17 @@ class LeaseBook:
         return [lease for lease in ended if lease.used < lease.granted]
 
     def _charged(self, rules: Rules) -> None:
-        """A look at a key is stale once this process charges that key."""
-        if not self._peeking:
+        """A look at a key is stale once this process charges that key: the leases
+        that read it end, and the ones on their way will not open."""
+        if not self._watching:
             return
         for rule in rules:
-            if rule.count and rule.key in self._peeking:
-                for peeking in list(self._peeking[rule.key]):
-                    self._end(peeking, self._entries[peeking])
+            if rule.count and rule.key in self._watching:
+                for watching in list(self._watching[rule.key]):
+                    entry = self._entries[watching]
+                    if entry.asking:
+                        entry.stale = True
+                    self._end(watching, entry)
 
     def _end(self, rules: Rules, entry: _Entry) -> None:
         lease = entry.lease
@@ -226,10 +239,14 @@ class LeaseBook:
             return
         entry.lease = None
         self._open.pop(rules, None)
-        for key in lease.peeks:
-            peeking = self._peeking.get(key)
-            if peeking is not None:
-                peeking.discard(rules)
-                if not peeking:
-                    del self._peeking[key]
         self._ended.append(lease)
+        if not entry.asking:
+            self._unwatch(rules, entry)
+
+    def _unwatch(self, rules: Rules, entry: _Entry) -> None:
+        for key in entry.peeks:
+            watching = self._watching.get(key)
+            if watching is not None:
+                watching.discard(rules)
+                if not watching:
+                    del self._watching[key]

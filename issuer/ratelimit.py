@@ -417,8 +417,7 @@ class RedisRateLimiter:
                     keys=tuple(key for key, rule_ in zip(keys, rules, strict=True)
                                if rule_.count),
                     granted=int(slots), until=now + int(lifetime) / 1000,
-                    remaining=int(remaining), reset_at=now + reset, rule=rule,
-                    peeks=tuple(rule_.key for rule_ in rules if not rule_.count))
+                    remaining=int(remaining), reset_at=now + reset, rule=rule)
         finally:
             if want:
                 self._book.granted(rules, granted, now)

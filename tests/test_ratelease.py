@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from issuer.ratelease import LEASE_LIFETIME, LEASE_MAX
+from issuer.ratelease import LEASE_LIFETIME, LEASE_MAX, LEASE_MIN, Lease, LeaseBook
 from issuer.ratelimit import Rate, RedisRateLimiter, Rule
 from tests.conftest import REDIS_URL, FakeClock
 
@@ -265,3 +265,21 @@ async def test_a_limiter_without_leases_asks_redis_every_time(redis_server):
     finally:
         await limiter.aclose()
         await redis.aclose()
+
+
+def test_a_lease_granted_on_a_look_that_a_charge_here_made_stale_never_opens():
+    # The lease was asked for, then this process charged a failure to the address
+    # it looked at, then the lease came back: its slots go straight back unused.
+    book = LeaseBook()
+    rules = _token_rules("198.51.100.9")
+    for _ in range(10):
+        assert book.spend(rules, 1_000_000.0) is None
+    assert book.want(rules) >= LEASE_MIN
+    failure = Rule("auth-fail:198.51.100.9", Rate(3, 60), "failed_auth")
+    assert book.spend((failure,), 1_000_000.0) is None
+    lease = Lease(member="1000000000:n.1", keys=("rl:token:client",), granted=8,
+                  until=1_000_000.25, remaining=990, reset_at=1_000_060.0, rule=rules[1])
+    book.granted(rules, lease, 1_000_000.0)
+    assert len(book) == 0
+    assert book.spend(rules, 1_000_000.0) is None
+    assert book.ended() == [lease]
