@@ -166,6 +166,32 @@ async def test_concurrent_requests_never_exceed_the_client_budget(backend_settin
     assert await _count(engine, IssuedToken, IssuedToken.client_id == registered.client_id) == 10
 
 
+async def test_a_busy_client_is_leased_and_its_slots_go_back_at_shutdown(settings, clock,
+                                                                       register):
+    # With Redis, a client that asks again and again is served from slots this
+    # process reserved in the shared log (issuer.ratelease); when the issuer stops,
+    # the unused ones are handed back: the log then holds exactly the tokens issued.
+    prefix = f"test:{uuid.uuid4().hex}:"
+    registered = await register(rate_limit="1000/minute")
+    log_key = f"{prefix}rl:token:{registered.client_id}"
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async with running(replace(settings, redis_url=REDIS_URL, redis_key_prefix=prefix),
+                           clock) as issuer:
+            http = issuer.from_address()
+            for _ in range(40):
+                assert (await http.post("/token", data=GRANT,
+                                        auth=registered.basic)).status_code == 200
+            reserved = await redis.zcard(log_key)
+        assert reserved > 40  # a lease was open: slots reserved beyond those spent
+        assert await redis.zcard(log_key) == 40
+    finally:
+        keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
 async def test_only_the_first_refusal_of_a_window_is_audited(backend_settings, clock, register,
                                                              engine):
     registered = await register(rate_limit="1/minute")
