@@ -45,6 +45,7 @@ from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
+from issuer.outbound import OutboundPolicy, guarded_transport
 from issuer.ratelimit import (
     MAINTAIN_EVERY,
     FallbackRateLimiter,
@@ -90,8 +91,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
                                socket_connect_timeout=REDIS_TIMEOUT) if settings.redis_url else None
         metrics = Metrics()
-        jwks_http = http_client or httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT,
-                                                         follow_redirects=False)
+        # Clients' jwks_uri are chosen by tenants: public addresses only (issuer.outbound).
+        jwks_http = http_client or httpx.AsyncClient(
+            transport=guarded_transport(
+                OutboundPolicy.allowing(settings.outbound_allowed_networks)),
+            timeout=OUTBOUND_TIMEOUT,
+            follow_redirects=False)
         netsuite_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
                                                       follow_redirects=False)
         try:
@@ -218,7 +223,9 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
 def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
     """The ERP connectors this issuer offers: built here, never by import side effect."""
     registry = ConnectorRegistry()
-    registry.register(DROPZONE_JSON_V1, DropzoneConnector(clock, settings.erp_dropzone_root))
+    registry.register(DROPZONE_JSON_V1, DropzoneConnector(
+        clock, settings.erp_dropzone_root,
+        outbound=OutboundPolicy.allowing(settings.outbound_allowed_networks)))
     if settings.erp_mock_connector:  # tests and demos only (refused in production)
         registry.register(MOCK, MockConnector())
     return registry

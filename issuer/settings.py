@@ -48,6 +48,9 @@ class Settings:
     admin_rate_limit: str = "600/minute"
     rate_limit_fail: str = "open"
     trusted_proxies: tuple[str, ...] = ()
+    #: Networks a tenant's jwks_uri or SFTP host may resolve into besides public
+    #: addresses (issuer.outbound); empty = public addresses only.
+    outbound_allowed_networks: tuple[str, ...] = ()
     audit_retention_days: int = 365
     key_rotation_days: int = 90
     netsuite_allowed_hosts: tuple[str, ...] = ()
@@ -116,6 +119,8 @@ class Settings:
                                     get("ISSUER_RATE_LIMIT_FAIL") or "open", ("open", "closed")),
             trusted_proxies=_networks("ISSUER_TRUSTED_PROXIES",
                                       _list(get("ISSUER_TRUSTED_PROXIES"))),
+            outbound_allowed_networks=_networks(
+                "ISSUER_OUTBOUND_ALLOWED_NETWORKS", _list(get("ISSUER_OUTBOUND_ALLOWED_NETWORKS"))),
             audit_retention_days=_int("ISSUER_AUDIT_RETENTION_DAYS", get,
                                       cls.audit_retention_days, low=1, high=36500),
             key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
@@ -194,7 +199,7 @@ def _redis_url(value: str | None) -> str | None:
 
 
 def _networks(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
-    """Addresses or CIDR networks (``10.0.0.0/8``) whose X-Forwarded-For is believed."""
+    """Addresses or CIDR networks (``10.0.0.0/8``)."""
     for value in values:
         try:
             ipaddress.ip_network(value, strict=False)

@@ -57,6 +57,19 @@ _TABLES = ("audit_events", "issued_tokens", "used_assertion_jtis", "erp_export",
            "erp_connection", "encrypted_keys", "netsuite_connectors", "clients", "tenants")
 
 
+async def delete_redis_keys(prefix: str) -> None:
+    """Delete every key under ``prefix`` on the test Redis (one test's namespace)."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 class FakeClock:
     """A wall clock that moves only when told to."""
 

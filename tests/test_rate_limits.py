@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from issuer.app import create_app
 from issuer.settings import Settings
 from issuer.store.models import AuditEventRow, IssuedToken
-from tests.conftest import ISSUER, REDIS_URL, FakeClock, issue_token
+from tests.conftest import ISSUER, REDIS_URL, FakeClock, delete_redis_keys, issue_token
 
 TOO_MANY = {"error": "too_many_requests", "error_description": "Too many token requests"}
 TOO_MANY_ADMIN = {"error": "too_many_requests", "error_description": "Too many requests"}
@@ -42,11 +42,7 @@ async def backend_settings(request: pytest.FixtureRequest,
         return
     prefix = f"test:{uuid.uuid4().hex}:"
     yield replace(settings, redis_url=REDIS_URL, redis_key_prefix=prefix)
-    redis = Redis.from_url(REDIS_URL)
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    await delete_redis_keys(prefix)
 
 
 class Issuer:
@@ -186,9 +182,7 @@ async def test_a_busy_client_is_leased_and_its_slots_go_back_at_shutdown(setting
         assert reserved > 40  # a lease was open: slots reserved beyond those spent
         assert await redis.zcard(log_key) == 40
     finally:
-        keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-        if keys:
-            await redis.delete(*keys)
+        await delete_redis_keys(prefix)
         await redis.aclose()
 
 

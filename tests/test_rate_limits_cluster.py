@@ -25,9 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL, TEST_MASTER_KEY
+from tests.conftest import REDIS_URL, TEST_MASTER_KEY, delete_redis_keys
 from tests.test_rate_limits import GRANT, running
 
 _RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
@@ -78,15 +77,7 @@ def two_issuers(database_url: str, tmp_path: Path) -> Iterator[list[ServeProcess
     yield servers
     for server in servers:
         server.stop()
-    asyncio.run(_delete_keys(prefix))
-
-
-async def _delete_keys(prefix: str) -> None:
-    redis = Redis.from_url(REDIS_URL)
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    asyncio.run(delete_redis_keys(prefix))
 
 
 async def test_two_issuer_processes_share_one_client_budget(two_issuers, register):

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from issuer.ratelease import LEASE_LIFETIME, LEASE_MAX, LEASE_MIN, Lease, LeaseBook
 from issuer.ratelimit import Rate, RedisRateLimiter, Rule
-from tests.conftest import REDIS_URL, FakeClock
+from tests.conftest import REDIS_URL, FakeClock, delete_redis_keys
 
 BUSY = Rate(limit=1000, period=60)
 
@@ -27,11 +27,39 @@ BUSY = Rate(limit=1000, period=60)
 async def prefix() -> AsyncIterator[str]:
     prefix = f"test:lease:{uuid.uuid4().hex}:"
     yield prefix
-    redis = Redis.from_url(REDIS_URL)
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    await delete_redis_keys(prefix)
+
+
+class Processes:
+    """Two Redis limiters on one clock, as two issuer processes would be: their own
+    connections, nonces and leases, one shared budget."""
+
+    def __init__(self, prefix: str) -> None:
+        self.clock = FakeClock(1_000_000)
+        self.connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
+        self.limiters = [RedisRateLimiter(redis, self.clock, prefix=prefix)
+                         for redis in self.connections]
+
+    @property
+    def leases(self) -> int:
+        return sum(limiter.leases for limiter in self.limiters)
+
+    async def maintain(self) -> None:
+        for limiter in self.limiters:
+            await limiter.maintain()
+
+    async def close(self) -> None:
+        for limiter in self.limiters:
+            await limiter.aclose()  # what the app does at shutdown: hand-backs finish
+        for redis in self.connections:
+            await redis.aclose()
+
+
+@pytest.fixture
+async def processes(prefix: str) -> AsyncIterator[Processes]:
+    both = Processes(prefix)
+    yield both
+    await both.close()
 
 
 async def _script_calls(redis: Redis, limiter: RedisRateLimiter) -> int:
@@ -103,51 +131,38 @@ async def test_leased_slots_are_in_the_shared_log_before_they_are_spent(prefix):
         await redis.aclose()
 
 
-async def test_two_processes_with_leases_never_overspend_and_end_exact(prefix):
-    # Two limiters (two processes: their own connections, nonces and leases) share
-    # one budget of 1,000 a minute; 1,600 checks alternate between them, 1 ms
-    # apart, so leases are granted, spent, run out and expire throughout.
-    clock = FakeClock(1_000_000)
-    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
-    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
+async def test_two_processes_with_leases_never_overspend_and_end_exact(prefix, processes):
+    # One budget of 1,000 a minute; 1,600 checks alternate between two processes,
+    # 1 ms apart, so leases are granted, spent, run out and expire throughout.
+    limiters, clock = processes.limiters, processes.clock
     allowed = 0
     leased = 0
-    try:
-        for n in range(1600):
-            limiter = limiters[n % 2]
-            if (await limiter.hit("shared", BUSY)).allowed:
-                allowed += 1
-            assert allowed <= BUSY.limit  # at no moment one too many
-            leased = max(leased, limiters[0].leases + limiters[1].leases)
-            clock.advance(0.001)
-            if n % 50 == 0:
-                for each in limiters:
-                    await each.maintain()
-        for each in limiters:
-            await each.aclose()
-        # Whatever the leases still held went back: the budget ends spent exactly.
-        for n in range(100):
-            allowed += (await limiters[n % 2].hit("shared", BUSY)).allowed
-        assert leased >= 1
-        assert allowed == BUSY.limit
-        assert await connections[0].zcard(prefix + "shared") == BUSY.limit
-    finally:
-        for each in limiters:
-            await each.aclose()  # what the app does at shutdown: hand-backs finish
-        for redis in connections:
-            await redis.aclose()
+    for n in range(1600):
+        if (await limiters[n % 2].hit("shared", BUSY)).allowed:
+            allowed += 1
+        assert allowed <= BUSY.limit  # at no moment one too many
+        leased = max(leased, processes.leases)
+        clock.advance(0.001)
+        if n % 50 == 0:
+            await processes.maintain()
+    for limiter in limiters:
+        await limiter.aclose()
+    # Whatever the leases still held went back: the budget ends spent exactly.
+    for n in range(100):
+        allowed += (await limiters[n % 2].hit("shared", BUSY)).allowed
+    assert leased >= 1
+    assert allowed == BUSY.limit
+    assert await processes.connections[0].zcard(prefix + "shared") == BUSY.limit
 
 
-async def test_no_window_ever_holds_more_than_the_limit_with_leases(prefix):
+async def test_no_window_ever_holds_more_than_the_limit_with_leases(processes):
     # Two processes spend a budget of 1,000 a minute from leases, a check every
     # 10 ms (alternating) -- then, as the first of those hits leave the window,
     # knock every millisecond. At every admitted hit, the admitted hits of the
     # 60 s before it number at most 1,000: a leased slot counts from when it was
     # spent, not from when it was reserved, so the window cannot free it early.
-    clock = FakeClock(1_000_000)
+    limiters, clock = processes.limiters, processes.clock
     start = clock.now()
-    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
-    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
     admitted: deque[float] = deque()
     leased = 0
 
@@ -159,28 +174,20 @@ async def test_no_window_ever_holds_more_than_the_limit_with_leases(prefix):
                 admitted.popleft()
             assert len(admitted) <= BUSY.limit
 
-    try:
-        for n in range(1100):  # 11 s: the budget is spent in the first 10
-            await knock(n)
-            leased = max(leased, limiters[0].leases + limiters[1].leases)
-            clock.advance(0.010)
-            if n % 25 == 0:
-                for limiter in limiters:
-                    await limiter.maintain()
-        clock.advance(start + BUSY.period - 0.1 - clock.now())
-        for n in range(10_500):  # 59.9 s to 70.4 s, every millisecond
-            await knock(n)
-            clock.advance(0.001)
-            if n % 250 == 0:
-                for limiter in limiters:
-                    await limiter.maintain()
-        assert leased >= 1
-        assert len(admitted) == BUSY.limit  # and the budget came back in full
-    finally:
-        for each in limiters:
-            await each.aclose()  # what the app does at shutdown: hand-backs finish
-        for redis in connections:
-            await redis.aclose()
+    for n in range(1100):  # 11 s: the budget is spent in the first 10
+        await knock(n)
+        leased = max(leased, processes.leases)
+        clock.advance(0.010)
+        if n % 25 == 0:
+            await processes.maintain()
+    clock.advance(start + BUSY.period - 0.1 - clock.now())
+    for n in range(10_500):  # 59.9 s to 70.4 s, every millisecond
+        await knock(n)
+        clock.advance(0.001)
+        if n % 250 == 0:
+            await processes.maintain()
+    assert leased >= 1
+    assert len(admitted) == BUSY.limit  # and the budget came back in full
 
 
 async def test_the_last_of_a_budget_is_decided_in_redis_check_by_check(redis_server):
@@ -229,27 +236,18 @@ async def test_a_failure_charged_here_ends_the_leases_that_looked_at_its_address
         await redis.aclose()
 
 
-async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(prefix):
+async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(processes):
     # The documented bound (issuer.ratelease): another process's failures reach a
     # lease's look at the guard within one lease lifetime.
-    clock = FakeClock(1_000_000)
-    connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
-    limiters = [RedisRateLimiter(redis, clock, prefix=prefix) for redis in connections]
-    here, elsewhere = limiters
-    try:
-        for _ in range(10):
-            assert (await here.check(*_token_rules("198.51.100.8"))).allowed
-        for _ in range(3):
-            await elsewhere.hit("auth-fail:198.51.100.8", Rate(3, 60))
-        clock.advance(LEASE_LIFETIME)
-        refused = await here.check(*_token_rules("198.51.100.8"))
-        assert not refused.allowed
-        assert refused.policy == "failed_auth"
-    finally:
-        for each in limiters:
-            await each.aclose()  # what the app does at shutdown: hand-backs finish
-        for redis in connections:
-            await redis.aclose()
+    here, elsewhere = processes.limiters
+    for _ in range(10):
+        assert (await here.check(*_token_rules("198.51.100.8"))).allowed
+    for _ in range(3):
+        await elsewhere.hit("auth-fail:198.51.100.8", Rate(3, 60))
+    processes.clock.advance(LEASE_LIFETIME)
+    refused = await here.check(*_token_rules("198.51.100.8"))
+    assert not refused.allowed
+    assert refused.policy == "failed_auth"
 
 
 async def test_a_limiter_without_leases_asks_redis_every_time(redis_server):

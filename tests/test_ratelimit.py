@@ -25,7 +25,7 @@ from issuer.ratelimit import (
     RedisRateLimiter,
     Rule,
 )
-from tests.conftest import REDIS_URL, FakeClock
+from tests.conftest import REDIS_URL, FakeClock, delete_redis_keys
 
 TEN_AN_HOUR = Rate(limit=10, period=3600)
 
@@ -48,9 +48,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     try:
         yield Backend(RedisRateLimiter(redis, clock, prefix=prefix), clock)
     finally:
-        keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-        if keys:
-            await redis.delete(*keys)
+        await delete_redis_keys(prefix)
         await redis.aclose()
 
 

@@ -37,6 +37,7 @@ from connectors.erp.sftp import (
     SFTPDropzone,
 )
 from issuer.clock import Clock, utc
+from issuer.outbound import OutboundPolicy
 
 FILESYSTEM_DISABLED = ("filesystem mode is not enabled on this issuer "
                        "(ISSUER_ERP_DROPZONE_ROOT is unset)")
@@ -56,9 +57,12 @@ def timestamp(now: float) -> str:
 class DropzoneConnector:
     config_model = DropzoneConfig
 
-    def __init__(self, clock: Clock, filesystem_root: Path | None = None) -> None:
+    def __init__(self, clock: Clock, filesystem_root: Path | None = None, *,
+                 outbound: OutboundPolicy | None = None) -> None:
         self._clock = clock
         self._root = filesystem_root.resolve() if filesystem_root is not None else None
+        # SFTP hosts are an org's choice: public addresses only, unless allowed.
+        self._outbound = outbound or OutboundPolicy()
 
     def parse_config(self, data: Mapping[str, Any]) -> DropzoneConfig:
         config = DropzoneConfig.model_validate(data)
@@ -93,7 +97,7 @@ class DropzoneConnector:
     @contextlib.asynccontextmanager
     async def _open(self, config: DropzoneConfig) -> AsyncIterator[Dropzone]:
         if config.mode == "sftp":
-            async with SFTPDropzone.open(config) as zone:
+            async with SFTPDropzone.open(config, self._outbound) as zone:
                 yield zone
         else:
             yield LocalDropzone(self._local_path(config.export_path), config.export_path)

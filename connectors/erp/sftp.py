@@ -21,6 +21,7 @@ import asyncssh
 
 from connectors.erp.models import DropzoneConfig, trusted_host_key
 from connectors.erp.port import ConnectorError
+from issuer.outbound import DestinationRefused, OutboundPolicy
 
 AUTHENTICATION_FAILED = "Authentication failed"
 CONNECTION_TIMEOUT = "Connection timeout"
@@ -32,6 +33,8 @@ HOST_NOT_FOUND = "Host unreachable: name not found"
 HOST_UNREACHABLE = "Host unreachable"
 SSH_FAILED = "SSH connection failed"
 FILE_EXISTS = "A file of that name exists already"
+HOST_NOT_PUBLIC = ("Host refused: it resolves to an address that is not public (the "
+                   "operator may allow its network with ISSUER_OUTBOUND_ALLOWED_NETWORKS)")
 
 
 def connector_error(error: BaseException) -> ConnectorError:
@@ -39,6 +42,8 @@ def connector_error(error: BaseException) -> ConnectorError:
     Order matters: ``TimeoutError`` and ``ConnectionRefusedError`` are ``OSError``s."""
     if isinstance(error, ConnectorError):
         return error
+    if isinstance(error, DestinationRefused):  # the addresses stay in the operator's logs
+        return ConnectorError(HOST_NOT_PUBLIC, code="destination_refused")
     if isinstance(error, asyncssh.PermissionDenied):
         return ConnectorError(AUTHENTICATION_FAILED, code="authentication_failed")
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
@@ -68,7 +73,7 @@ def connector_error(error: BaseException) -> ConnectorError:
 def _mapped() -> Iterator[None]:
     try:
         yield
-    except (asyncssh.Error, OSError, ConnectorError) as error:
+    except (asyncssh.Error, OSError, ConnectorError, DestinationRefused) as error:
         raise connector_error(error) from None
 
 
@@ -81,7 +86,10 @@ class SFTPDropzone:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, config: DropzoneConfig) -> AsyncIterator[SFTPDropzone]:
+    async def open(cls, config: DropzoneConfig, outbound: OutboundPolicy
+                   ) -> AsyncIterator[SFTPDropzone]:
+        """Connect to an address of ``config.host`` that ``outbound`` permits (the
+        name is resolved and checked here, then the checked address is dialled)."""
         assert config.host is not None and config.username is not None
         known_hosts = (None if config.insecure_skip_host_key or config.host_key is None
                        else ([trusted_host_key(config.host_key)], [], []))
@@ -89,8 +97,9 @@ class SFTPDropzone:
                 if config.private_key is not None else [])
         with _mapped():
             async with asyncio.timeout(config.timeout_seconds):
+                addresses = await outbound.resolve(config.host, config.port)
                 connection = await asyncssh.connect(
-                    config.host, config.port, username=config.username,
+                    addresses[0], config.port, username=config.username,
                     password=config.password.get_secret_value() if config.password else None,
                     client_keys=keys, known_hosts=known_hosts, agent_path=None, config=None,
                     keepalive_interval=0)

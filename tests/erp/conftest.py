@@ -32,6 +32,10 @@ from connectors.erp.models import Customer, DraftOrder, OrderLine
 from issuer.settings import Settings
 from tests.conftest import Registered, issue_token
 
+#: The test SFTP servers listen on loopback, which outbound connections refuse by
+#: default: the tests allow it, as an operator would allow a private network.
+LOOPBACK = ("127.0.0.0/8",)
+
 USER = "erp"
 PASSWORD = "s3cret-Pa55word-for-tests"  # scanned for in responses and logs
 _WRITE_FLAGS = (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
@@ -178,8 +182,10 @@ def dropzone_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(settings: Settings, dropzone_root: Path) -> Settings:
-    """The shared test settings with the filesystem dropzone and MOCK enabled."""
-    return replace(settings, erp_dropzone_root=dropzone_root, erp_mock_connector=True)
+    """The shared test settings with the filesystem dropzone and MOCK enabled, and
+    the test SFTP servers' loopback allowed (issuer.outbound refuses it by default)."""
+    return replace(settings, erp_dropzone_root=dropzone_root, erp_mock_connector=True,
+                   outbound_allowed_networks=LOOPBACK)
 
 
 def draft_order(org_id: str, **overrides: Any) -> DraftOrder:

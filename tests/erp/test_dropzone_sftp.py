@@ -15,12 +15,14 @@ import pytest
 from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.port import ConnectorError
 from issuer.clock import SystemClock
-from tests.erp.conftest import draft_order
+from issuer.outbound import OutboundPolicy
+from tests.erp.conftest import LOOPBACK, draft_order
 
 
 @pytest.fixture
 def connector(dropzone_root: Path) -> DropzoneConnector:
-    return DropzoneConnector(SystemClock(), dropzone_root)
+    return DropzoneConnector(SystemClock(), dropzone_root,
+                             outbound=OutboundPolicy.allowing(LOOPBACK))
 
 
 async def test_connection_success_writes_the_test_file_then_deletes_it(connector, sftp_server):

@@ -1,0 +1,162 @@
+"""Outbound connections to places a tenant chose (issuer.outbound): public addresses
+only, unless the operator allows a network -- so a client's ``jwks_uri`` or an SFTP
+dropzone's ``host`` cannot point the issuer at its own network (SSRF).
+
+Each refusal is proven at a real listening socket that never sees a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+from joserfc.jwk import RSAKey
+
+from connectors.erp.dropzone import DropzoneConnector
+from connectors.erp.sftp import HOST_NOT_PUBLIC
+from issuer.clock import SystemClock
+from issuer.outbound import DestinationRefused, OutboundPolicy, guarded_transport
+from issuer.settings import Settings, SettingsError
+from tests.conftest import app_client
+from tests.oauth.test_rfc7523_private_key_jwt import Assertions, denial_reasons
+
+
+class Listener:
+    """A TCP server on loopback that counts the connections it accepts and answers
+    a plain HTTP GET with ``{}`` (and hangs up on anything else)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if await reader.read(3) != b"GET":  # a TLS handshake: hang up at once
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    server = Listener()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1",
+    "169.254.169.254",  # the cloud metadata service
+    "100.64.0.1",  # shared address space (carrier NAT)
+    "0.0.0.0", "224.0.0.1", "192.0.2.10",  # noqa: S104 -- unspecified, multicast, documentation
+    "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+])
+def test_addresses_that_are_not_public_are_refused(address):
+    assert not OutboundPolicy().permits(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111",
+                                     "::ffff:1.1.1.1"])
+def test_public_addresses_are_permitted(address):
+    assert OutboundPolicy().permits(ipaddress.ip_address(address))
+
+
+def test_an_allowed_network_is_permitted_and_nothing_beside_it():
+    policy = OutboundPolicy.allowing(["10.20.0.0/16"])
+    assert policy.permits(ipaddress.ip_address("10.20.3.4"))
+    assert not policy.permits(ipaddress.ip_address("10.21.0.1"))
+    assert not policy.permits(ipaddress.ip_address("127.0.0.1"))
+
+
+async def test_a_name_is_judged_by_what_it_resolves_to():
+    # "localhost" is a name, not a literal: the check is on its addresses.
+    with pytest.raises(DestinationRefused, match="localhost resolves to an address"):
+        await OutboundPolicy().resolve("localhost", 443)
+    assert "127.0.0.1" in await OutboundPolicy.allowing(["127.0.0.0/8", "::1/128"]).resolve(
+        "localhost", 443)
+
+
+async def test_the_guarded_http_client_never_connects_to_loopback(listener):
+    async with httpx.AsyncClient(transport=guarded_transport(OutboundPolicy())) as http:
+        with pytest.raises(httpx.ConnectError, match="not public"):
+            await http.get(f"http://127.0.0.1:{listener.port}/")
+        with pytest.raises(httpx.ConnectError, match="not public"):
+            await http.get(f"http://localhost:{listener.port}/")
+    assert listener.accepted == 0
+
+
+async def test_the_guarded_http_client_connects_where_the_operator_allows(listener):
+    policy = OutboundPolicy.allowing(["127.0.0.0/8"])
+    async with httpx.AsyncClient(transport=guarded_transport(policy)) as http:
+        response = await http.get(f"http://127.0.0.1:{listener.port}/")
+    assert response.status_code == 200
+    assert response.json() == {}
+    assert listener.accepted == 1
+
+
+async def test_a_jwks_uri_on_the_issuers_own_network_is_never_fetched(
+        settings, clock, register, engine, listener, rsa):
+    # RFC 7523 private_key_jwt through /token, on the issuer's own outbound client
+    # (none injected): the client's keys are "at" a loopback address.
+    jwks_uri = f"https://127.0.0.1:{listener.port}/jwks.json"
+    client = await register(auth_methods=["private_key_jwt"], jwks_uri=jwks_uri)
+    assertions = Assertions(clock)
+    async with app_client(settings, clock) as http:
+        response = await http.post("/token", data=assertions.form(
+            assertions.sign(rsa, client.client_id)))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert listener.accepted == 0
+    assert "client_jwks_unavailable" in await denial_reasons(engine)
+    # The same request with loopback allowed does reach the listener (which speaks
+    # no TLS, so the fetch still fails): the policy is what stopped it before.
+    allowed = replace(settings, outbound_allowed_networks=("127.0.0.0/8",))
+    async with app_client(allowed, clock) as http:
+        response = await http.post("/token", data=assertions.form(
+            assertions.sign(rsa, client.client_id)))
+    assert response.status_code == 401
+    assert listener.accepted == 1
+
+
+async def test_an_sftp_host_on_the_issuers_own_network_is_refused_without_a_connection(
+        listener, tmp_path):
+    connector = DropzoneConnector(SystemClock())
+    config = connector.parse_config({
+        "mode": "sftp", "host": "127.0.0.1", "port": listener.port, "username": "erp",
+        "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in"})
+    result = await connector.test_connection(config)
+    assert not result.success
+    assert result.error_message == HOST_NOT_PUBLIC
+    assert "127.0.0.1" not in result.error_message  # the org is not told the address
+    assert listener.accepted == 0
+
+
+def test_allowed_networks_are_read_from_the_environment():
+    settings = Settings.from_env({"ISSUER_OUTBOUND_ALLOWED_NETWORKS": "10.0.0.0/8, 192.168.7.7"},
+                                 env_file=None)
+    assert settings.outbound_allowed_networks == ("10.0.0.0/8", "192.168.7.7")
+    with pytest.raises(SettingsError, match="ISSUER_OUTBOUND_ALLOWED_NETWORKS"):
+        Settings.from_env({"ISSUER_OUTBOUND_ALLOWED_NETWORKS": "intranet"}, env_file=None)
+
+
+@pytest.fixture(scope="module")
+def rsa() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "outbound-test"})
