@@ -83,7 +83,7 @@ def mapping(sim: NetSuiteSimulator, alg: str = "ES256", key: PrivateKey | None =
     if client_id is None:
         client_id = sim.add_integration().client_id
     pem = certificate_pem(generate_certificate(key, alg,
-                                               SUBJECT, datetime.now(UTC)))
+                                               SUBJECT, datetime.fromtimestamp(NOW, UTC)))
     return Mapping(client_id, sim.upload(pem, client_id), key, alg)
 
 
