@@ -39,6 +39,7 @@ Redis limiter (:mod:`issuer.ratelimit`) sends the reservations and the hand-back
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,8 @@ class _Entry:
     previous: int = 0  # checks in the interval before it
     seen: float = 0.0
     lease: Lease | None = None
-    asking: bool = False  # a reservation is in flight
+    # The reservation in flight, done when it comes back (checks wait on it).
+    asking: asyncio.Future[None] | None = None
     stale: bool = False  # a key it looks at was charged here while it was in flight
     quiet_until: float = 0.0  # a reservation was refused: none asked for until then
 
@@ -124,7 +126,7 @@ class _Entry:
 @dataclass
 class LeaseBook:
     """This process's leases and the demand behind them. Not thread-safe: one
-    event loop, and no method awaits."""
+    event loop, and no method awaits or does I/O."""
 
     max_tracked: int = MAX_TRACKED
     _entries: dict[Rules, _Entry] = field(default_factory=dict)
@@ -159,17 +161,23 @@ class LeaseBook:
             self._end(rules, entry)
         return None
 
+    def asking(self, rules: Rules) -> asyncio.Future[None] | None:
+        """The reservation on its way for ``rules``, if one is: wait on it rather
+        than ask Redis too."""
+        entry = self._entries.get(rules)
+        return entry.asking if entry is not None else None
+
     def want(self, rules: Rules) -> int:
         """How many slots to reserve with the check about to go to Redis (0: none).
         A non-zero answer must be followed by :meth:`granted`."""
         entry = self._entries.get(rules)
-        if (entry is None or entry.asking or entry.lease is not None
+        if (entry is None or entry.asking is not None or entry.lease is not None
                 or entry.seen < entry.quiet_until):
             return 0
         wanted = min(LEASE_MAX, max(entry.previous, entry.count - 1))
         if wanted < LEASE_MIN:
             return 0
-        entry.asking = True
+        entry.asking = asyncio.get_running_loop().create_future()
         for key in entry.peeks:
             self._watching.setdefault(key, set()).add(rules)
         return wanted
@@ -178,12 +186,10 @@ class LeaseBook:
         """The reservation asked for by :meth:`want` came back (``None``: nothing,
         or the check failed). After nothing, none is asked for during one lifetime:
         the budget is nearly spent, and its checks go to Redis together."""
-        entry = self._entries.get(rules)
-        if entry is None:  # forgotten meanwhile: hand the slots straight back
-            if lease is not None:
-                self._ended.append(lease)
-            return
-        entry.asking = False
+        entry = self._entries[rules]  # an entry asking is never forgotten (expire)
+        assert entry.asking is not None
+        entry.asking.set_result(None)
+        entry.asking = None
         if lease is None or entry.stale:
             # Nothing granted; or granted on a look that a charge here has since
             # made stale: those slots go straight back.
@@ -204,7 +210,8 @@ class LeaseBook:
         if now - self._swept >= IDLE_AFTER:
             self._swept = now
             idle = [rules for rules, entry in self._entries.items()
-                    if entry.lease is None and not entry.asking and now - entry.seen >= IDLE_AFTER]
+                    if entry.lease is None and entry.asking is None
+                    and now - entry.seen >= IDLE_AFTER]
             for rules in idle:
                 del self._entries[rules]
 
@@ -229,7 +236,7 @@ class LeaseBook:
             if rule.count and rule.key in self._watching:
                 for watching in list(self._watching[rule.key]):
                     entry = self._entries[watching]
-                    if entry.asking:
+                    if entry.asking is not None:
                         entry.stale = True
                     self._end(watching, entry)
 
@@ -240,7 +247,7 @@ class LeaseBook:
         entry.lease = None
         self._open.pop(rules, None)
         self._ended.append(lease)
-        if not entry.asking:
+        if entry.asking is None:
             self._unwatch(rules, entry)
 
     def _unwatch(self, rules: Rules, entry: _Entry) -> None:

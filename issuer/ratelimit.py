@@ -366,8 +366,6 @@ class RedisRateLimiter:
         self._counter = itertools.count()
         self._book = LeaseBook(max_tracked=MAX_TRACKED if leases else 0)
         self._returning: set[asyncio.Task[None]] = set()
-        # Checks whose lease request is in flight: the same rules' checks wait for it.
-        self._asking: dict[tuple[Rule, ...], asyncio.Future[None]] = {}
 
     @property
     def leases(self) -> int:
@@ -382,7 +380,7 @@ class RedisRateLimiter:
             raise ValueError("check() needs at least one rule")
         now = self._clock.now()
         lease = self._book.spend(rules, now)
-        while lease is None and (asking := self._asking.get(rules)) is not None:
+        while lease is None and (asking := self._book.asking(rules)) is not None:
             # A lease on these rules is on its way: wait for it rather than spend a
             # round trip of our own. Each lease serves its asker and some waiters;
             # once one is refused, none is asked for a while and waiters go on.
@@ -398,8 +396,6 @@ class RedisRateLimiter:
         now_ms = int(now * 1000)
         member = f"{self._nonce}.{next(self._counter)}"
         want = self._book.want(rules)
-        if want:
-            self._asking[rules] = asyncio.get_running_loop().create_future()
         arguments: list[int | str] = [now_ms, member, want, _LONGEST_LEASE_MS,
                                       LEASE_SHARE, LEASE_MIN]
         for rule in rules:
@@ -421,7 +417,6 @@ class RedisRateLimiter:
         finally:
             if want:
                 self._book.granted(rules, granted, now)
-                self._asking.pop(rules).set_result(None)
         return Decision(allowed=bool(allowed), limit=rule.rate.limit, remaining=int(remaining),
                         reset_after=reset, retry_after=0.0 if allowed else reset,
                         policy=rule.policy, first_refusal=bool(first))

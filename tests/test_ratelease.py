@@ -9,9 +9,11 @@ test counts the commands it received); time is a fake clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -31,14 +33,16 @@ async def prefix() -> AsyncIterator[str]:
 
 
 class Processes:
-    """Two Redis limiters on one clock, as two issuer processes would be: their own
+    """Redis limiters on one clock, as that many issuer processes would be: their own
     connections, nonces and leases, one shared budget."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, count: int = 2, url: str = REDIS_URL,
+                 leases: bool = True) -> None:
         self.clock = FakeClock(1_000_000)
-        self.connections = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
-        self.limiters = [RedisRateLimiter(redis, self.clock, prefix=prefix)
+        self.connections = [Redis.from_url(url) for _ in range(count)]
+        self.limiters = [RedisRateLimiter(redis, self.clock, prefix=prefix, leases=leases)
                          for redis in self.connections]
+        self.redis, self.limiter = self.connections[0], self.limiters[0]
 
     @property
     def leases(self) -> int:
@@ -55,11 +59,34 @@ class Processes:
             await redis.aclose()
 
 
+@contextlib.asynccontextmanager
+async def started(prefix: str, **options: Any) -> AsyncIterator[Processes]:
+    processes = Processes(prefix, **options)
+    try:
+        yield processes
+    finally:
+        await processes.close()
+
+
 @pytest.fixture
 async def processes(prefix: str) -> AsyncIterator[Processes]:
-    both = Processes(prefix)
-    yield both
-    await both.close()
+    """Two processes on the test Redis."""
+    async with started(prefix) as both:
+        yield both
+
+
+@pytest.fixture
+async def one(prefix: str) -> AsyncIterator[Processes]:
+    """One process on the test Redis."""
+    async with started(prefix, count=1) as single:
+        yield single
+
+
+@pytest.fixture
+async def alone(redis_server) -> AsyncIterator[Processes]:
+    """One process on a redis-server of the test's own (its command counts are ours)."""
+    async with started("rl:", count=1, url=redis_server.url) as single:
+        yield single
 
 
 async def _script_calls(redis: Redis, limiter: RedisRateLimiter) -> int:
@@ -70,65 +97,47 @@ async def _script_calls(redis: Redis, limiter: RedisRateLimiter) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def test_a_busy_budget_costs_a_round_trip_per_lease_not_per_check(redis_server):
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(redis_server.url)
-    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
-    try:
-        before = await _script_calls(redis, limiter)
-        decisions = [await limiter.hit("busy", BUSY) for _ in range(300)]
-        calls = await _script_calls(redis, limiter) - before - 1
-        assert all(d.allowed for d in decisions)
-        # Leases grow with the demand (4, 9, 19, 39 slots) up to LEASE_MAX: 300
-        # checks cost 12 script runs, not 300.
-        assert calls <= 4 + 4 + 300 // (LEASE_MAX + 1) + 1
-        assert limiter.leases == 1
-        # The headers count down one by one, as without leases.
-        assert [d.remaining for d in decisions[:3]] == [999, 998, 997]
-        assert decisions[-1].remaining == 1000 - 300
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
+async def test_a_busy_budget_costs_a_round_trip_per_lease_not_per_check(alone):
+    redis, limiter = alone.redis, alone.limiter
+    before = await _script_calls(redis, limiter)
+    decisions = [await limiter.hit("busy", BUSY) for _ in range(300)]
+    calls = await _script_calls(redis, limiter) - before - 1
+    assert all(d.allowed for d in decisions)
+    # Leases grow with the demand (4, 9, 19, 39 slots) up to LEASE_MAX: 300
+    # checks cost 12 script runs, not 300.
+    assert calls <= 4 + 4 + 300 // (LEASE_MAX + 1) + 1
+    assert limiter.leases == 1
+    # The headers count down one by one, as without leases.
+    assert [d.remaining for d in decisions[:3]] == [999, 998, 997]
+    assert decisions[-1].remaining == 1000 - 300
 
 
-async def test_concurrent_checks_wait_for_the_lease_on_its_way(redis_server):
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(redis_server.url)
-    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
-    try:
-        for _ in range(20):  # the demand shows, and leases grow
-            await limiter.hit("busy", BUSY)
-        before = await _script_calls(redis, limiter)
-        decisions = await asyncio.gather(*[limiter.hit("busy", BUSY) for _ in range(200)])
-        calls = await _script_calls(redis, limiter) - before - 1
-        assert all(d.allowed for d in decisions)
-        # Not 200 round trips: the checks that find the lease spent wait for the
-        # next one instead of each asking Redis.
-        assert calls <= 200 // LEASE_MAX + 3
-        assert sorted(d.remaining for d in decisions) == list(range(1000 - 220, 1000 - 20))
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
+async def test_concurrent_checks_wait_for_the_lease_on_its_way(alone):
+    redis, limiter = alone.redis, alone.limiter
+    for _ in range(20):  # the demand shows, and leases grow
+        await limiter.hit("busy", BUSY)
+    before = await _script_calls(redis, limiter)
+    decisions = await asyncio.gather(*[limiter.hit("busy", BUSY) for _ in range(200)])
+    calls = await _script_calls(redis, limiter) - before - 1
+    assert all(d.allowed for d in decisions)
+    # Not 200 round trips: the checks that find the lease spent wait for the
+    # next one instead of each asking Redis.
+    assert calls <= 200 // LEASE_MAX + 3
+    assert sorted(d.remaining for d in decisions) == list(range(1000 - 220, 1000 - 20))
 
 
-async def test_leased_slots_are_in_the_shared_log_before_they_are_spent(prefix):
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(redis, clock, prefix=prefix)
-    try:
-        for _ in range(10):
-            await limiter.hit("busy", BUSY)
-        assert limiter.leases == 1
-        # Ten spent, and the open lease's unused slots reserved: the log holds more
-        # than ten, so no other process can spend them too.
-        assert await redis.zcard(prefix + "busy") > 10
-        clock.advance(LEASE_LIFETIME)
-        await limiter.maintain()  # the lease ended: its unused slots go back
-        assert limiter.leases == 0
-        assert await redis.zcard(prefix + "busy") == 10
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
+async def test_leased_slots_are_in_the_shared_log_before_they_are_spent(prefix, one):
+    clock, redis, limiter = one.clock, one.redis, one.limiter
+    for _ in range(10):
+        await limiter.hit("busy", BUSY)
+    assert limiter.leases == 1
+    # Ten spent, and the open lease's unused slots reserved: the log holds more
+    # than ten, so no other process can spend them too.
+    assert await redis.zcard(prefix + "busy") > 10
+    clock.advance(LEASE_LIFETIME)
+    await limiter.maintain()  # the lease ended: its unused slots go back
+    assert limiter.leases == 0
+    assert await redis.zcard(prefix + "busy") == 10
 
 
 async def test_two_processes_with_leases_never_overspend_and_end_exact(prefix, processes):
@@ -190,24 +199,18 @@ async def test_no_window_ever_holds_more_than_the_limit_with_leases(processes):
     assert len(admitted) == BUSY.limit  # and the budget came back in full
 
 
-async def test_the_last_of_a_budget_is_decided_in_redis_check_by_check(redis_server):
+async def test_the_last_of_a_budget_is_decided_in_redis_check_by_check(alone):
     # A lease needs 32 left after its check and takes at most 1/8 of them, so the
     # last 28 of a budget are never leased: each is one script run, which is what
     # keeps "N of N+k" exact across processes (tests/test_rate_limits_cluster.py).
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(redis_server.url)
-    limiter = RedisRateLimiter(redis, clock, prefix="rl:")
-    try:
-        first = [await limiter.hit("budget", Rate(100, 60)) for _ in range(72)]
-        before = await _script_calls(redis, limiter)
-        last = [await limiter.hit("budget", Rate(100, 60)) for _ in range(28)]
-        assert await _script_calls(redis, limiter) - before - 1 == 28
-        assert all(d.allowed for d in first + last)
-        assert [d.remaining for d in last] == list(range(27, -1, -1))
-        assert not (await limiter.hit("budget", Rate(100, 60))).allowed
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
+    redis, limiter = alone.redis, alone.limiter
+    first = [await limiter.hit("budget", Rate(100, 60)) for _ in range(72)]
+    before = await _script_calls(redis, limiter)
+    last = [await limiter.hit("budget", Rate(100, 60)) for _ in range(28)]
+    assert await _script_calls(redis, limiter) - before - 1 == 28
+    assert all(d.allowed for d in first + last)
+    assert [d.remaining for d in last] == list(range(27, -1, -1))
+    assert not (await limiter.hit("budget", Rate(100, 60))).allowed
 
 
 def _token_rules(address: str) -> tuple[Rule, Rule]:
@@ -217,23 +220,17 @@ def _token_rules(address: str) -> tuple[Rule, Rule]:
             Rule("token:client", BUSY, "client"))
 
 
-async def test_a_failure_charged_here_ends_the_leases_that_looked_at_its_address(prefix):
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(redis, clock, prefix=prefix)
-    try:
-        for _ in range(10):
-            assert (await limiter.check(*_token_rules("198.51.100.7"))).allowed
-        assert limiter.leases == 1
-        for _ in range(3):  # three failed authentications from that address
-            await limiter.hit("auth-fail:198.51.100.7", Rate(3, 60))
-        assert limiter.leases == 0
-        refused = await limiter.check(*_token_rules("198.51.100.7"))
-        assert not refused.allowed
-        assert refused.policy == "failed_auth"
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
+async def test_a_failure_charged_here_ends_the_leases_that_looked_at_its_address(one):
+    limiter = one.limiter
+    for _ in range(10):
+        assert (await limiter.check(*_token_rules("198.51.100.7"))).allowed
+    assert limiter.leases == 1
+    for _ in range(3):  # three failed authentications from that address
+        await limiter.hit("auth-fail:198.51.100.7", Rate(3, 60))
+    assert limiter.leases == 0
+    refused = await limiter.check(*_token_rules("198.51.100.7"))
+    assert not refused.allowed
+    assert refused.policy == "failed_auth"
 
 
 async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(processes):
@@ -251,21 +248,16 @@ async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(processes
 
 
 async def test_a_limiter_without_leases_asks_redis_every_time(redis_server):
-    clock = FakeClock(1_000_000)
-    redis = Redis.from_url(redis_server.url)
-    limiter = RedisRateLimiter(redis, clock, prefix="rl:", leases=False)
-    try:
+    async with started("rl:", count=1, url=redis_server.url, leases=False) as one:
+        redis, limiter = one.redis, one.limiter
         before = await _script_calls(redis, limiter)
         for _ in range(50):
             await limiter.hit("busy", BUSY)
         assert await _script_calls(redis, limiter) - before - 1 == 50
         assert limiter.leases == 0
-    finally:
-        await limiter.aclose()
-        await redis.aclose()
 
 
-def test_a_lease_granted_on_a_look_that_a_charge_here_made_stale_never_opens():
+async def test_a_lease_granted_on_a_look_that_a_charge_here_made_stale_never_opens():
     # The lease was asked for, then this process charged a failure to the address
     # it looked at, then the lease came back: its slots go straight back unused.
     book = LeaseBook()
