@@ -57,6 +57,15 @@ ISSUER = "m2m-issuer"
 PEER_DIR = Path(__file__).resolve().parent / "peers" / "node-oidc-provider"
 SIGN_ALGS = ("RS256", "ES256")
 SIGNING_INPUT_BYTES = 300
+# ``issuer serve`` with uvicorn's worker health-check timeout raised: its supervisor
+# kills a worker that has not answered a ping within 5 s, and on a starved machine
+# importing the app alone takes longer, so the workers never come up.
+SERVE_SHIM = (
+    "import sys, uvicorn\n"
+    "uvicorn.run.__kwdefaults__['timeout_worker_healthcheck'] = int(sys.argv.pop(1))\n"
+    "from issuer.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 @dataclass
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.sign_rate is not None:
         alg, seconds = args.sign_rate.split(":", 1)
-        print(f"{_signing_rate(alg, float(seconds)):.1f}")
+        rate, cpu_us = _signing_rate(alg, float(seconds))
+        print(f"{rate:.1f} {cpu_us:.1f}")
         return 0
     try:
         levels = [int(level) for level in args.connections.split(",") if level.strip()]
@@ -143,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="issuer serve --log-level (default warning: no access-log "
                         "line per request, like the reference)")
+    parser.add_argument("--worker-timeout", type=int, default=60,
+                        help="seconds uvicorn's supervisor lets an issuer worker take to answer "
+                        "its health check before killing it (default 60; uvicorn's own 5 s "
+                        "restarts workers forever on a starved machine); 0 runs `issuer serve` "
+                        "as it is")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="measured seconds per server, concurrency and round (default 10)")
@@ -184,20 +199,25 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, node: str, peer_dir: P
               f"peer={PEER}@{_peer_version(peer_dir)} peer_workers={peer_workers} peer_alg=RS256 "
               f"rounds={args.rounds} duration={args.duration:g}s warmup={args.warmup:g}s "
               f"connections={','.join(map(str, levels))} wrk_threads={args.wrk_threads} "
-              f"log_level={args.log_level} cpus={os.cpu_count()} "
+              f"log_level={args.log_level} worker_timeout={args.worker_timeout}s "
+              f"cpus={os.cpu_count()} "
               f"python={platform.python_version()} node={_node_version(node)}", flush=True)
 
         runs: dict[tuple[str, int], list[Run]] = {}
         sign_rates: dict[str, list[float]] = {alg: [] for alg in SIGN_ALGS}
+        sign_costs: dict[str, list[float]] = {alg: [] for alg in SIGN_ALGS}
         issued = 1  # the probe
         in_flight = 0
         for round_ in range(1, args.rounds + 1):
             # Both servers idle: the raw rate of one core in this minute of the machine.
             for alg in SIGN_ALGS:
-                sign_rates[alg].append(_measure_signing_rate(alg, args.sign_seconds))
+                rate, cost = _measure_signing_rate(alg, args.sign_seconds)
+                sign_rates[alg].append(rate)
+                sign_costs[alg].append(cost)
             print(f"round={round_} raw_sign/s RS256={sign_rates['RS256'][-1]:.1f} "
-                  f"ES256={sign_rates['ES256'][-1]:.1f} (1 core; RSA-2048 PKCS1v15, "
-                  "P-256 ECDSA; SHA-256)", flush=True)
+                  f"ES256={sign_rates['ES256'][-1]:.1f} sign_cpu_us RS256="
+                  f"{sign_costs['RS256'][-1]:.0f} ES256={sign_costs['ES256'][-1]:.0f} "
+                  "(one thread; RSA-2048 PKCS1v15, P-256 ECDSA; SHA-256)", flush=True)
             # The first server alternates, so that neither always runs on the cooler
             # (or the less loaded) minutes.
             order = servers if round_ % 2 else servers[::-1]
@@ -221,14 +241,20 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, node: str, peer_dir: P
                     run = Run(server.name, round_, result, total,
                               [share / total for share in spent] if total else [])
                     runs.setdefault((server.name, connections), []).append(run)
-                    print(_run_line(run, server.alg, sign_rates[server.alg][-1]), flush=True)
+                    print(_run_line(run, server.alg, sign_costs[server.alg][-1]), flush=True)
                     _check_alive(server)
 
         for connections in levels:
             for server in servers:
-                print(_summary_line(server, connections, runs, sign_rates), flush=True)
+                print(_summary_line(server, connections, runs, sign_costs), flush=True)
         print(flush=True)
-        for line in _table(servers, levels, runs, sign_rates, args):
+        print(f"raw_sign/s RS256={statistics.median(sign_rates['RS256']):.1f} "
+              f"ES256={statistics.median(sign_rates['ES256']):.1f} "
+              f"sign_cpu_us RS256={statistics.median(sign_costs['RS256']):.0f} "
+              f"ES256={statistics.median(sign_costs['ES256']):.0f} (medians of the rounds)",
+              flush=True)
+        print(flush=True)
+        for line in _table(servers, levels, runs, sign_costs, args):
             print(line, flush=True)
         print(flush=True)
 
@@ -283,7 +309,7 @@ def _start_peer(node: str, peer_dir: Path, workdir: Path, workers: int) -> Serve
     authorization = _basic(client_id, secret)
     server = Server(PEER, "RS256", f"http://127.0.0.1:{port}", "/jwks", process, log_path,
                     authorization, _write_script(workdir, "peer", authorization))
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise bench.BenchError(f"the {PEER} server exited with {process.returncode}:\n"
@@ -292,7 +318,7 @@ def _start_peer(node: str, peer_dir: Path, workdir: Path, workers: int) -> Serve
             return server
         time.sleep(0.1)
     bench._stop(process)
-    raise bench.BenchError(f"the {PEER} server was not ready within 180 s:\n"
+    raise bench.BenchError(f"the {PEER} server was not ready within 300 s:\n"
                            f"{bench._tail(log_path)}")
 
 
@@ -320,9 +346,11 @@ def _start_issuer(issuer: str, workdir: Path, database_url: str,
     client = json.loads(bench._cli(issuer, ["clients", "create", "--tenant", "bench",
                                             "--scope", SCOPE, "--json"], env, workdir))
     log_path = workdir / "issuer.log"
+    command = [issuer] if args.worker_timeout <= 0 else [
+        sys.executable, "-c", SERVE_SHIM, str(args.worker_timeout)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [issuer, "serve", "--host", "127.0.0.1", "--port", str(port),
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(args.workers), "--log-level", args.log_level],
             env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # its own process group: workers die with it
@@ -330,7 +358,7 @@ def _start_issuer(issuer: str, workdir: Path, database_url: str,
     server = Server(ISSUER, args.alg, base_url, "/.well-known/jwks.json", process, log_path,
                     authorization, _write_script(workdir, "issuer", authorization))
     try:
-        bench._wait_healthy(base_url, process, log_path, deadline_s=180.0)
+        bench._wait_healthy(base_url, process, log_path, deadline_s=300.0)
     except bench.BenchError:
         bench._stop(process)
         raise
@@ -417,17 +445,20 @@ def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> list[float]
     return sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
 
 
-def _measure_signing_rate(alg: str, seconds: float) -> float:
-    """One core's raw signing rate, in a fresh interpreter so nothing else shares it."""
+def _measure_signing_rate(alg: str, seconds: float) -> tuple[float, float]:
+    """Signatures per second of one thread, and the CPU microseconds of one, in a
+    fresh interpreter so nothing else shares it. On a shared machine the rate
+    also says how much of a core the process got; the CPU time does not."""
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--sign-rate", f"{alg}:{seconds}"],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     if completed.returncode != 0:
         raise bench.BenchError(f"the signing-rate process failed:\n{completed.stderr}")
-    return float(completed.stdout.strip())
+    rate, cpu_us = completed.stdout.split()
+    return float(rate), float(cpu_us)
 
 
-def _signing_rate(alg: str, seconds: float) -> float:
+def _signing_rate(alg: str, seconds: float) -> tuple[float, float]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -451,12 +482,13 @@ def _signing_rate(alg: str, seconds: float) -> float:
         sign()
     count = 0
     start = now = time.perf_counter()
+    cpu = time.process_time()
     end = start + seconds
     while now < end:
         sign()
         count += 1
         now = time.perf_counter()
-    return count / (now - start)
+    return count / (now - start), (time.process_time() - cpu) / count * 1e6
 
 
 def _count_stored(database_url: str) -> tuple[int, int]:
@@ -484,14 +516,14 @@ def _count_stored(database_url: str) -> tuple[int, int]:
 # Output ------------------------------------------------------------------------------
 
 
-def _run_line(run: Run, alg: str, sign_rate: float) -> str:
+def _run_line(run: Run, alg: str, sign_cpu_us: float) -> str:
     result = run.result
     split = "/".join(f"{share * 100:.0f}" for share in run.cpu_split)
     line = (f"round={run.round} c={result.connections} server={run.server} "
             f"tokens/s={result.tokens_per_s:.1f} p50={result.p50_ms:.1f}ms "
             f"p99={result.p99_ms:.1f}ms max={result.max_ms:.1f}ms errors={result.errors} "
             f"server_cpu_us/token={run.cpu_us_per_token:.0f} "
-            f"excl_{alg.lower()}_sign={run.cpu_us_per_token - 1e6 / sign_rate:.0f} "
+            f"excl_{alg.lower()}_sign={run.cpu_us_per_token - sign_cpu_us:.0f} "
             f"cpu_split%={split}")
     if result.errors:
         line += f"\n#   non200={result.non200} socket_errors={result.socket_errors}"
@@ -506,9 +538,9 @@ def _ratios(runs: dict[tuple[str, int], list[Run]], name: str, connections: int)
 
 
 def _summary(server: Server, connections: int, runs: dict[tuple[str, int], list[Run]],
-             sign_rates: dict[str, list[float]]) -> dict[str, float]:
+             sign_costs: dict[str, list[float]]) -> dict[str, float]:
     mine = runs[(server.name, connections)]
-    rates = sign_rates[server.alg]
+    costs = sign_costs[server.alg]
     return {
         "tokens_s": statistics.median(run.result.tokens_per_s for run in mine),
         "p50": statistics.median(run.result.p50_ms for run in mine),
@@ -517,14 +549,14 @@ def _summary(server: Server, connections: int, runs: dict[tuple[str, int], list[
         "errors": sum(run.result.errors for run in mine),
         "cpu_us": statistics.median(run.cpu_us_per_token for run in mine),
         "cpu_excl_sign_us": statistics.median(
-            run.cpu_us_per_token - 1e6 / rates[run.round - 1] for run in mine),
+            run.cpu_us_per_token - costs[run.round - 1] for run in mine),
         "ratio": statistics.median(_ratios(runs, server.name, connections)),
     }
 
 
 def _summary_line(server: Server, connections: int, runs: dict[tuple[str, int], list[Run]],
-                  sign_rates: dict[str, list[float]]) -> str:
-    figures = _summary(server, connections, runs, sign_rates)
+                  sign_costs: dict[str, list[float]]) -> str:
+    figures = _summary(server, connections, runs, sign_costs)
     rounds = len(runs[(server.name, connections)])
     return (f"summary c={connections} server={server.name} alg={server.alg} "
             f"tokens/s={figures['tokens_s']:.1f} p50={figures['p50']:.1f}ms "
@@ -536,7 +568,7 @@ def _summary_line(server: Server, connections: int, runs: dict[tuple[str, int], 
 
 
 def _table(servers: list[Server], levels: list[int], runs: dict[tuple[str, int], list[Run]],
-           sign_rates: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+           sign_costs: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
     peer_workers = args.peer_workers or args.workers
     labels = {
         PEER: f"{PEER}, cluster of {peer_workers}, RS256",
@@ -546,7 +578,7 @@ def _table(servers: list[Server], levels: list[int], runs: dict[tuple[str, int],
              "|---|---|---|---|---|---|---|---|---|"]
     for server in servers:
         for connections in levels:
-            figures = _summary(server, connections, runs, sign_rates)
+            figures = _summary(server, connections, runs, sign_costs)
             lines.append(
                 f"| {labels[server.name]} | {connections} | {figures['tokens_s']:,.0f} | "
                 f"{figures['ratio']:.2f}x | {figures['p50']:.1f} ms | {figures['p99']:.1f} ms | "

@@ -157,4 +157,6 @@ if (cluster.isPrimary) {
     console.error(`peer: server_error ${error.stack ?? error}`);
   });
   provider.listen(config.port, HOST);
+  // A clean exit (not death by signal), so that `node --cpu-prof` writes its profile.
+  process.on('SIGTERM', () => process.exit(0));
 }
