@@ -142,7 +142,7 @@ async def test_an_sftp_host_on_the_issuers_own_network_is_refused_without_a_conn
     config = connector.parse_config({
         "mode": "sftp", "host": "127.0.0.1", "port": listener.port, "username": "erp",
         "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in"})
-    result = await connector.test_connection(config)
+    result = await connector.test_connection(config, org_id="org-1")
     assert not result.success
     assert result.error_message == HOST_NOT_PUBLIC
     assert "127.0.0.1" not in result.error_message  # the org is not told the address

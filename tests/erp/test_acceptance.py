@@ -20,7 +20,7 @@ US3 push a draft order (POST /erp-exports, GET /erp-exports/{id})
   3.1 push through the active SFTP connection: SUCCESS, the file holds the order JSON
   3.2 the connector fails: FAILED with error_json, audited, no 500
   3.3 no active connection: 409 "No active connector"
-  3.4 filesystem mode: the file lands under the dropzone root, atomically
+  3.4 filesystem mode: the file lands in the org's folder under the dropzone root, atomically
   3.5 another org's export is 404; a draft order of another org is 400
 US4 manage connections (GET, PATCH, disable, enable)
   4.1 the list shows the org's connections' metadata only
@@ -275,12 +275,13 @@ async def test_us3_3_no_active_connection_is_409(client, acme):
     refusal(response, 409, "conflict", "No active connector")
 
 
-async def test_us3_4_filesystem_push_lands_under_the_root(client, acme, dropzone_root):
+async def test_us3_4_filesystem_push_lands_in_the_orgs_folder(client, acme, dropzone_root):
+    (dropzone_root / acme.id / "orders").mkdir(parents=True)
     await create(client, acme.admin, {"mode": "filesystem", "export_path": "orders",
                                       "test_on_save": True})
     order = draft_order(acme.id)
     body = await push(client, acme.admin, order)
-    (written,) = (dropzone_root / "orders").iterdir()  # no temporary file left
+    (written,) = (dropzone_root / acme.id / "orders").iterdir()  # no temporary file left
     assert body["dropzone_path"] == f"orders/{written.name}"
     assert json.loads(written.read_bytes()) == order.model_dump(mode="json")
 
