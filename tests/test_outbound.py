@@ -17,7 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from connectors.erp.dropzone import DropzoneConnector
-from connectors.erp.sftp import HOST_NOT_PUBLIC
+from connectors.erp.sftp import HOST_NOT_RESOLVED
 from issuer.clock import SystemClock
 from issuer.outbound import DestinationRefused, OutboundPolicy, guarded_transport
 from issuer.settings import Settings, SettingsError
@@ -136,7 +136,7 @@ def test_an_allowed_network_covers_the_ipv4_addresses_embedded_in_ipv6():
 
 @pytest.mark.parametrize("address", [address for address, _ in EMBEDDING_PRIVATE[:10]])
 async def test_an_sftp_host_embedding_a_private_ipv4_is_refused_without_a_connection(
-        address):
+        address, caplog):
     # The real path: a DROPZONE_JSON_V1 test of an SFTP host given as that literal.
     connector = DropzoneConnector(SystemClock())
     config = connector.parse_config({
@@ -144,8 +144,9 @@ async def test_an_sftp_host_embedding_a_private_ipv4_is_refused_without_a_connec
         "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in",
         "timeout_seconds": 5})
     result = await connector.test_connection(config, org_id="org-1")
-    assert (result.success, result.error_message) == (False, HOST_NOT_PUBLIC)
+    assert (result.success, result.error_message) == (False, HOST_NOT_RESOLVED)
     assert result.latency_ms < 1000  # refused before dialling, not a timed-out dial
+    assert f"{address} resolves to an address that is not public" in caplog.text
 
 
 def test_an_allowed_network_is_permitted_and_nothing_beside_it():
@@ -213,7 +214,7 @@ async def test_an_sftp_host_on_the_issuers_own_network_is_refused_without_a_conn
         "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in"})
     result = await connector.test_connection(config, org_id="org-1")
     assert not result.success
-    assert result.error_message == HOST_NOT_PUBLIC
+    assert result.error_message == HOST_NOT_RESOLVED
     assert "127.0.0.1" not in result.error_message  # the org is not told the address
     assert listener.accepted == 0
 

@@ -97,7 +97,7 @@ async def test_an_unreachable_host_says_so(connector, sftp_server, silent_port):
     assert result.error_message == "Host unreachable: connection refused"
     result = await connector.test_connection(connector.parse_config(sftp_server.config(
         host="no-such-host.invalid")), org_id=ORG)
-    assert result.error_message == "Host unreachable: name not found"
+    assert result.error_message == "Host unreachable: name not found or not a public address"
 
 
 async def test_atomic_export_shows_no_partial_file_and_writes_the_order_json(connector,
