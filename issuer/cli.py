@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from connectors.erp import cli as erp_cli
 from connectors.erp.registry import ConnectorRegistry
 from connectors.erp.service import ConnectionService
 from connectors.netsuite import ConnectorNotFound, NetSuiteError, TokenRequestFailed
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     reveal.set_defaults(handler=_decrypt_connector_config)
 
     netsuite_cli.register(commands)
+    erp_cli.register(commands)
     return parser
 
 
@@ -266,13 +268,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(engine: AsyncEngine) -> tuple[str | None, NewClient | None]:
+    async def work(engine: AsyncEngine) -> tuple[str | None, NewClient | None, list[str]]:
         await upgrade(engine)
-        return await current_revision(engine), await bootstrap(engine, SystemClock())
+        return (await current_revision(engine), await bootstrap(engine, SystemClock()),
+                await erp_cli.migration_notes(settings, engine))
 
-    revision, created = _with_engine(settings, work)
+    revision, created, notes = _with_engine(settings, work)
     print(f"database at revision {revision}")
     _announce(created)
+    for line in notes:  # what the operator must do for data the schema cannot carry over
+        print(line)
     return 0
 
 

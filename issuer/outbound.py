@@ -11,10 +11,25 @@ connection (DNS rebinding) cannot slip through.
 
 An address is allowed when it is globally routable (:attr:`ipaddress.IPv4Address.is_global`:
 not loopback, private, link-local, shared (100.64/10), reserved or documentation
-space; IPv4-mapped IPv6 is judged as the IPv4 it maps) and not multicast, or
-when it lies in a network the operator allows (``ISSUER_OUTBOUND_ALLOWED_NETWORKS``,
-e.g. a partner's SFTP server on a private link). NetSuite's hosts are not
-covered here: they are held to NetSuite's own domains (connectors.netsuite.accounts).
+space) and not multicast, or when it lies in a network the operator allows
+(``ISSUER_OUTBOUND_ALLOWED_NETWORKS``, e.g. a partner's SFTP server on a private
+link). NetSuite's hosts are not covered here: they are held to NetSuite's own
+domains (connectors.netsuite.accounts).
+
+An IPv6 address that carries an IPv4 address reaches that IPv4 address (through
+a translator, a tunnel relay or the host's own stack), so it is judged by what
+it embeds, every embedded address having to pass: IPv4-mapped ``::ffff:0:0/96``,
+IPv4-translated ``::ffff:0:0:0/96``, IPv4-compatible ``::/96``, NAT64
+``64:ff9b::/96`` (the last 32 bits), 6to4 ``2002::/16`` (bits 16-47) and Teredo
+``2001::/32`` (the server, bits 32-63, and the client, the last 32 bits
+inverted). So ``64:ff9b::7f00:1`` is loopback, ``2002:a9fe:a9fe::`` the metadata
+service, and ``64:ff9b::808:808`` is 8.8.8.8, public. The local-use NAT64 prefix
+``64:ff9b:1::/48`` (RFC 8215) is refused outright: it is not global, and where its
+IPv4 address sits depends on the prefix length a site chose (RFC 6052 allows /48
+to /96 inside it), so no single reading is safe; a site that runs one allows
+its prefix in ``ISSUER_OUTBOUND_ALLOWED_NETWORKS``. An allowed network permits an
+address in it, and an embedding address whose every embedded address is in one
+or public.
 """
 
 from __future__ import annotations
@@ -31,6 +46,32 @@ import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+#: Prefixes whose addresses carry an IPv4 address (see the module's docstring).
+IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+TEREDO = ipaddress.IPv6Network("2001::/32")
+_LOW_32 = (IPV4_MAPPED, IPV4_TRANSLATED, IPV4_COMPATIBLE, NAT64)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses ``address`` carries (none for an ordinary IPv6 address)."""
+    if any(address in prefix for prefix in _LOW_32):
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    return ()
+
+
+def _public(address: IPAddress) -> bool:
+    return address.is_global and not address.is_multicast
 
 
 class DestinationRefused(Exception):
@@ -55,11 +96,18 @@ class OutboundPolicy:
         return cls(tuple(ipaddress.ip_network(network, strict=False) for network in networks))
 
     def permits(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in network for network in self.allowed):
+        if self._allowed(address):
             return True
-        return address.is_global and not address.is_multicast
+        if isinstance(address, ipaddress.IPv6Address):
+            if address in LOCAL_NAT64:
+                return False
+            embedded = embedded_ipv4(address)
+            if embedded:
+                return all(self._allowed(inner) or _public(inner) for inner in embedded)
+        return _public(address)
+
+    def _allowed(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.allowed)
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The addresses of ``host`` this policy permits, in the resolver's order;

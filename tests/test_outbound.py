@@ -17,7 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from connectors.erp.dropzone import DropzoneConnector
-from connectors.erp.sftp import HOST_NOT_PUBLIC
+from connectors.erp.sftp import HOST_NOT_RESOLVED
 from issuer.clock import SystemClock
 from issuer.outbound import DestinationRefused, OutboundPolicy, guarded_transport
 from issuer.settings import Settings, SettingsError
@@ -77,6 +77,76 @@ def test_addresses_that_are_not_public_are_refused(address):
                                      "::ffff:1.1.1.1"])
 def test_public_addresses_are_permitted(address):
     assert OutboundPolicy().permits(ipaddress.ip_address(address))
+
+
+#: IPv6 addresses that carry a non-public IPv4 address, and what they carry.
+EMBEDDING_PRIVATE = [
+    ("64:ff9b::7f00:1", "NAT64 of 127.0.0.1"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 of 169.254.169.254"),
+    ("64:ff9b::a00:1", "NAT64 of 10.0.0.1"),
+    ("2002:7f00:1::", "6to4 of 127.0.0.1"),
+    ("2002:a9fe:a9fe::", "6to4 of 169.254.169.254"),
+    ("2002:c0a8:101::1", "6to4 of 192.168.1.1"),
+    ("::7f00:1", "IPv4-compatible 127.0.0.1"),
+    ("::a9fe:a9fe", "IPv4-compatible 169.254.169.254"),
+    ("::ffff:0:7f00:1", "IPv4-translated 127.0.0.1"),
+    ("::ffff:0:a9fe:a9fe", "IPv4-translated 169.254.169.254"),
+    ("2001:0:808:808::80ff:fffe", "Teredo, client 127.0.0.1 (inverted), server 8.8.8.8"),
+    ("2001:0:7f00:1::f7f7:f7f7", "Teredo, server 127.0.0.1, client 8.8.8.8"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo, client 192.0.2.45 (RFC 4380's)"),
+    ("64:ff9b:1::7f00:1", "local-use NAT64 (RFC 8215): refused whatever it carries"),
+    ("64:ff9b:1::808:808", "local-use NAT64 (RFC 8215): refused whatever it carries"),
+]
+#: IPv6 addresses whose every embedded IPv4 address is public: judged by it, permitted.
+EMBEDDING_PUBLIC = [
+    ("64:ff9b::808:808", "NAT64 of 8.8.8.8"),
+    ("2002:808:808::1", "6to4 of 8.8.8.8"),
+    ("::808:808", "IPv4-compatible 8.8.8.8"),
+    ("::ffff:0:808:808", "IPv4-translated 8.8.8.8"),
+    ("2001:0:808:808::f7f7:f7f7", "Teredo, server and client 8.8.8.8"),
+]
+
+
+@pytest.mark.parametrize(("address", "carries"), EMBEDDING_PRIVATE)
+async def test_an_ipv6_address_is_refused_when_what_it_embeds_is_not_public(address, carries):
+    policy = OutboundPolicy()
+    assert not policy.permits(ipaddress.ip_address(address)), carries
+    with pytest.raises(DestinationRefused):
+        await policy.resolve(address, 22)
+    with pytest.raises(DestinationRefused):
+        await policy.resolve(f"[{address}]", 443)  # as a URL's host
+
+
+@pytest.mark.parametrize(("address", "carries"), EMBEDDING_PUBLIC)
+async def test_an_ipv6_address_embedding_public_ipv4_is_judged_by_it(address, carries):
+    policy = OutboundPolicy()
+    assert policy.permits(ipaddress.ip_address(address)), carries
+    assert await policy.resolve(address, 22) == [address]
+
+
+def test_an_allowed_network_covers_the_ipv4_addresses_embedded_in_ipv6():
+    policy = OutboundPolicy.allowing(["10.20.0.0/16"])
+    assert policy.permits(ipaddress.ip_address("64:ff9b::a14:304"))  # NAT64 of 10.20.3.4
+    assert policy.permits(ipaddress.ip_address("2002:a14:304::"))  # 6to4 of 10.20.3.4
+    assert not policy.permits(ipaddress.ip_address("64:ff9b::a15:1"))  # 10.21.0.1
+    local = OutboundPolicy.allowing(["64:ff9b:1:ab::/96"])  # a site's local NAT64 prefix
+    assert local.permits(ipaddress.ip_address("64:ff9b:1:ab::a00:1"))
+    assert not local.permits(ipaddress.ip_address("64:ff9b:1:ac::a00:1"))
+
+
+@pytest.mark.parametrize("address", [address for address, _ in EMBEDDING_PRIVATE[:10]])
+async def test_an_sftp_host_embedding_a_private_ipv4_is_refused_without_a_connection(
+        address, caplog):
+    # The real path: a DROPZONE_JSON_V1 test of an SFTP host given as that literal.
+    connector = DropzoneConnector(SystemClock())
+    config = connector.parse_config({
+        "mode": "sftp", "host": address, "port": 22, "username": "erp",
+        "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in",
+        "timeout_seconds": 5})
+    result = await connector.test_connection(config, org_id="org-1")
+    assert (result.success, result.error_message) == (False, HOST_NOT_RESOLVED)
+    assert result.latency_ms < 1000  # refused before dialling, not a timed-out dial
+    assert f"{address} resolves to an address that is not public" in caplog.text
 
 
 def test_an_allowed_network_is_permitted_and_nothing_beside_it():
@@ -142,9 +212,9 @@ async def test_an_sftp_host_on_the_issuers_own_network_is_refused_without_a_conn
     config = connector.parse_config({
         "mode": "sftp", "host": "127.0.0.1", "port": listener.port, "username": "erp",
         "password": "not-used", "insecure_skip_host_key": True, "export_path": "/in"})
-    result = await connector.test_connection(config)
+    result = await connector.test_connection(config, org_id="org-1")
     assert not result.success
-    assert result.error_message == HOST_NOT_PUBLIC
+    assert result.error_message == HOST_NOT_RESOLVED
     assert "127.0.0.1" not in result.error_message  # the org is not told the address
     assert listener.accepted == 0
 

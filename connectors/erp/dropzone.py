@@ -7,10 +7,10 @@ directory and renames it when complete, so the ERP never reads half a file.
 the same way, so a passing test proves every permission an export needs.
 
 Transports: SFTP (:mod:`connectors.erp.sftp`) or the issuer's own filesystem. The
-filesystem mode writes only under ``ISSUER_ERP_DROPZONE_ROOT`` (``export_path`` is
-relative to it, and may not leave it, symlinks included): an org's admin must not
-be able to make the issuer write anywhere else on its host. Unset, the mode is
-refused.
+filesystem mode writes only inside the org's own folder under
+``ISSUER_ERP_DROPZONE_ROOT`` (:mod:`connectors.erp.orgfolder`): an org's admin must
+not be able to make the issuer write anywhere else on its host, nor into another
+org's folder, nor learn what exists outside its own. Unset, the mode is refused.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import asyncio
 import contextlib
 import errno
 import json
-import os
+import logging
 import posixpath
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from connectors.erp import orgfolder
 from connectors.erp.models import DraftOrder, DropzoneConfig
 from connectors.erp.port import ConfigError, ConnectorError, ExportResult, TestResult
 from connectors.erp.sftp import (
@@ -38,6 +38,8 @@ from connectors.erp.sftp import (
 )
 from issuer.clock import Clock, utc
 from issuer.outbound import OutboundPolicy
+
+log = logging.getLogger(__name__)
 
 FILESYSTEM_DISABLED = ("filesystem mode is not enabled on this issuer "
                        "(ISSUER_ERP_DROPZONE_ROOT is unset)")
@@ -67,26 +69,30 @@ class DropzoneConnector:
     def parse_config(self, data: Mapping[str, Any]) -> DropzoneConfig:
         config = DropzoneConfig.model_validate(data)
         if config.mode == "filesystem":
-            self._local_path(config.export_path)
-            if config.ack_path is not None:
-                self._local_path(config.ack_path, field="ack_path")
+            if self._root is None:
+                raise ConfigError("mode", FILESYSTEM_DISABLED)
+            for field in ("export_path", "ack_path"):
+                value = getattr(config, field)
+                if value is not None:
+                    _components(value, field)
         return config
 
-    async def export(self, draft_order: DraftOrder, config: DropzoneConfig) -> ExportResult:
+    async def export(self, draft_order: DraftOrder, config: DropzoneConfig, *,
+                     org_id: str) -> ExportResult:
         name = f"{draft_order.id}_{timestamp(self._clock.now())}.json"
         data = draft_order.model_dump_json().encode()
-        async with self._open(config) as zone:
+        async with self._open(config, org_id) as zone:
             path = await zone.write(config.export_path, name, data, atomic=config.atomic_write)
         return ExportResult(success=True, export_id=uuid.uuid4(), storage_key=path,
                             connector_metadata={"dropzone_path": path, "mode": config.mode,
                                                 "bytes": len(data)})
 
-    async def test_connection(self, config: DropzoneConfig) -> TestResult:
+    async def test_connection(self, config: DropzoneConfig, *, org_id: str) -> TestResult:
         started = time.perf_counter()
         now = self._clock.now()
         probe = json.dumps({"test": True, "written_at": utc(now).isoformat()}).encode()
         try:
-            async with self._open(config) as zone:
+            async with self._open(config, org_id) as zone:
                 path = await zone.write(config.export_path, f"test_connection_{timestamp(now)}"
                                         ".json", probe, atomic=config.atomic_write)
                 await zone.remove(path)
@@ -95,82 +101,62 @@ class DropzoneConnector:
         return TestResult(True, None, _ms(started))
 
     @contextlib.asynccontextmanager
-    async def _open(self, config: DropzoneConfig) -> AsyncIterator[Dropzone]:
+    async def _open(self, config: DropzoneConfig, org_id: str) -> AsyncIterator[Dropzone]:
         if config.mode == "sftp":
             async with SFTPDropzone.open(config, self._outbound) as zone:
                 yield zone
         else:
-            yield LocalDropzone(self._local_path(config.export_path), config.export_path)
+            if self._root is None:
+                raise ConfigError("mode", FILESYSTEM_DISABLED)
+            yield LocalDropzone(self._root, org_id, _components(config.export_path))
 
-    def _local_path(self, path: str, *, field: str = "export_path") -> Path:
-        if self._root is None:
-            raise ConfigError("mode", FILESYSTEM_DISABLED)
-        resolved = (self._root / path.lstrip("/")).resolve()
-        if resolved != self._root and self._root not in resolved.parents:
-            raise ConfigError(field, "must stay inside the dropzone root")
-        return resolved
+
+def _components(path: str, field: str = "export_path") -> tuple[str, ...]:
+    try:
+        return orgfolder.components(path)
+    except ValueError as error:
+        raise ConfigError(field, str(error)) from None
 
 
 class LocalDropzone:
-    """A directory of this host; blocking calls run on a worker thread."""
+    """A folder inside the org's folder on this host; blocking calls run on a worker
+    thread. Paths it returns are the org's own (``export_path/name``), never where
+    the root lies."""
 
-    def __init__(self, directory: Path, shown_as: str) -> None:
-        self._directory = directory
-        self._shown_as = shown_as  # what the org configured, not where the root lies
+    def __init__(self, root: Path, org_id: str, parts: tuple[str, ...]) -> None:
+        self._root = root
+        self._org_id = org_id
+        self._parts = parts
 
     async def write(self, directory: str, name: str, data: bytes, *, atomic: bool) -> str:
-        with _mapped():
-            await asyncio.to_thread(_write, self._directory, name, data, atomic)
-        return posixpath.join(self._shown_as, name)
+        with self._mapped():
+            await asyncio.to_thread(orgfolder.write, self._root, self._org_id, self._parts,
+                                    name, data, atomic=atomic)
+        return posixpath.join(directory, name)
 
     async def remove(self, path: str) -> None:
-        with _mapped():
-            await asyncio.to_thread(os.remove, self._directory / posixpath.basename(path))
+        with self._mapped():
+            await asyncio.to_thread(orgfolder.remove, self._root, self._org_id, self._parts,
+                                    posixpath.basename(path))
 
-
-def _write(directory: Path, name: str, data: bytes, atomic: bool) -> None:
-    final = directory / name
-    if not atomic:
-        _write_file(final, data)
-        return
-    temporary = directory / f".{name}.{secrets.token_hex(4)}.tmp"
-    _write_file(temporary, data)
-    try:
-        os.link(temporary, final)  # atomic, and refuses to replace an existing file
-    finally:
-        os.unlink(temporary)
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # the new name is durable too
-    finally:
-        os.close(descriptor)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except PermissionError:
-        raise ConnectorError(PERMISSION_DENIED, code="permission_denied") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise ConnectorError(EXPORT_PATH_NOT_FOUND, code="not_found") from None
-    except FileExistsError:
-        raise ConnectorError(FILE_EXISTS, code="file_exists") from None
-    except OSError as error:
-        code = errno.errorcode.get(error.errno or 0, "OSError")
-        raise ConnectorError(f"Filesystem error ({code})", code="filesystem_error") from None
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """OS errors as the connector's fixed messages: they speak of the org's path
+        only, and "not found" is all an org learns of a link or a file in its way."""
+        try:
+            yield
+        except orgfolder.FolderRefused as refused:
+            log.warning("dropzone of org %s: %s", self._org_id, refused)
+            raise ConnectorError(EXPORT_PATH_NOT_FOUND, code="not_found") from None
+        except PermissionError:
+            raise ConnectorError(PERMISSION_DENIED, code="permission_denied") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise ConnectorError(EXPORT_PATH_NOT_FOUND, code="not_found") from None
+        except FileExistsError:
+            raise ConnectorError(FILE_EXISTS, code="file_exists") from None
+        except OSError as error:
+            code = errno.errorcode.get(error.errno or 0, "OSError")
+            raise ConnectorError(f"Filesystem error ({code})", code="filesystem_error") from None
 
 
 def _ms(started: float) -> float:

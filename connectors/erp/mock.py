@@ -24,7 +24,8 @@ class MockConnector:
     def parse_config(self, data: Mapping[str, Any]) -> MockConfig:
         return MockConfig.model_validate(data)
 
-    async def export(self, draft_order: DraftOrder, config: MockConfig) -> ExportResult:
+    async def export(self, draft_order: DraftOrder, config: MockConfig, *, org_id: str
+                     ) -> ExportResult:
         if config.fail:
             raise ConnectorError(config.error_message)
         self.exported.append(draft_order)
@@ -33,7 +34,7 @@ class MockConnector:
                             connector_metadata={"mock": True,
                                                 "position": len(self.exported)})
 
-    async def test_connection(self, config: MockConfig) -> TestResult:
+    async def test_connection(self, config: MockConfig, *, org_id: str) -> TestResult:
         if config.fail:
             return TestResult(False, config.error_message, 0.0)
         return TestResult(True, None, 0.0)

@@ -83,7 +83,7 @@ class ConnectorConfig(BaseModel):
 
 class DropzoneConfig(ConnectorConfig):
     """DROPZONE_JSON_V1: JSON files in a directory the ERP polls, over SFTP or on the
-    issuer's own filesystem (under ``ISSUER_ERP_DROPZONE_ROOT``)."""
+    issuer's own filesystem (inside the org's folder under ``ISSUER_ERP_DROPZONE_ROOT``)."""
 
     mode: Literal["sftp", "filesystem"]
     host: Host | None = Field(None, validate_default=True, description="required for sftp")
@@ -99,7 +99,8 @@ class DropzoneConfig(ConnectorConfig):
         None, max_length=16384, validate_default=True,
         description="the server's known_hosts line (or bare `type base64` key); required for "
         "sftp unless insecure_skip_host_key")
-    export_path: Path = Field(description="the directory orders are written to")
+    export_path: Path = Field(description="the directory orders are written to (filesystem "
+                              "mode: a folder inside the org's own, <root>/<org_id>/)")
     ack_path: Path | None = Field(None, description="where the ERP writes acknowledgements")
     atomic_write: bool = Field(True, description="write a temporary name, then rename")
     timeout_seconds: float = Field(10, gt=0, le=60)

@@ -6,6 +6,10 @@ pushed through it. Every connector answers with the same two shapes:
 connector-specific facts go in ``connector_metadata`` (``dropzone_path`` for
 DROPZONE_JSON_V1), never new fields.
 
+``export`` and ``test_connection`` are told the org they act for (``org_id``), so a
+connector that keeps orgs apart on a shared resource (DROPZONE_JSON_V1's folders
+on the issuer's filesystem) decides by the caller's org, never by the config.
+
 Messages a connector puts in :class:`ConnectorError`, ``ExportResult.error_message``
 and ``TestResult.error_message`` reach API callers and the audit log: they name
 what failed, never a credential.
@@ -69,11 +73,13 @@ class ERPConnectorPort(Protocol):
         ``pydantic.ValidationError`` naming the field otherwise."""
         ...
 
-    async def export(self, draft_order: DraftOrder, config: Any) -> ExportResult:
-        """Deliver the order; raise :class:`ConnectorError` (or return a failed
-        result) when it could not be delivered."""
+    async def export(self, draft_order: DraftOrder, config: Any, *, org_id: str
+                     ) -> ExportResult:
+        """Deliver the order for ``org_id``; raise :class:`ConnectorError` (or return
+        a failed result) when it could not be delivered."""
         ...
 
-    async def test_connection(self, config: Any) -> TestResult:
-        """Prove ``config`` works end to end without delivering an order."""
+    async def test_connection(self, config: Any, *, org_id: str) -> TestResult:
+        """Prove ``config`` works end to end for ``org_id`` without delivering an
+        order."""
         ...

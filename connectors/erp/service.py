@@ -160,13 +160,13 @@ class ConnectionService(_Base):
     async def update(self, connection_id: uuid.UUID, changes: Mapping[str, Any], *, sees: Any,
                      actor: Actor) -> store.ConnectionRecord:
         """Merge ``changes`` into the config (null resets a field), validate the whole,
-        re-encrypt with a fresh nonce."""
+        re-encrypt with a fresh nonce. Only the merged config must be valid: a stored
+        one that no longer is (a rule tightened since) can be mended this way."""
         record = await self.visible(connection_id, sees)
         connector = self.connector(record.connector_type)
-        current = await self.open_config(record, actor)
-        merged = {**current.plaintext(), **changes}
-        config = self.parse(connector, merged)
-        before, after = current.plaintext(), config.plaintext()
+        before = await self.decrypt(record, actor)
+        config = self.parse(connector, {**before, **changes})
+        after = config.plaintext()
         changed = sorted(name for name in changes if before.get(name) != after.get(name))
         async with self._sessions() as session, session.begin():
             if not await store.replace_config(session, record.id, old=record.config_encrypted,
@@ -219,7 +219,7 @@ class ConnectionService(_Base):
                     connector_type: str, record: store.ConnectionRecord | None,
                     actor: Actor) -> TestResult:
         try:
-            result = await connector.test_connection(config)
+            result = await connector.test_connection(config, org_id=org_id)
         except Exception as failure:  # a connector's bug must not become a 500
             log.error("connector %s raised %s testing a connection of org %s request_id=%s",
                       connector_type, type(failure).__name__, org_id, actor.request_id)
@@ -276,7 +276,7 @@ class PushService(_Base):
         connector = self.registry.get(record.connector_type)
         export_id, error, result = uuid.uuid4(), None, None
         try:
-            result = await connector.export(draft_order, config)
+            result = await connector.export(draft_order, config, org_id=org_id)
         except ConnectorError as failure:
             error = {"code": failure.code, "message": failure.message}
         except Exception as failure:  # a connector's bug must not become a 500

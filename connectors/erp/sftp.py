@@ -6,12 +6,18 @@ key only -- never an agent, ``~/.ssh`` keys or ``~/.ssh/config`` of the issuer's
 host -- and gives up after ``timeout_seconds`` (TCP, SSH handshake and login
 together). Failures become :class:`ConnectorError` with the fixed messages below;
 no asyncssh text (which may quote the server) reaches the caller.
+
+A host whose name does not resolve and one that resolves only to addresses the
+outbound policy refuses get the same message and code (:data:`HOST_NOT_RESOLVED`):
+telling them apart would let an org probe which names exist on the operator's
+internal DNS. The operator's log keeps the precise reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import posixpath
 import secrets
 import socket
@@ -23,18 +29,19 @@ from connectors.erp.models import DropzoneConfig, trusted_host_key
 from connectors.erp.port import ConnectorError
 from issuer.outbound import DestinationRefused, OutboundPolicy
 
+log = logging.getLogger(__name__)
+
 AUTHENTICATION_FAILED = "Authentication failed"
 CONNECTION_TIMEOUT = "Connection timeout"
 PERMISSION_DENIED = "Permission denied"
 HOST_KEY_MISMATCH = "Host key verification failed: the server's host key is not host_key"
 EXPORT_PATH_NOT_FOUND = "Export path not found"
 CONNECTION_REFUSED = "Host unreachable: connection refused"
-HOST_NOT_FOUND = "Host unreachable: name not found"
+#: A name that does not resolve, or resolves to no address the policy permits.
+HOST_NOT_RESOLVED = "Host unreachable: name not found or not a public address"
 HOST_UNREACHABLE = "Host unreachable"
 SSH_FAILED = "SSH connection failed"
 FILE_EXISTS = "A file of that name exists already"
-HOST_NOT_PUBLIC = ("Host refused: it resolves to an address that is not public (the "
-                   "operator may allow its network with ISSUER_OUTBOUND_ALLOWED_NETWORKS)")
 
 
 def connector_error(error: BaseException) -> ConnectorError:
@@ -42,8 +49,8 @@ def connector_error(error: BaseException) -> ConnectorError:
     Order matters: ``TimeoutError`` and ``ConnectionRefusedError`` are ``OSError``s."""
     if isinstance(error, ConnectorError):
         return error
-    if isinstance(error, DestinationRefused):  # the addresses stay in the operator's logs
-        return ConnectorError(HOST_NOT_PUBLIC, code="destination_refused")
+    if isinstance(error, DestinationRefused | socket.gaierror):  # see the module's docstring
+        return ConnectorError(HOST_NOT_RESOLVED, code="unreachable")
     if isinstance(error, asyncssh.PermissionDenied):
         return ConnectorError(AUTHENTICATION_FAILED, code="authentication_failed")
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
@@ -62,8 +69,6 @@ def connector_error(error: BaseException) -> ConnectorError:
         return ConnectorError(f"{SSH_FAILED} ({type(error).__name__})", code="ssh_error")
     if isinstance(error, ConnectionRefusedError):
         return ConnectorError(CONNECTION_REFUSED, code="unreachable")
-    if isinstance(error, socket.gaierror):
-        return ConnectorError(HOST_NOT_FOUND, code="unreachable")
     if isinstance(error, OSError):
         return ConnectorError(HOST_UNREACHABLE, code="unreachable")
     return ConnectorError(f"{SSH_FAILED} ({type(error).__name__})", code="ssh_error")
@@ -75,6 +80,19 @@ def _mapped() -> Iterator[None]:
         yield
     except (asyncssh.Error, OSError, ConnectorError, DestinationRefused) as error:
         raise connector_error(error) from None
+
+
+async def _resolve(outbound: OutboundPolicy, host: str, port: int) -> list[str]:
+    """The permitted addresses of ``host``; why there is none goes to the operator's
+    log only (the org gets :data:`HOST_NOT_RESOLVED` either way)."""
+    try:
+        return await outbound.resolve(host, port)
+    except DestinationRefused as refused:
+        log.warning("SFTP host refused by the outbound policy: %s", refused)
+        raise
+    except socket.gaierror as error:
+        log.warning("SFTP host %r does not resolve: %s", host, error.strerror)
+        raise
 
 
 class SFTPDropzone:
@@ -97,7 +115,7 @@ class SFTPDropzone:
                 if config.private_key is not None else [])
         with _mapped():
             async with asyncio.timeout(config.timeout_seconds):
-                addresses = await outbound.resolve(config.host, config.port)
+                addresses = await _resolve(outbound, config.host, config.port)
                 connection = await asyncssh.connect(
                     addresses[0], config.port, username=config.username,
                     password=config.password.get_secret_value() if config.password else None,

@@ -16,11 +16,12 @@ US2 test the connection (POST /connectors/dropzone-json-v1/test)
   2.3 a server that never answers SSH: 400 "Connection timeout"
   2.4 a read-only export_path: 400 "Permission denied"
   2.5 a host-key mismatch and an unreachable host: 400 with their own messages
+  2.6 a host that is not public and a name that does not resolve: one message
 US3 push a draft order (POST /erp-exports, GET /erp-exports/{id})
   3.1 push through the active SFTP connection: SUCCESS, the file holds the order JSON
   3.2 the connector fails: FAILED with error_json, audited, no 500
   3.3 no active connection: 409 "No active connector"
-  3.4 filesystem mode: the file lands under the dropzone root, atomically
+  3.4 filesystem mode: the file lands in the org's folder under the dropzone root, atomically
   3.5 another org's export is 404; a draft order of another org is 400
 US4 manage connections (GET, PATCH, disable, enable)
   4.1 the list shows the org's connections' metadata only
@@ -223,7 +224,44 @@ async def test_us2_5_host_key_mismatch_and_unreachable_host(client, acme, sftp_s
             "Host key verification failed: the server's host key is not host_key")
     response = await client.post(f"{DROPZONE}/test", json=sftp_server.config(
         host="unreachable.invalid"), headers=acme.admin)
-    refusal(response, 400, "connection_test_failed", "Host unreachable: name not found")
+    refusal(response, 400, "connection_test_failed",
+            "Host unreachable: name not found or not a public address")
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "169.254.169.254", "64:ff9b::a9fe:a9fe"])
+async def test_us2_6_a_private_host_and_a_missing_name_look_the_same(client, acme,
+                                                                     sftp_server, caplog,
+                                                                     host):
+    """An org cannot map the operator's internal DNS: a name that does not resolve
+    and a host that is not public get one answer, on every path that shows one; the
+    operator's log tells them apart."""
+    answers = []
+    for candidate in ("no-such-host.invalid", host):
+        config = sftp_server.config(host=candidate)
+        tested = await client.post(f"{DROPZONE}/test", json=config, headers=acme.admin)
+        saved = await client.post(DROPZONE, json={**config, "test_on_save": True},
+                                  headers=acme.admin)
+        created = await create(client, acme.admin, config)
+        pushed = await push(client, acme.admin, draft_order(acme.id))
+        await client.post(f"{CONNECTORS}/{created['id']}/disable", headers=acme.admin)
+        answers.append([(response.status_code, without_latency(response.json()))
+                        for response in (tested, saved)] + [pushed["error_json"]])
+    assert answers[0] == answers[1]
+    assert answers[0][0] == (400, {
+        "error": "connection_test_failed",
+        "error_description": "Host unreachable: name not found or not a public address",
+        "details": {"success": False,
+                    "message": "Host unreachable: name not found or not a public address"}})
+    assert answers[0][2] == {"code": "unreachable", "message": "Host unreachable: name not "
+                             "found or not a public address"}
+    assert "'no-such-host.invalid' does not resolve" in caplog.text
+    assert f"{host} resolves to an address that is not public" in caplog.text
+
+
+def without_latency(body: dict[str, Any]) -> dict[str, Any]:
+    details = {key: value for key, value in body.get("details", {}).items()
+               if key != "latency_ms"}
+    return {**body, "details": details}
 
 
 # US3 ------------------------------------------------------------------------------------
@@ -275,12 +313,13 @@ async def test_us3_3_no_active_connection_is_409(client, acme):
     refusal(response, 409, "conflict", "No active connector")
 
 
-async def test_us3_4_filesystem_push_lands_under_the_root(client, acme, dropzone_root):
+async def test_us3_4_filesystem_push_lands_in_the_orgs_folder(client, acme, dropzone_root):
+    (dropzone_root / acme.id / "orders").mkdir(parents=True)
     await create(client, acme.admin, {"mode": "filesystem", "export_path": "orders",
                                       "test_on_save": True})
     order = draft_order(acme.id)
     body = await push(client, acme.admin, order)
-    (written,) = (dropzone_root / "orders").iterdir()  # no temporary file left
+    (written,) = (dropzone_root / acme.id / "orders").iterdir()  # no temporary file left
     assert body["dropzone_path"] == f"orders/{written.name}"
     assert json.loads(written.read_bytes()) == order.model_dump(mode="json")
 

@@ -18,6 +18,8 @@ from issuer.clock import SystemClock
 from issuer.outbound import OutboundPolicy
 from tests.erp.conftest import LOOPBACK, draft_order
 
+ORG = "org-1"
+
 
 @pytest.fixture
 def connector(dropzone_root: Path) -> DropzoneConnector:
@@ -27,7 +29,7 @@ def connector(dropzone_root: Path) -> DropzoneConnector:
 
 async def test_connection_success_writes_the_test_file_then_deletes_it(connector, sftp_server):
     config = connector.parse_config(sftp_server.config())
-    result = await connector.test_connection(config)
+    result = await connector.test_connection(config, org_id=ORG)
     assert result.success, result.error_message
     assert result.error_message is None and result.latency_ms > 0
     state = sftp_server.state
@@ -41,7 +43,7 @@ async def test_connection_success_writes_the_test_file_then_deletes_it(connector
 async def test_private_key_authentication_works_too(connector, sftp_server):
     key = sftp_server.client_key.export_private_key("openssh").decode()
     config = connector.parse_config(sftp_server.config(password=None, private_key=key))
-    assert (await connector.test_connection(config)).success
+    assert (await connector.test_connection(config, org_id=ORG)).success
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -53,7 +55,7 @@ async def test_private_key_authentication_works_too(connector, sftp_server):
 async def test_connection_failures_have_exact_messages(connector, sftp_server, overrides,
                                                         message):
     result = await connector.test_connection(connector.parse_config(sftp_server.config(
-        **overrides)))
+        **overrides)), org_id=ORG)
     assert (result.success, result.error_message) == (False, message)
     assert sftp_server.files("readonly") == []
 
@@ -64,7 +66,7 @@ async def test_a_silent_tcp_port_is_a_connection_timeout(connector, silent_port)
         "password": "x", "insecure_skip_host_key": True, "export_path": "/inbound",
         "timeout_seconds": 0.5})
     started = time.perf_counter()
-    result = await connector.test_connection(config)
+    result = await connector.test_connection(config, org_id=ORG)
     assert (result.success, result.error_message) == (False, "Connection timeout")
     assert 0.4 < time.perf_counter() - started < 3
 
@@ -72,7 +74,7 @@ async def test_a_silent_tcp_port_is_a_connection_timeout(connector, silent_port)
 async def test_a_host_key_mismatch_is_its_own_message(connector, sftp_server):
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     result = await connector.test_connection(connector.parse_config(sftp_server.config(
-        host_key=other)))
+        host_key=other)), org_id=ORG)
     assert result.error_message == ("Host key verification failed: the server's host key is "
                                     "not host_key")
     assert sftp_server.state.opened_for_write == []
@@ -81,7 +83,7 @@ async def test_a_host_key_mismatch_is_its_own_message(connector, sftp_server):
 async def test_a_bare_public_key_pins_the_host_as_well(connector, sftp_server):
     bare = sftp_server.host_key.export_public_key().decode()
     assert (await connector.test_connection(connector.parse_config(sftp_server.config(
-        host_key=bare)))).success
+        host_key=bare)), org_id=ORG)).success
 
 
 async def test_an_unreachable_host_says_so(connector, sftp_server, silent_port):
@@ -91,11 +93,11 @@ async def test_an_unreachable_host_says_so(connector, sftp_server, silent_port):
     server.close()
     await server.wait_closed()
     result = await connector.test_connection(connector.parse_config(sftp_server.config(
-        port=port)))
+        port=port)), org_id=ORG)
     assert result.error_message == "Host unreachable: connection refused"
     result = await connector.test_connection(connector.parse_config(sftp_server.config(
-        host="no-such-host.invalid")))
-    assert result.error_message == "Host unreachable: name not found"
+        host="no-such-host.invalid")), org_id=ORG)
+    assert result.error_message == "Host unreachable: name not found or not a public address"
 
 
 async def test_atomic_export_shows_no_partial_file_and_writes_the_order_json(connector,
@@ -125,7 +127,8 @@ async def test_atomic_export_shows_no_partial_file_and_writes_the_order_json(con
 
     watcher = asyncio.create_task(watch())
     try:
-        result = await connector.export(order, connector.parse_config(sftp_server.config()))
+        result = await connector.export(order, connector.parse_config(sftp_server.config()),
+                                        org_id=ORG)
     finally:
         done.set()
         await watcher
@@ -147,7 +150,7 @@ async def test_atomic_export_shows_no_partial_file_and_writes_the_order_json(con
 async def test_non_atomic_export_writes_the_final_name_directly(connector, sftp_server):
     order = draft_order("org-1")
     result = await connector.export(order, connector.parse_config(sftp_server.config(
-        atomic_write=False)))
+        atomic_write=False)), org_id=ORG)
     assert sftp_server.state.renamed == []
     assert sftp_server.state.opened_for_write == [result.storage_key.lstrip("/")]
 
@@ -155,19 +158,22 @@ async def test_non_atomic_export_writes_the_final_name_directly(connector, sftp_
 async def test_export_failure_raises_connector_error(connector, sftp_server):
     with pytest.raises(ConnectorError) as raised:
         await connector.export(draft_order("org-1"), connector.parse_config(
-            sftp_server.config(export_path="/readonly")))
+            sftp_server.config(export_path="/readonly")), org_id=ORG)
     assert raised.value.message == "Permission denied"
     assert sftp_server.files("readonly") == []
 
 
-async def test_filesystem_mode_writes_atomically_under_the_root(connector, dropzone_root):
-    order = draft_order("org-1", id=uuid.uuid4())
+async def test_filesystem_mode_writes_atomically_inside_the_orgs_folder(connector,
+                                                                        dropzone_root):
+    order = draft_order(ORG, id=uuid.uuid4())
+    (dropzone_root / ORG / "orders").mkdir(parents=True)
     config = connector.parse_config({"mode": "filesystem", "export_path": "orders"})
-    assert (await connector.test_connection(config)).success
-    result = await connector.export(order, config)
-    (written,) = (dropzone_root / "orders").iterdir()
+    assert (await connector.test_connection(config, org_id=ORG)).success
+    result = await connector.export(order, config, org_id=ORG)
+    (written,) = (dropzone_root / ORG / "orders").iterdir()
     assert result.connector_metadata["dropzone_path"] == f"orders/{written.name}"
     assert json.loads(written.read_bytes()) == order.model_dump(mode="json")
+    assert list((dropzone_root / "orders").iterdir()) == []  # the shared root is not used
     missing = await connector.test_connection(connector.parse_config(
-        {"mode": "filesystem", "export_path": "nowhere"}))
+        {"mode": "filesystem", "export_path": "nowhere"}), org_id=ORG)
     assert missing.error_message == "Export path not found"
