@@ -9,12 +9,13 @@ all land on one of them):
 - a connection must deliver a complete request head within
   ``ISSUER_HTTP_HEADER_TIMEOUT`` of connecting, and again of each response: an idle
   connection, a half-sent head and an idle keep-alive connection are all closed;
+- a request head larger than :data:`MAX_HEAD_BYTES` is refused (431);
 - a worker holds at most ``ISSUER_HTTP_MAX_CONNECTIONS`` connections. Past that it
   stops accepting: new connections wait in the kernel's accept queue
   (:data:`BACKLOG` deep, beyond which the kernel drops connection attempts) until
   a held one closes, which the timeouts bound;
 - on Linux each worker listens on a socket of its own (``SO_REUSEPORT``), so the
-  kernel spreads connections evenly over the workers;
+  kernel spreads connections over the workers (by a hash of their addresses);
 - HTTP/1.1 only (no h2c, no WebSocket): nothing else is served here, and HTTP/2's
   streams would escape the head timeout.
 
@@ -44,6 +45,8 @@ APP = "issuer.app:create_app_from_env"
 BACKLOG = 1024
 #: Seconds a stopping worker has to finish its requests before it is killed.
 SHUTDOWN_GRACE = 30
+#: Bytes a connection's read buffer holds: the largest request head (431 past it).
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def default_workers() -> int:
@@ -63,7 +66,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: 
         backlog=BACKLOG, backpressure=settings.http_max_connections,
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(settings.http_header_timeout * 1000)),
-            keep_alive=True),
+            keep_alive=True, max_buffer_size=MAX_HEAD_BYTES),
         log_enabled=True, log_level=LogLevels(log_level), log_dictconfig=log_config,
         log_access=False, respawn_failed_workers=True, workers_kill_timeout=SHUTDOWN_GRACE,
     )
