@@ -9,7 +9,8 @@ Not a test: CI does not run it. One run, on one machine:
    SHA-256, ~300-byte message) in a separate process while the server is idle;
 4. ``wrk`` driving ``POST /token`` (client_credentials, client_secret_basic) at
    each concurrency for ``--duration`` seconds after a ``--warmup``;
-5. one greppable line per concurrency, then everything is torn down.
+5. one greppable line per concurrency, and one with the tokens each worker
+   process issued (from its ``/metrics``), then everything is torn down.
 
 Run: ``.venv/bin/python bench/token_endpoint.py [--workers 2] [--postgres URL]``.
 """
@@ -278,6 +279,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                     if args.py_spy and index == 0 and round_ == 0 and mode == modes[0]:
                         profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
                     scripts = _redis_script_calls(args.redis) if mode == "redis" else 0
+                    by_worker = _tokens_by_worker(base_url, args.workers)
                     cpu = _group_cpu_seconds(server.pid)
                     result = _wrk(wrk, script, base_url, connections, threads, args.duration,
                                   cpus=args.load_cpus)
@@ -299,6 +301,11 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                           f"server_cpu_us/token={cpu_per_token * 1e6:.0f}"
                           + (f" redis_scripts/token={scripts / result.requests:.3f}"
                              if mode == "redis" and result.requests else ""), flush=True)
+                    split = _split(by_worker, _tokens_by_worker(base_url, args.workers))
+                    print(f"limiting={mode} round={round_ + 1} c={connections} "
+                          f"workers_seen={len(split)}/{args.workers} tokens_by_worker="
+                          f"{','.join(f'{count:.0f}' for count in split.values())} "
+                          f"balance={_balance(split):.2f}", flush=True)
                     if result.errors:
                         print(f"#   c={connections} non200={result.non200} "
                               f"socket_errors={result.socket_errors} of {result.requests} "
@@ -397,6 +404,46 @@ def _group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
+def _tokens_by_worker(base_url: str, workers: int) -> dict[str, float]:
+    """Tokens each worker process has issued so far, by pid. Every process counts
+    its own and names itself (``issuer_process_info{pid}``); the kernel picks
+    the worker of each new connection, so ``/metrics`` is asked over fresh
+    connections until every worker has answered (or 50 tries per worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for _ in range(50 * workers):
+        try:
+            page = httpx.get(f"{base_url}/metrics", headers={"Connection": "close"},
+                             timeout=10.0).text
+        except httpx.TransportError:
+            continue
+        pid, issued = None, 0.0
+        for family in text_string_to_metric_families(page):
+            for sample in family.samples:
+                if sample.name == "issuer_process_info":
+                    pid = sample.labels["pid"]
+                elif sample.name == "issuer_tokens_issued_total":
+                    issued += sample.value
+        if pid is not None:
+            counts[pid] = issued
+        if len(counts) == workers:
+            break
+    return counts
+
+
+def _split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Tokens per worker between two scrapes (workers seen both times)."""
+    return {pid: after[pid] - before[pid] for pid in sorted(after) if pid in before}
+
+
+def _balance(split: dict[str, float]) -> float:
+    """The least busy worker's tokens over the mean: 1.0 is an even split, 0.0 a
+    worker that issued nothing."""
+    total = sum(split.values())
+    return min(split.values()) * len(split) / total if total else 0.0
+
+
 def _redis_script_calls(url: str) -> int:
     """EVALSHA calls the Redis server has run (every rate-limit check that went to
     Redis is one; a leased one is none)."""
@@ -474,7 +521,7 @@ def _server_log_has_errors(path: Path) -> bool:
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (uvicorn and its workers), then SIGKILL."""
+    """SIGTERM the server's process group (Granian and its workers), then SIGKILL."""
     if server.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

@@ -8,19 +8,21 @@ loads the key ring and starts the group writer, and hands them to handlers as
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from starlette.types import ASGIApp
 
 from connectors.erp import routes as erp_routes
 from connectors.erp.dropzone import DropzoneConnector
@@ -37,7 +39,7 @@ from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
 from issuer.health import healthz, readyz
 from issuer.metrics import Metrics, metrics_endpoint
-from issuer.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
 from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
@@ -191,18 +193,25 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),
+        Middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout),
     ]
     if settings.trusted_proxies:
-        # X-Forwarded-For is believed only from these addresses (uvicorn's parser:
+        # X-Forwarded-For is believed only from these addresses (Granian's parser:
         # the right-most address not itself a trusted proxy is the client).
-        middleware.append(Middleware(ProxyHeadersMiddleware,
-                                     trusted_hosts=list(settings.trusted_proxies)))
+        middleware.append(Middleware(_proxy_headers, trusted=settings.trusted_proxies))
     return Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, Exception: _server_error},
     )
+
+
+def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:
+    # Networks in canonical form: the parser takes "10.1.2.3/8" for a host name.
+    networks = [str(ipaddress.ip_network(value, strict=False)) for value in trusted]
+    wrapped: ASGIApp = wrap_asgi_with_proxy_headers(app, trusted_hosts=networks)
+    return wrapped
 
 
 def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
@@ -232,7 +241,7 @@ def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
 
 
 def create_app_from_env() -> Starlette:
-    """Factory for ``uvicorn --factory`` (``issuer serve``), run in each worker process.
+    """The app factory ``issuer serve`` runs in each worker process (issuer.serving).
 
     Long-lived start-up objects (modules, settings, the app) leave the garbage
     collector's view, and young collections run less often: the token path

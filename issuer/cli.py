@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_positive, default=None,
+                       help="worker processes (default: one per CPU)")
     serve.add_argument("--log-level", default="info",
                        choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=_serve)
@@ -195,6 +196,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _timestamp(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -251,19 +262,15 @@ def _announce(created: NewClient | None) -> None:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from issuer import serving
 
     # JSON lines, here and in every worker (issuer.logs; no SQL parameters, no headers).
     log_config = logging_config(args.log_level)
     logging.config.dictConfig(log_config)
     _with_engine(settings, lambda engine: _prepare(settings, engine))
-    print(f"issuer: serving {settings.issuer_url} on http://{args.host}:{args.port}",
-          file=sys.stderr)
-    uvicorn.run(
-        "issuer.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-        workers=args.workers, access_log=False, log_level=args.log_level, log_config=log_config,
-        proxy_headers=False, server_header=False,
-    )
+    serving.serve(settings, host=args.host, port=args.port,
+                  workers=args.workers or serving.default_workers(),
+                  log_level=args.log_level, log_config=log_config)
     return 0
 
 

@@ -141,6 +141,15 @@ class TooManyAdminRequests(TooManyRequests):
     public_text = "Too many requests"
 
 
+class RequestTimeout(OAuthError):
+    """RFC 9110 §15.5.9: the request body did not arrive in time
+    (``ISSUER_HTTP_BODY_TIMEOUT``); the connection is closed after this answer."""
+
+    error = "invalid_request"
+    status = 408
+    public_text = "The request body did not arrive in time"
+
+
 class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status = 503

@@ -1,7 +1,8 @@
 """Structured logs: every log line is one JSON object (issue 4, item 7).
 
 ``issuer serve`` installs :func:`logging_config` in the server and in each worker
-process (uvicorn applies it there). A record's ``fields`` extra (a dict) is merged
+process (Granian applies it there; its own lines, from Rust too, come through the
+``_granian`` logger). A record's ``fields`` extra (a dict) is merged
 into its line: the access log (``issuer.middleware``) writes method, path,
 status, duration, request id, source address and client id that way.
 
@@ -49,10 +50,10 @@ def logging_config(level: str = "info") -> dict[str, Any]:
                                 "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
-            # uvicorn's own loggers go through the root handler, as JSON too.
-            "uvicorn": {"handlers": [], "propagate": True},
-            "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
+            # The server's own loggers go through the root handler, as JSON too;
+            # its access log stays off (issuer.middleware writes ours).
+            "_granian": {"handlers": [], "propagate": True},
+            "granian.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             **{name: {"level": "INFO" if level == "DEBUG" else level}
                for name in _HELD_AT_INFO},
         },

@@ -6,13 +6,24 @@ of reasons and policies, never client ids (unbounded cardinality).
 
 Each issuer process counts its own requests; with ``issuer serve --workers N``
 scrape every process (one per container is the usual deployment) or sum them.
+``issuer_process_info{pid}`` names the process that answered a scrape, so that
+scrapes over fresh connections (which the kernel spreads over the workers) can
+be told apart and summed per worker.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -59,6 +70,8 @@ class Metrics:
         self.introspections = Counter(
             "issuer_introspections", "RFC 7662 introspections, by answer", ["active"],
             registry=registry)
+        Info("issuer_process", "The process that answered this scrape",
+             registry=registry).info({"pid": str(os.getpid())})
 
     def watch_keys(self, keyring: KeyRing, clock: Clock) -> None:
         """Report the active signing key's age at every scrape."""

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from issuer.errors import RequestTimeout, error_response
 
 access_log = logging.getLogger("issuer.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: The scope key where a handler names the client it authenticated (for the log).
 CLIENT_ID = "issuer.client_id"
+#: The access log's status of a request whose client hung up before it was read.
+CLIENT_ABORTED = 499
 
 
 class RequestIdMiddleware:
@@ -21,7 +27,11 @@ class RequestIdMiddleware:
     it in the response, and writes one structured access-log line (``issuer.logs``):
     method, path (never the query string, which could carry credentials a careless
     client put there), status, duration, request id, source address, and the client
-    id once a handler has authenticated one (``scope[CLIENT_ID]``)."""
+    id once a handler has authenticated one (``scope[CLIENT_ID]``).
+
+    A client that hangs up before its request has arrived in full is no server
+    error: its line says ``client aborted`` with status 499 (the status nginx logs
+    for it; no response was sent), and nothing else is logged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,6 +47,7 @@ class RequestIdMiddleware:
         scope["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        outcome = "request"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -48,10 +59,12 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status, outcome = CLIENT_ABORTED, "client aborted"
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_log.info("request", extra={"fields": {
+                access_log.info(outcome, extra={"fields": {
                     "method": scope["method"], "path": scope["path"], "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "request_id": request_id,
@@ -93,6 +106,54 @@ class BodySizeLimitMiddleware:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyTimeoutMiddleware:
+    """Answers 408 and closes the connection when a request's body has not arrived
+    in full within ``seconds`` of its head (a client trickling a byte a second
+    would otherwise hold a connection and a task for as long as it likes). The
+    server bounds the head itself (``issuer.serving``)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+        responded = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:  # the body is in; what follows is a wait for a disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimeout from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracked_send)
+        except _BodyTimeout:
+            if not responded:
+                await error_response(RequestTimeout(), headers={"Connection": "close"})(
+                    scope, receive, send)
+
+
+class _BodyTimeout(Exception):
     pass
 
 

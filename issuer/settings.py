@@ -60,6 +60,14 @@ class Settings:
     #: The only directory tree the DROPZONE_JSON_V1 connector's filesystem mode may
     #: write to; None = filesystem mode refused (an org never writes elsewhere on the host).
     erp_dropzone_root: Path | None = None
+    #: ``issuer serve``'s connection limits (issuer.serving), per worker process:
+    #: seconds a connection has to send a complete request head, from connecting
+    #: or from its previous response (so also how long a keep-alive connection
+    #: may sit idle); seconds the body then has to arrive in full (else 408);
+    #: connections held open at once (more wait in the kernel's accept queue).
+    http_header_timeout: float = 30.0
+    http_body_timeout: float = 30.0
+    http_max_connections: int = 1000
     #: The platform's name: NetSuite certificates' subject CN is "<name> - Tenant <account>".
     platform_name: str = "m2m-issuer"
     #: Subject O and C of NetSuite certificates (O defaults to the platform name; no C).
@@ -130,6 +138,12 @@ class Settings:
                                      get("ISSUER_ERP_MOCK_CONNECTOR")),
             erp_dropzone_root=_directory("ISSUER_ERP_DROPZONE_ROOT",
                                          get("ISSUER_ERP_DROPZONE_ROOT")),
+            http_header_timeout=_seconds("ISSUER_HTTP_HEADER_TIMEOUT", get,
+                                         cls.http_header_timeout, low=0.1, high=60.0),
+            http_body_timeout=_seconds("ISSUER_HTTP_BODY_TIMEOUT", get, cls.http_body_timeout,
+                                       low=0.1, high=600.0),
+            http_max_connections=_int("ISSUER_HTTP_MAX_CONNECTIONS", get,
+                                      cls.http_max_connections, low=1, high=100_000),
             platform_name=_text("ISSUER_PLATFORM_NAME", get("ISSUER_PLATFORM_NAME")
                                 or cls.platform_name),
             netsuite_cert_organization=_optional_text("ISSUER_NETSUITE_CERT_ORGANIZATION",
@@ -176,6 +190,19 @@ def _int(name: str, get: _Getter, default: int, *, low: int, high: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _seconds(name: str, get: _Getter, default: float, *, low: float, high: float) -> float:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be between {low:g} and {high:g} seconds, got {raw}")
     return value
 
 

@@ -16,6 +16,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ import httpx
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -423,3 +425,82 @@ def live_server(settings: Settings) -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=30)
     sock.close()
+
+
+_SERVING = re.compile(r"issuer: serving \S+ on (http://127\.0\.0\.1:\d+)")
+
+
+class ServeProcess:
+    """``issuer serve --port 0`` in a process of its own. Its URL is read from its
+    start-up line; every line it writes to stderr is kept in :attr:`log`."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "issuer", "serve", "--host", "127.0.0.1", "--port", "0",
+             *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+        assert self.process.stderr is not None
+        seen = []
+        for line in self.process.stderr:
+            seen.append(line)
+            match = _SERVING.search(line)
+            if match:
+                self.url = match[1]
+                break
+        else:
+            raise RuntimeError("issuer serve did not start:\n" + "".join(seen))
+        self.log: list[str] = []
+        self._lines = threading.Condition()
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lines:
+                self.log.append(line)
+                self._lines.notify_all()
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 30.0) -> str:
+        """The first line of the log that satisfies ``predicate``, waiting for it."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self.log if predicate(line)][:1]
+            return bool(found)
+
+        with self._lines:
+            if not self._lines.wait_for(seen, timeout):
+                raise AssertionError("no such line in the server's log:\n" + "".join(self.log))
+        return found[0]
+
+    def scrape_workers(self, workers: int, *, attempts: int = 200) -> dict[str, str]:
+        """``/metrics`` of each worker process, by pid: fresh connections until
+        ``workers`` different processes have answered (the kernel picks one per
+        connection). Connections refused while workers start are retried."""
+        pages: dict[str, str] = {}
+        for _ in range(attempts):
+            try:
+                page = httpx.get(f"{self.url}/metrics", headers={"Connection": "close"},
+                                 timeout=10.0).text
+            except httpx.TransportError:
+                if self.process.poll() is not None:
+                    break
+                continue
+            (pid,) = [sample.labels["pid"] for family in text_string_to_metric_families(page)
+                      for sample in family.samples if sample.name == "issuer_process_info"]
+            pages[pid] = page
+            if len(pages) == workers:
+                return pages
+        raise AssertionError(f"{len(pages)} of {workers} workers answered:\n"
+                             + "".join(self.log[-30:]))
+
+    def stop(self) -> int | None:
+        """SIGTERM, then wait for the process to exit; its exit status."""
+        if self.process.returncode is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        self._drain.join(timeout=30)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return self.process.returncode

@@ -13,10 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,45 +22,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REDIS_URL, TEST_MASTER_KEY, delete_redis_keys
+from tests.conftest import REDIS_URL, TEST_MASTER_KEY, ServeProcess, delete_redis_keys
 from tests.test_rate_limits import GRANT, running
-
-_RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
-
-
-class ServeProcess:
-    """``issuer serve --port 0``; its URL is read from its own start-up log line."""
-
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "issuer", "serve", "--host", "127.0.0.1", "--port", "0"],
-            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert self.process.stderr is not None
-        seen = []
-        for line in self.process.stderr:
-            seen.append(line)
-            match = _RUNNING.search(line)
-            if match:
-                self.url = match[1]
-                break
-        else:
-            raise RuntimeError("issuer serve did not start:\n" + "".join(seen))
-        self.log: list[str] = []
-        self._drain = threading.Thread(target=self._read, daemon=True)
-        self._drain.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        self.log.extend(self.process.stderr)
-
-    def stop(self) -> None:
-        if self.process.returncode is not None:
-            return
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self._drain.join(timeout=30)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
 
 
 @pytest.fixture
@@ -73,7 +32,10 @@ def two_issuers(database_url: str, tmp_path: Path) -> Iterator[list[ServeProcess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
     env.update({"ISSUER_DATABASE_URL": database_url, "ISSUER_REDIS_URL": REDIS_URL,
                 "ISSUER_REDIS_KEY_PREFIX": prefix, "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex()})
-    servers = [ServeProcess(env, tmp_path), ServeProcess(env, tmp_path)]
+    servers = [ServeProcess(env, tmp_path, "--workers", "1"),
+               ServeProcess(env, tmp_path, "--workers", "1")]
+    for server in servers:
+        server.scrape_workers(1)  # listening
     yield servers
     for server in servers:
         server.stop()
@@ -108,7 +70,8 @@ async def test_two_issuer_processes_share_one_client_budget(two_issuers, registe
     for server in two_issuers:
         server.stop()
     lines = [json.loads(line) for server in two_issuers for line in server.log]
-    access = [line for line in lines if line["logger"] == "issuer.access"]
+    access = [line for line in lines
+              if line["logger"] == "issuer.access" and line["path"] != "/metrics"]
     assert len(access) == 16
     assert {(line["method"], line["path"], line["client_id"]) for line in access} == {
         ("POST", "/token", registered.client_id)}

@@ -33,6 +33,11 @@ def test_secrets_never_print():
     ({"ISSUER_SIGNING_ALG": "HS256"}, "ISSUER_SIGNING_ALG must be one of RS256, ES256, EdDSA"),
     ({"ISSUER_RATE_LIMIT": "lots"}, "ISSUER_RATE_LIMIT must look like '1200/minute'"),
     ({"ISSUER_RATE_LIMIT_FAIL": "maybe"}, "ISSUER_RATE_LIMIT_FAIL must be one of open, closed"),
+    ({"ISSUER_HTTP_HEADER_TIMEOUT": "soon"}, "ISSUER_HTTP_HEADER_TIMEOUT must be a number of "
+                                             "seconds"),
+    ({"ISSUER_HTTP_HEADER_TIMEOUT": "0"}, "ISSUER_HTTP_HEADER_TIMEOUT must be between 0.1 and 60"),
+    ({"ISSUER_HTTP_BODY_TIMEOUT": "nan"}, "ISSUER_HTTP_BODY_TIMEOUT must be between 0.1 and 600"),
+    ({"ISSUER_HTTP_MAX_CONNECTIONS": "0"}, "ISSUER_HTTP_MAX_CONNECTIONS must be between 1 and"),
     ({"ISSUER_ENV": "production", "ISSUER_URL": "https://id.example.com"},
      "ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production"),
     ({"ISSUER_ENV": "production", "ENCRYPTION_MASTER_KEY": "00" * 32},
@@ -43,6 +48,15 @@ def test_a_bad_value_names_its_variable(environ, message):
         Settings.from_env(environ, env_file=None)
     assert str(raised.value).startswith(message)
     assert "\n" not in str(raised.value)
+
+
+def test_connection_limits_default_to_30_seconds_and_are_settable():
+    assert (Settings().http_header_timeout, Settings().http_body_timeout) == (30.0, 30.0)
+    settings = Settings.from_env({"ISSUER_HTTP_HEADER_TIMEOUT": "0.5",
+                                  "ISSUER_HTTP_BODY_TIMEOUT": "2",
+                                  "ISSUER_HTTP_MAX_CONNECTIONS": "64"}, env_file=None)
+    assert (settings.http_header_timeout, settings.http_body_timeout,
+            settings.http_max_connections) == (0.5, 2.0, 64)
 
 
 def test_dotenv_file_is_read_and_the_environment_wins(tmp_path):

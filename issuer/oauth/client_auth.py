@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from starlette.datastructures import Headers
+
 from issuer.errors import InvalidClient, InvalidRequest
 from issuer.oauth.rfc7523 import ClientAssertion, read_assertion
 
@@ -33,9 +35,13 @@ class ClaimedClient:
     assertion: ClientAssertion | None = None
 
 
-def identify(headers: Mapping[str, str], form: Mapping[str, str],
+def identify(headers: Headers, form: Mapping[str, str],
              query: Mapping[str, str]) -> ClaimedClient:
     """Who claims to be calling, and how; nothing is verified yet."""
+    # RFC 9110 §5.3: a field that is not a list (Authorization holds one set of
+    # credentials, §11.6.2) appears once. Two would leave open which one counts.
+    if len(headers.getlist("authorization")) > 1:
+        raise InvalidRequest("Send one Authorization header", reason="repeated_authorization")
     # RFC 6749 §2.3.1: "The parameters can only be transmitted in the
     # request-body and MUST NOT be included in the request URI."
     if any(name in query for name in _CREDENTIAL_PARAMETERS):

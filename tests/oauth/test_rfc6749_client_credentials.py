@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 GENERIC_INVALID_CLIENT = {"error": "invalid_client",
                           "error_description": "Client authentication failed"}
@@ -234,6 +235,24 @@ async def test_s2_3_two_authentication_methods_at_once_are_refused(client, regis
     assert response.json() == {"error": "invalid_request",
                                "error_description": "Use exactly one client authentication "
                                                     "method"}
+
+
+@pytest.mark.parametrize("second", ["the same credentials", "another client's"])
+async def test_two_authorization_headers_are_invalid_request(client, register, engine, second):
+    # RFC 9110 §5.3: Authorization is no list field (§11.6.2: one set of
+    # credentials); which of two would count must not be left to chance.
+    c = await register()
+    other = await register() if second == "another client's" else c
+    response = await client.post("/token", content="grant_type=client_credentials", headers=[
+        ("Authorization", _basic(c.client_id, c.client_secret)["Authorization"]),
+        ("Authorization", _basic(other.client_id, other.client_secret)["Authorization"]),
+        ("Content-Type", FORM)])
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request",
+                               "error_description": "Send one Authorization header"}
+    assert_no_store(response)
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM issued_tokens"))).scalar() == 0
 
 
 @pytest.mark.parametrize("body", [

@@ -273,6 +273,22 @@ async def test_s2_1_the_token_is_never_taken_from_the_query(client, register):
     assert await active(client, owner, token)
 
 
+
+async def test_two_authorization_headers_are_invalid_request(client, register):
+    # RFC 9110 §5.3: Authorization is no list field; the caller is authenticated
+    # from one header or not at all.
+    caller = await register()
+    token = await issue_token(client, caller)
+    basic = "Basic " + base64.b64encode(
+        f"{caller.client_id}:{caller.client_secret}".encode()).decode()
+    response = await client.post("/revoke", content=f"token={token}", headers=[
+        ("Authorization", basic), ("Authorization", basic), ("Content-Type", FORM)])
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request",
+                               "error_description": "Send one Authorization header"}
+    assert response.headers["cache-control"] == "no-store"
+    assert await active(client, caller, token)
+
 # An independent client: Authlib's own client-side helper ---------------------------------
 
 

@@ -389,6 +389,21 @@ async def test_s2_1_credentials_in_the_query_are_refused(client, register):
         "error_description": "Client credentials must not be sent in the request URI"}
 
 
+
+async def test_two_authorization_headers_are_invalid_request(client, register):
+    # RFC 9110 §5.3: Authorization is no list field; the caller is authenticated
+    # from one header or not at all.
+    caller = await register()
+    token = await issue_token(client, caller)
+    basic = "Basic " + base64.b64encode(
+        f"{caller.client_id}:{caller.client_secret}".encode()).decode()
+    response = await client.post("/introspect", content=f"token={token}", headers=[
+        ("Authorization", basic), ("Authorization", basic), ("Content-Type", FORM)])
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request",
+                               "error_description": "Send one Authorization header"}
+    assert response.headers["cache-control"] == "no-store"
+
 @pytest.mark.parametrize("body", ["", "token=", "token_type_hint=access_token"])
 async def test_s2_1_missing_token_is_invalid_request(client, register, body):
     caller = await register()
