@@ -57,15 +57,6 @@ ISSUER = "m2m-issuer"
 PEER_DIR = Path(__file__).resolve().parent / "peers" / "node-oidc-provider"
 SIGN_ALGS = ("RS256", "ES256")
 SIGNING_INPUT_BYTES = 300
-# ``issuer serve`` with uvicorn's worker health-check timeout raised: its supervisor
-# kills a worker that has not answered a ping within 5 s, and on a starved machine
-# importing the app alone takes longer, so the workers never come up.
-SERVE_SHIM = (
-    "import sys, uvicorn\n"
-    "uvicorn.run.__kwdefaults__['timeout_worker_healthcheck'] = int(sys.argv.pop(1))\n"
-    "from issuer.cli import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
 
 
 @dataclass
@@ -153,11 +144,6 @@ def _parser() -> argparse.ArgumentParser:
                         choices=["critical", "error", "warning", "info", "debug"],
                         help="issuer serve --log-level (default warning: no access-log "
                         "line per request, like the reference)")
-    parser.add_argument("--worker-timeout", type=int, default=60,
-                        help="seconds uvicorn's supervisor lets an issuer worker take to answer "
-                        "its health check before killing it (default 60; uvicorn's own 5 s "
-                        "restarts workers forever on a starved machine); 0 runs `issuer serve` "
-                        "as it is")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="measured seconds per server, concurrency and round (default 10)")
@@ -199,7 +185,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, node: str, peer_dir: P
               f"peer={PEER}@{_peer_version(peer_dir)} peer_workers={peer_workers} peer_alg=RS256 "
               f"rounds={args.rounds} duration={args.duration:g}s warmup={args.warmup:g}s "
               f"connections={','.join(map(str, levels))} wrk_threads={args.wrk_threads} "
-              f"log_level={args.log_level} worker_timeout={args.worker_timeout}s "
+              f"log_level={args.log_level} "
               f"cpus={os.cpu_count()} "
               f"python={platform.python_version()} node={_node_version(node)}", flush=True)
 
@@ -346,8 +332,7 @@ def _start_issuer(issuer: str, workdir: Path, database_url: str,
     client = json.loads(bench._cli(issuer, ["clients", "create", "--tenant", "bench",
                                             "--scope", SCOPE, "--json"], env, workdir))
     log_path = workdir / "issuer.log"
-    command = [issuer] if args.worker_timeout <= 0 else [
-        sys.executable, "-c", SERVE_SHIM, str(args.worker_timeout)]
+    command = [issuer]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [*command, "serve", "--host", "127.0.0.1", "--port", str(port),
