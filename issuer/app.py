@@ -18,6 +18,7 @@ import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,11 +34,13 @@ from connectors.netsuite import from_services as netsuite_service
 from connectors.netsuite import routes as netsuite
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
+from issuer.admin.http import Operation
 from issuer.background import every
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
 from issuer.health import healthz, readyz
+from issuer.http_errors import http_exception, without_slash_redirects
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
@@ -184,11 +187,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         *erp_routes.routes,
         *netsuite.routes,
     ]
-    operations = [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
-                  *tenants.operations, *clients.operations, *m2m_tokens.operations,
-                  *keys.operations, *audit_events.operations, *erp_routes.operations,
-                  *netsuite.operations]
-    routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, operations),
+    routes.append(Route("/openapi.json",
+                        openapi_endpoint(settings.issuer_url, documented_operations()),
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
@@ -199,12 +199,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         # X-Forwarded-For is believed only from these addresses (Granian's parser:
         # the right-most address not itself a trusted proxy is the client).
         middleware.append(Middleware(_proxy_headers, trusted=settings.trusted_proxies))
-    return Starlette(
+    return without_slash_redirects(Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={OAuthError: _oauth_error, Exception: _server_error},
-    )
+        exception_handlers={OAuthError: _oauth_error, HTTPException: http_exception,
+                            Exception: _server_error},
+    ))
+
+
+def documented_operations() -> list[Operation]:
+    """Every operation /openapi.json documents, in the order of the routes."""
+    return [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
+            *tenants.operations, *clients.operations, *m2m_tokens.operations,
+            *keys.operations, *audit_events.operations, *erp_routes.operations,
+            *netsuite.operations]
 
 
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from issuer import audit
+from issuer import audit, tenant_names
 from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
 from issuer.registration import ClientSpec, NewClient, create_client
@@ -36,7 +36,8 @@ async def bootstrap(engine: AsyncEngine, clock: Clock) -> NewClient | None:
         try:
             async with session.begin():
                 now = utc(clock.now())
-                tenant = Tenant(id=str(uuid.uuid4()), name=PLATFORM_TENANT, status="active",
+                tenant = Tenant(id=str(uuid.uuid4()), name=PLATFORM_TENANT,
+                                name_key=tenant_names.key(PLATFORM_TENANT), status="active",
                                 platform=True, created_at=now, updated_at=now)
                 session.add(tenant)
                 await session.flush()

@@ -221,6 +221,15 @@ class NotFound(OAuthError):
     public_text = "No such object"
 
 
+class MethodNotAllowed(OAuthError):
+    """RFC 9110 §15.5.6: the path exists but not with this method; ``Allow`` lists
+    every method it has."""
+
+    error = "method_not_allowed"
+    status = 405
+    public_text = "The method is not allowed for this resource"
+
+
 class Conflict(OAuthError):
     error = "conflict"
     status = 409
@@ -258,6 +267,17 @@ class InvalidState(OAuthError):
     error = "invalid_state"
     status = 422
     public_text = "The object is not in a state that allows this operation"
+    exposes_description = True
+
+
+class NetSuiteRequestFailed(OAuthError):
+    """NetSuite refused a call the connector made for the caller (a token request, its
+    certificate API) or could not be reached; the description carries NetSuite's error
+    code and a hint, never an assertion or a token."""
+
+    error = "netsuite_request_failed"
+    status = 422
+    public_text = "The request to NetSuite failed"
     exposes_description = True
 
 

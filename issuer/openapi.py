@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from issuer.admin.http import Operation, ResponseModel
+from issuer.admin.http import Operation, ResponseModel, without_null
 
 _PATH_PARAMETER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 _REF = "#/components/schemas/{model}"
@@ -84,7 +84,8 @@ CORE_OPERATIONS = [
               "oauth", request=TokenForm, response=TokenResponse, auth="client", form=True,
               errors=(400, 401, 403, 429, 503)),
     Operation("GET", "/.well-known/jwks.json", "Public signing keys (RFC 7517)", "discovery",
-              response=JWKSet, auth="none", errors=()),
+              response=JWKSet, auth="none", errors=(),
+              media_type="application/jwk-set+json"),  # RFC 7517 §8.5.1
     Operation("GET", "/.well-known/oauth-authorization-server",
               "Authorization server metadata (RFC 8414)", "discovery", auth="none", errors=()),
     Operation("GET", "/.well-known/openid-configuration", "The same metadata", "discovery",
@@ -125,7 +126,7 @@ def build_document(issuer_url: str, operations: Iterable[Operation]) -> dict[str
 def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
     models: dict[type[BaseModel], None] = {ErrorBody: None}
     for operation in operations:
-        for model in (operation.request, operation.response):
+        for model in (None if operation.form else operation.request, operation.response):
             if model is not None:
                 models[model] = None
     _, definitions = models_json_schema(
@@ -150,10 +151,17 @@ def _operation(operation: Operation) -> dict[str, Any]:
         document["security"] = [{"bearer": []}]
     elif operation.auth == "client":
         document["security"] = [{"clientBasic": []}, {}]
-    if operation.request is not None:
-        media = "application/x-www-form-urlencoded" if operation.form else "application/json"
-        document["requestBody"] = {"required": True,
-                                   "content": {media: {"schema": _ref(operation.request)}}}
+    if operation.form and operation.request is not None:
+        # A form field is a string or absent, never null: the schema is inlined as such.
+        form = operation.request.model_json_schema(ref_template=_REF)
+        for field in form.get("properties", {}).values():
+            without_null(field)
+        document["requestBody"] = {
+            "required": True, "content": {"application/x-www-form-urlencoded": {"schema": form}}}
+    elif operation.request is not None:
+        document["requestBody"] = {
+            "required": not getattr(operation.request, "body_optional", False),
+            "content": {"application/json": {"schema": _ref(operation.request)}}}
     return document
 
 
@@ -166,15 +174,16 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         schema = operation.query.model_json_schema(ref_template=_REF)
         required = set(schema.get("required", []))
         for name, field_schema in schema.get("properties", {}).items():
+            # A query parameter is a string or absent, never null.
             parameters.append({"name": name, "in": "query", "required": name in required,
-                               "schema": field_schema})
+                               "schema": without_null(field_schema)})
     return parameters
 
 
 def _responses(operation: Operation) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if operation.response is not None:
-        success["content"] = {"application/json": {"schema": _ref(operation.response)}}
+        success["content"] = {operation.media_type: {"schema": _ref(operation.response)}}
     elif operation.media_type != "application/json":
         success["content"] = {operation.media_type: {"schema": {"type": "string"}}}
     elif operation.status != 204:

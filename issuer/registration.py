@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer import audit
+from issuer import audit, tenant_names
 from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
@@ -190,19 +190,37 @@ def check_rate_limit(value: str | None) -> str | None:
 
 
 def _check_tenant_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise RegistrationError("a tenant name is 1 to 200 characters")
-    return name
+    """The rules of :mod:`issuer.tenant_names` (the API checks them in its model)."""
+    try:
+        return tenant_names.check(name)
+    except tenant_names.InvalidTenantName as error:
+        raise RegistrationError(str(error)) from None
+
+
+async def _check_name_free(session: AsyncSession, name: str, tenant_id: str | None = None,
+                           ) -> None:
+    """A conflict naming the tenant whose name is the same as ``name`` (the unique key
+    column is what guarantees it; this only says which name it is)."""
+    statement = select(Tenant.name).where(Tenant.name_key == tenant_names.key(name))
+    if tenant_id is not None:
+        statement = statement.where(Tenant.id != tenant_id)
+    taken = (await session.execute(statement)).scalar()
+    if taken == name:
+        raise RegistrationConflict(f"a tenant named {name!r} exists already")
+    if taken is not None:
+        raise RegistrationConflict(f"a tenant named {taken!r} exists already, and {name!r} "
+                                   "is the same name")
 
 
 async def register_tenant(session: AsyncSession, name: str, clock: Clock,
                           actor: Actor) -> TenantRecord:
-    """Create a tenant, audited with ``actor``; a taken name is a conflict."""
+    """Create a tenant, audited with ``actor``; a taken name, or one that is the same
+    (:func:`issuer.tenant_names.key`), is a conflict."""
     name = _check_tenant_name(name)
+    await _check_name_free(session, name)
     now = clock.now()
-    row = Tenant(id=str(uuid.uuid4()), name=name, status="active", platform=False,
-                 created_at=utc(now), updated_at=utc(now))
+    row = Tenant(id=str(uuid.uuid4()), name=name, name_key=tenant_names.key(name),
+                 status="active", platform=False, created_at=utc(now), updated_at=utc(now))
     session.add(row)
     await _flush_unique(session, f"a tenant named {name!r} exists already")
     await audit.record(session, AuditEvent.TENANT_CREATED, at=now, tenant_id=row.id,
@@ -220,11 +238,14 @@ async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[
         raise RegistrationError("a tenant's name and status can change, nothing else")
     if "name" in wanted:
         wanted["name"] = _check_tenant_name(wanted["name"])
+        wanted["name_key"] = tenant_names.key(wanted["name"])
+        await _check_name_free(session, wanted["name"], tenant_id)
     if "status" in wanted and wanted["status"] not in STATUSES:
         raise RegistrationError(f"a status is one of {', '.join(STATUSES)}")
     if row.platform and wanted.get("status", row.status) != "active":
         raise RegistrationConflict("the platform tenant cannot be disabled")
     diff = _apply(row, wanted)
+    diff.pop("name_key", None)  # follows the name
     if diff:
         row.updated_at = utc(clock.now())
         await _flush_unique(session, f"a tenant named {row.name!r} exists already")

@@ -35,7 +35,8 @@ async def test_a_failing_write_does_not_fail_its_neighbours(engine, clock):
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    tenant = {"id": "t1", "name": "dup", "status": "active", "created_at": now, "updated_at": now}
+    tenant = {"id": "t1", "name": "dup", "name_key": "dup", "status": "active", "created_at": now,
+              "updated_at": now}
     writer = GroupWriter(engine)
     await writer.start()
     await writer.write([(Tenant.__table__, tenant)])

@@ -70,3 +70,70 @@ async def test_one_active_signing_key_per_alg_is_enforced_by_the_database(empty_
                 await connection.execute(SigningKeyRow.__table__.insert(), [{**row, "kid": "c"}])
     finally:
         await engine.dispose()
+
+
+async def _tenants_at_0005(url: str, names: list[str]) -> None:
+    """A store migrated to 0005 (before tenant name keys) holding tenants ``names``."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, "0005")
+        now = datetime.now(UTC).replace(tzinfo=None)
+        async with engine.begin() as connection:
+            for number, name in enumerate(names):
+                await connection.execute(text(
+                    "INSERT INTO tenants (id, name, status, platform, created_at, updated_at) "
+                    "VALUES (:id, :name, 'active', false, :now, :now)"),
+                    {"id": f"00000000-0000-0000-0000-{number:012d}", "name": name, "now": now})
+    finally:
+        await engine.dispose()
+
+
+async def test_tenant_name_keys_are_backfilled_and_unique(empty_database_url):
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
+
+    from issuer.store.models import Tenant
+
+    await _tenants_at_0005(empty_database_url, ["Acme Corp", "Müller  GmbH"])
+    engine = create_engine(empty_database_url)
+    try:
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            keys = (await connection.execute(
+                select(Tenant.name, Tenant.name_key).order_by(Tenant.name))).all()
+        assert [tuple(row) for row in keys] == [("Acme Corp", "acme corp"),
+                                                ("Müller  GmbH", "muller gmbh")]
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(Tenant.__table__.update()
+                                         .where(Tenant.name == "Acme Corp")
+                                         .values(name_key="muller gmbh"))
+    finally:
+        await engine.dispose()
+
+
+async def test_existing_look_alike_tenant_names_stop_the_migration_with_their_names(
+        empty_database_url):
+    from sqlalchemy import inspect
+
+    await _tenants_at_0005(empty_database_url, ["acme", "globex", "ACME"])
+    engine = create_engine(empty_database_url)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            await upgrade(engine)
+        assert str(refused.value) == (
+            "tenant names must differ by more than case, width, accents or spacing, but "
+            "these are the same name: 'acme' (00000000-0000-0000-0000-000000000000), 'ACME' "
+            "(00000000-0000-0000-0000-000000000002). Rename all but one of each (PATCH "
+            "/api/v1/tenants/{id}) and run the migration again; nothing was changed.")
+        assert await current_revision(engine) == "0005"
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda c: {column["name"] for column in inspect(c).get_columns("tenants")})
+        assert "name_key" not in columns
+    finally:
+        await engine.dispose()

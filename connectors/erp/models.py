@@ -9,6 +9,7 @@ line that prints one, shows ``**********``.
 
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -16,11 +17,13 @@ from typing import Annotated, Any, Literal
 import asyncssh
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -42,12 +45,37 @@ class Customer(BaseModel):
     email: Text | None = None
 
 
+#: Decimal strings, up to 12 digits before the point and 6 after (never JSON numbers:
+#: a float cannot hold 19.90). The patterns are the whole rule, for the server and the
+#: document alike; a positive amount has a non-zero digit.
+_AMOUNT = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
+_POSITIVE_AMOUNT = (r"^([1-9][0-9]{0,11}(\.[0-9]{1,6})?|0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}"
+                    r"|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$")
+
+
+def _amount(pattern: str) -> Any:
+    def parse(value: Any) -> Decimal:
+        text = str(value) if isinstance(value, Decimal) else value
+        if not isinstance(text, str) or not re.match(pattern, text):
+            raise ValueError('a decimal string like "19.90" (at most 12 digits before the '
+                             'point and 6 after)')
+        return Decimal(text)
+
+    return parse
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount(_AMOUNT)),
+                   WithJsonSchema({"type": "string", "pattern": _AMOUNT})]
+PositiveAmount = Annotated[Decimal, BeforeValidator(_amount(_POSITIVE_AMOUNT)),
+                           WithJsonSchema({"type": "string", "pattern": _POSITIVE_AMOUNT})]
+
+
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Text
-    qty: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
-    price: Decimal = Field(ge=0, max_digits=18, decimal_places=6, description="unit price")
+    qty: PositiveAmount
+    price: Amount = Field(description="unit price")
     description: Text | None = None
 
 

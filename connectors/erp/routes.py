@@ -28,9 +28,9 @@ from issuer.admin.handlers import (
     PageQuery,
     actor,
     iso,
-    object_id,
     page_json,
     page_params,
+    parse_query,
 )
 from issuer.admin.http import Operation, RequestModel, ResponseModel, json_response, parse_body
 from issuer.errors import NotFound
@@ -182,10 +182,8 @@ async def test_connection(request: Request) -> Response:
 
 async def list_connections(request: Request) -> Response:
     principal = await require_connector_role(request)
+    org_id = parse_query(request, ConnectionQuery).org_id
     limit, after = page_params(request)
-    org_id = request.query_params.get("org_id") or None
-    if org_id is not None:
-        org_id = object_id(org_id)  # one that cannot be ours names nothing (404)
     if org_id is not None or not principal.platform:
         org_id = _org(principal, org_id)
     try:

@@ -57,6 +57,7 @@ from issuer.admin.handlers import (
     object_id,
     page_json,
     page_params,
+    parse_query,
 )
 from issuer.admin.http import (
     InvalidBody,
@@ -64,7 +65,14 @@ from issuer.admin.http import (
     json_response,
     parse_body,
 )
-from issuer.errors import NO_STORE, Busy, Conflict, InvalidState, NotFound
+from issuer.errors import (
+    NO_STORE,
+    Busy,
+    Conflict,
+    InvalidState,
+    NetSuiteRequestFailed,
+    NotFound,
+)
 
 TAG = "netsuite"
 PEM = "application/x-pem-file"
@@ -85,6 +93,8 @@ def _errors() -> Iterator[None]:
     except InvalidConnector as error:
         raise InvalidBody(details={"errors": [{"field": error.field,
                                                "message": str(error)}]}) from None
+    except (TokenRequestFailed, CertificateApiFailed) as error:  # NetSuite said no
+        raise NetSuiteRequestFailed(str(error)) from None
     except KeyPairExists as error:
         raise Conflict(str(error)) from None
     except RotationBusy as error:
@@ -151,6 +161,7 @@ async def create_connector(request: Request) -> Response:
 
 async def list_connectors(request: Request) -> Response:
     principal = await require_integrator(request)
+    parse_query(request, ConnectorQuery)
     limit, after = page_params(request)
     records, next_key = await _service(request).page(
         tenant_id=listed_tenant(request, principal), after=after, limit=limit)
@@ -250,12 +261,9 @@ async def auto_rotation(request: Request) -> Response:
     service = _service(request)
     with _errors():
         before = await service.get(_id(request), principal.sees)
-        try:
-            record = await service.auto_rotate(
-                _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
-                actor=actor(request, principal), visible=principal.sees)
-        except (TokenRequestFailed, CertificateApiFailed) as error:  # NetSuite said no
-            return json_response({"success": False, "error": str(error)}, 422)
+        record = await service.auto_rotate(
+            _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
+            actor=actor(request, principal), visible=principal.sees)
     assert record.active_certificate_id is not None
     return json_response(AutoRotated(
         success=True, message="Certificate rotated. The previous certificate is revoked at "
@@ -266,14 +274,9 @@ async def auto_rotation(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     principal = await require_integrator(request)
-    try:
-        with _errors():
-            token = await _service(request).verify(_id(request), actor(request, principal),
-                                                   principal.sees)
-    except InvalidState as error:  # e.g. no Certificate ID recorded yet
-        return json_response({"success": False, "error": error.error_description}, 422)
-    except TokenRequestFailed as error:
-        return json_response({"success": False, "error": str(error)}, 422)
+    with _errors():
+        token = await _service(request).verify(_id(request), actor(request, principal),
+                                               principal.sees)
     return json_response(Verified(success=True, token_preview=token.preview,
                                   expires_in=token.expires_in).model_dump(mode="json"))
 

@@ -130,7 +130,8 @@ class ConnectorPage(ResponseModel):
 
 
 class ConnectorQuery(PageQuery):
-    tenant_id: str | None = Field(None, description="only this tenant's connectors")
+    tenant_id: str | None = Field(
+        None, description="only this tenant's connectors (an impossible id: 404)")
 
 
 class RotationStarted(ResponseModel):

@@ -1,19 +1,21 @@
 """``GET /api/v1/audit-events``: the audit log as a product (issue 4, item 4).
 
 Filters: ``event``, ``severity``, ``client_id``, ``since`` (inclusive) and
-``until`` (exclusive), ISO 8601; newest first; ``?cursor=`` pages on, stable
-while events keep being recorded (:func:`issuer.audit.newest_first`). A tenant's
-admin sees its own tenant's events only (``tenant_id`` is forced to it); a
-platform admin sees every event, including those of no tenant (signing keys,
-requests from unknown clients), and may filter with ``tenant_id``.
+``until`` (exclusive), RFC 3339 date-times with their zone; newest first;
+``?cursor=`` pages on, stable while events keep being recorded
+(:func:`issuer.audit.newest_first`). A tenant's admin sees its own tenant's events
+only (``tenant_id`` is forced to it); a platform admin sees every event, including
+those of no tenant (signing keys, requests from unknown clients), and may filter
+with ``tenant_id``.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -35,6 +37,21 @@ from issuer.audit import AuditEvent, AuditQuery
 TAG = "audit"
 PATH = "/api/v1/audit-events"
 
+#: RFC 3339 §5.6 date-time, the zone included (what OpenAPI's "date-time" means).
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _date_time(value: Any) -> Any:
+    """A query's text as a time: RFC 3339 only (not a number, not a bare date)."""
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError("an RFC 3339 date-time with its zone, e.g. 2026-12-01T00:00:00Z")
+    try:  # in UTC, as the database compares it (year 1 to 9999)
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range") from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_date_time)]
 EventName = Literal[tuple(event.value for event in AuditEvent)]  # type: ignore[valid-type]
 
 
@@ -44,18 +61,10 @@ class AuditEventsQuery(RequestModel):
     client_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID)
     tenant_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID,
                                   description="Platform admins: only this tenant's events")
-    since: datetime | None = Field(None, description="ISO 8601; events at or after")
-    until: datetime | None = Field(None, description="ISO 8601; events before")
+    since: Timestamp | None = Field(None, description="RFC 3339; events at or after")
+    until: Timestamp | None = Field(None, description="RFC 3339; events before")
     cursor: str | None = Field(None, max_length=512, description="next_cursor of the last page")
     limit: int = Field(50, ge=1, le=200)
-
-    @field_validator("since", "until")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone is UTC."""
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 class AuditEventItem(ResponseModel):
@@ -96,7 +105,8 @@ def _position(cursor: str | None) -> int | None:
     values = decode_cursor(cursor)
     if values is None:
         return None
-    if len(values) != 1 or not isinstance(values[0], int) or isinstance(values[0], bool):
+    if (len(values) != 1 or not isinstance(values[0], int) or isinstance(values[0], bool)
+            or not 0 <= values[0] < 2**63):  # an event id: a 64-bit database integer
         raise InvalidBody(details={"errors": [{"field": "cursor", "message": "malformed"}]})
     position: int = values[0]
     return position

@@ -38,6 +38,7 @@ from issuer.admin.handlers import (
     object_id,
     page_json,
     page_params,
+    parse_query,
     registration_errors,
     services,
     transaction,
@@ -58,8 +59,12 @@ TAG = "clients"
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); wildcards are checked later.
 ScopeEntry = Annotated[str, StringConstraints(min_length=1, max_length=200,
                                               pattern=r"^[\x21\x23-\x5B\x5D-\x7E]+$")]
+#: No space or control character: spelled out, not ``\s``, whose meaning differs
+#: between the server's regex engine and ECMA-262's (OpenAPI's).
+VISIBLE = (r"[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200B\u2028\u2029\u202F\u205F\u3000"
+           r"\uFEFF]")
 Audience = Annotated[str, StringConstraints(min_length=1, max_length=2000,
-                                            pattern=r"^[^\s\x00-\x1F\x7F]+$")]
+                                            pattern=rf"^{VISIBLE}+$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
 TokenTtl = Annotated[int, Field(ge=60, le=86400, description="seconds")]
 RateLimit = Annotated[str, StringConstraints(pattern=registration.RATE_LIMIT.pattern),
@@ -67,7 +72,7 @@ RateLimit = Annotated[str, StringConstraints(pattern=registration.RATE_LIMIT.pat
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "client_secret_jwt",
                      "private_key_jwt"]
 JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
-                                           pattern=r"^https://[^\s\x00-\x1F\x7F]+$"),
+                                           pattern=rf"^https://{VISIBLE}+$"),
                     Field(description="private_key_jwt: an https URL serving the client's "
                                       "public JWK Set (RFC 7591 §2)")]
 Jwks = Annotated[dict[str, Any], Field(description='private_key_jwt: the client\'s public '
@@ -121,7 +126,10 @@ class ClientPatch(PatchModel):
 
 
 class SecretRotation(RequestModel):
+    """May be left out: a rotation with the default grace."""
+
     model_config = ConfigDict(strict=True)
+    body_optional = True
 
     grace_seconds: int = Field(registration.DEFAULT_GRACE_SECONDS, ge=0,
                                le=registration.MAX_GRACE_SECONDS,
@@ -129,7 +137,8 @@ class SecretRotation(RequestModel):
 
 
 class ClientQuery(PageQuery):
-    tenant_id: str | None = Field(None, description="only this tenant's clients")
+    tenant_id: str | None = Field(
+        None, description="only this tenant's clients (an impossible id: 404)")
 
 
 class Client(ResponseModel):
@@ -185,6 +194,7 @@ async def list_clients(request: Request) -> Response:
     """Platform admins page through every client (or one tenant's); a tenant admin
     through its tenant's. Naming a tenant one may not see is a 404."""
     principal = await require(request, ADMIN)
+    parse_query(request, ClientQuery)
     limit, after = page_params(request)
     tenant_id = listed_tenant(request, principal)
     async with AsyncSession(services(request).engine) as session:
@@ -308,9 +318,10 @@ operations: list[Operation] = [
               response=Client, errors=(400, 401, 403, 404, 409, 422)),
     Operation("DELETE", ITEM, "Delete a client and revoke its live tokens", TAG, status=204,
               errors=(401, 403, 404, 409)),
+    # 409: a private_key_jwt-only client has no secret; or a concurrent change.
     Operation("POST", SECRET, "Rotate the secret; the previous one stays valid for a grace",
               TAG, request=SecretRotation, response=ClientWithSecret,
-              errors=(400, 401, 403, 404, 422)),
+              errors=(400, 401, 403, 404, 409, 422)),
     Operation("DELETE", PREVIOUS, "End the previous secret's grace period now", TAG,
-              status=204, errors=(401, 403, 404)),
+              status=204, errors=(401, 403, 404, 409)),
 ]

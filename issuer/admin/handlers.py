@@ -7,15 +7,26 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ClassVar, TypeVar
+from datetime import UTC
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.requests import Request
 
 from issuer import registration
 from issuer.admin.auth import Principal
-from issuer.admin.http import InvalidBody, RequestModel, decode_cursor, encode_cursor, page_limit
+from issuer.admin.http import (
+    InvalidBody,
+    RequestModel,
+    decode_cursor,
+    encode_cursor,
+    page_limit,
+    validation_problems,
+    without_null,
+)
 from issuer.clock import utc
 from issuer.errors import Conflict, InvalidRequest, NotFound
 from issuer.services import Services
@@ -33,12 +44,8 @@ def _patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
     are not nullable."""
     for name, field in schema.get("properties", {}).items():
         field.pop("default", None)
-        if name in model.not_null and "anyOf" in field:
-            kept = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
-            if len(kept) == 1:
-                field.update(kept[0])
-            else:
-                field["anyOf"] = kept
+        if name in model.not_null:
+            without_null(field)
 
 
 class PatchModel(RequestModel):
@@ -46,14 +53,6 @@ class PatchModel(RequestModel):
     one; the fields in ``not_null`` may be left out but not set to null."""
 
     model_config = ConfigDict(strict=True, json_schema_extra=_patch_schema)
-    not_null: ClassVar[tuple[str, ...]] = ()
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _refuse_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None and info.field_name in cls.not_null:
-            raise ValueError("may be left out but not null")
-        return value
 
 
 class PageQuery(RequestModel):
@@ -78,17 +77,28 @@ def actor(request: Request, principal: Principal) -> registration.Actor:
 
 @asynccontextmanager
 async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction: the change and its audit event commit together or not at all."""
+    """One transaction: the change and its audit event commit together or not at all.
+
+    SQLite has no row locks (``SELECT ... FOR UPDATE`` is a no-op there, and the driver
+    opens a transaction only at the first write), so the transaction takes the
+    database's write lock first: a row it reads cannot change before it writes."""
     async with AsyncSession(services(request).engine, expire_on_commit=False) as session, \
             session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            await session.execute(text("BEGIN IMMEDIATE"))
         yield session
 
 
 @contextmanager
 def registration_errors() -> Iterator[None]:
-    """Registration's refusals as the error table's rows."""
+    """Registration's refusals as the error table's rows; a row that another request
+    changed or deleted between this one's read and its write (SQLite takes no row
+    lock) is a 409, to be retried."""
     try:
         yield
+    except StaleDataError:
+        raise Conflict("the object was changed by another request at the same time; "
+                       "try again", reason="concurrent_change") from None
     except registration.UnknownObject as error:
         raise NotFound(reason=str(error)) from None
     except registration.RegistrationConflict as error:
@@ -122,8 +132,10 @@ def page_params(request: Request) -> tuple[int, queries.PageKey | None]:
         key = queries.page_key(decode_cursor(request.query_params.get("cursor")))
         if key is not None and not re.match(OBJECT_ID, key[1]):
             raise ValueError("malformed cursor")
+        if key is not None:  # a time the database can hold (year 1..9999 in UTC)
+            key = (key[0].astimezone(UTC), key[1])
         return limit, key
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidBody(details={"errors": [{"field": "cursor",
                                                "message": "malformed"}]}) from None
 
@@ -137,16 +149,14 @@ def iso(timestamp: float) -> str:
 
 
 def parse_query(request: Request, model: type[Q]) -> Q:
-    """Query parameters as ``model``: a 422 naming each bad one. An empty value counts
-    as absent (``?clientId=&active=true``); a repeated one is refused."""
+    """Query parameters as ``model``: a 422 naming each bad one. A repeated one is
+    refused; an empty one is a value like any other (``?clientId=`` is not absent)."""
     params = request.query_params
     problems = [{"field": name, "message": "given more than once"}
                 for name in dict.fromkeys(params.keys()) if len(params.getlist(name)) > 1]
     if problems:
         raise InvalidBody(details={"errors": problems})
     try:
-        return model.model_validate({name: value for name, value in params.items() if value})
+        return model.model_validate(dict(params.items()))
     except ValidationError as error:
-        raise InvalidBody(details={"errors": [
-            {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
-            for item in error.errors()]}) from None
+        raise InvalidBody(details={"errors": validation_problems(error)}) from None

@@ -1,14 +1,24 @@
 """Shared HTTP plumbing of the admin API: JSON bodies validated by pydantic models
-(the same models generate the OpenAPI schemas), JSON answers, cursor pagination."""
+(the same models generate the OpenAPI schemas), JSON answers, cursor pagination.
+
+Every JSON body of the API (admin, ERP and NetSuite connectors) goes through
+:func:`parse_body`, which bounds what a stranger can make the server hold or recurse
+into: at most :data:`MAX_BODY` bytes, nested at most :data:`MAX_DEPTH` levels, no
+``NaN``/``Infinity`` (not JSON, RFC 8259 §6). Anything else is a 422, never a 500.
+A body may be empty only where its model says so (``RequestModel.body_optional``), and
+the document says the same.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,6 +26,10 @@ from issuer.errors import OAuthError
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY = 64 * 1024
+#: Arrays and objects inside one another; no body of the API needs more than a few.
+MAX_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,7 @@ class Operation:
     auth: str = "bearer"  # "bearer" (admin token) | "client" (client authentication)
     form: bool = False  # request body is application/x-www-form-urlencoded
     errors: tuple[int, ...] = (400, 401, 403, 404, 422)
-    #: The success body's media type when ``response`` is None (e.g. a PEM download).
+    #: The success body's media type (e.g. a PEM download, a JWK Set).
     media_type: str = "application/json"
 
 
@@ -42,10 +56,43 @@ class ResponseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RequestModel(BaseModel):
-    """Base of every admin request body: unknown fields are refused, not ignored."""
+def without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's JSON Schema without its ``null`` branch (and a ``null`` default)."""
+    if "anyOf" in schema:
+        kept = [branch for branch in schema.pop("anyOf") if branch != {"type": "null"}]
+        if len(kept) == 1:
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    return schema
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def _not_null_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    for name in model.not_null:
+        if name in schema.get("properties", {}):
+            without_null(schema["properties"][name])
+
+
+class RequestModel(BaseModel):
+    """Base of every admin request body: unknown fields are refused, not ignored. The
+    fields named in ``not_null`` may be left out but not sent as null (their schema has
+    no null)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True,
+                              json_schema_extra=_not_null_schema)
+    not_null: ClassVar[tuple[str, ...]] = ()
+    #: True where every field has a default and an empty body means "all defaults"
+    #: (documented as an optional request body); otherwise a body is required.
+    body_optional: ClassVar[bool] = False
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name in cls.not_null:
+            raise ValueError("may be left out but not null")
+        return value
 
 
 class InvalidBody(OAuthError):
@@ -57,19 +104,60 @@ class InvalidBody(OAuthError):
 async def parse_body(request: Request, model: type[M]) -> M:
     """The body as ``model``; a 422 naming each bad field otherwise, never a 500."""
     raw = await request.body()
+    if not raw.strip():
+        if getattr(model, "body_optional", False):
+            return model.model_validate({})
+        raise _body_error("a JSON body is required")
     if len(raw) > MAX_BODY:
-        raise InvalidBody(details={"errors": [{"field": "", "message": "body too large"}]})
+        raise _body_error("body too large")
+    if _nesting_depth(raw) > MAX_DEPTH:
+        raise _body_error(f"nested more than {MAX_DEPTH} levels deep")
     try:
-        data = json.loads(raw or b"{}")
+        data = json.loads(raw, parse_float=_number, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidBody(details={"errors": [{"field": "",
-                                               "message": "the body is not JSON"}]}) from None
+        raise _body_error("the body is not JSON") from None
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        problems = [{"field": ".".join(str(part) for part in item["loc"]),
-                     "message": item["msg"]} for item in error.errors()]
-        raise InvalidBody(details={"errors": problems}) from None
+        raise InvalidBody(details={"errors": validation_problems(error)}) from None
+
+
+def validation_problems(error: ValidationError) -> list[dict[str, str]]:
+    """pydantic's errors as ``{"field", "message"}`` (the field as a dotted path)."""
+    return [{"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()]
+
+
+def _body_error(message: str) -> InvalidBody:
+    return InvalidBody(details={"errors": [{"field": "", "message": message}]})
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest (brackets inside strings do not count), found
+    before parsing: the parser and the validators recurse once per level. 0 when the
+    body has too few brackets to pass the limit."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
+    if brackets.count(b"[") + brackets.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the walk
+    depth = deepest = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: an int when it has no fractional part
+    (JSON does not tell 1443.0 from 1443, and JSON Schema's "integer" is "a number with
+    a zero fractional part"); one too large for a float is refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number out of range")
+    return int(value) if value.is_integer() else value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def json_response(data: Any, status_code: int = 200) -> Response:

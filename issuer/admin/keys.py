@@ -44,7 +44,10 @@ class KeyList(ResponseModel):
 
 
 class RotateRequest(RequestModel):
+    """May be left out: a rotation that is not forced."""
+
     model_config = ConfigDict(strict=True)
+    body_optional = True
 
     force: bool = Field(False, description="promote a `next` key younger than the JWKS "
                         "max-age + reload interval; warm resource-server caches refetch once")

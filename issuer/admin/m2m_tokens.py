@@ -42,7 +42,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from sqlalchemy import and_, func, not_, or_, select, update
@@ -64,6 +64,7 @@ from issuer.admin.http import (
     encode_cursor,
     json_response,
     parse_body,
+    without_null,
 )
 from issuer.audit import AuditEvent
 from issuer.clock import utc
@@ -136,9 +137,15 @@ class TokenPage(ResponseModel):
     nextCursor: str | None = Field(description="Cursor of the next page; null on the last")
 
 
+def _one_of_token_or_jti(schema: dict[str, Any], model: type[Any]) -> None:
+    for name in model.not_null:
+        without_null(schema["properties"][name])
+    schema["oneOf"] = [{"required": ["token"]}, {"required": ["jti"]}]
+
+
 class RevokeTokenRequest(RequestModel):
-    model_config = ConfigDict(json_schema_extra={
-        "oneOf": [{"required": ["token"]}, {"required": ["jti"]}]})
+    model_config = ConfigDict(json_schema_extra=_one_of_token_or_jti)
+    not_null = ("token", "jti")
 
     token: str | None = Field(None, min_length=1, max_length=16384,
                               description="The access token (give this or jti)")

@@ -1,7 +1,9 @@
 """Tenants: ``/api/v1/tenants`` (DESIGN §4.1, §4.5; issue 3 item 3).
 
 Creating and changing tenants is the platform admin's; a tenant admin reads its
-own tenant only, and another tenant answers 404 exactly like a missing one.
+own tenant only, and another tenant answers 404 exactly like a missing one. A name
+that is the same as another's once normalized (``ACME`` beside ``acme``) is a 409; one
+with invisible or control characters, or mixing scripts, a 422 (``issuer.tenant_names``).
 Disabling a tenant refuses its clients at ``POST /token`` (RFC 6749 §5.2
 ``invalid_client``) and its live tokens at the admin API at once; this process
 forgets its cached clients, other processes within the client-cache TTL.
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from issuer import registration
+from issuer import registration, tenant_names
 from issuer.admin.auth import ADMIN, require, require_platform
 from issuer.admin.handlers import (
     TEXT,
@@ -28,6 +30,7 @@ from issuer.admin.handlers import (
     object_id,
     page_json,
     page_params,
+    parse_query,
     registration_errors,
     services,
     transaction,
@@ -44,7 +47,12 @@ from issuer.store import clients as queries
 from issuer.store.records import TenantRecord
 
 TAG = "tenants"
-TenantName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT)]
+#: Refused: invisible and control characters, mixed scripts (``issuer.tenant_names``).
+TenantName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT),
+                       AfterValidator(tenant_names.check),
+                       Field(description="no invisible or control characters, one script "
+                             "(Latin may mix with Han, kana, Bopomofo, Hangul); unique after "
+                             "NFKC, case folding and without accents")]
 Status = Literal["active", "disabled"]
 
 
@@ -90,6 +98,7 @@ async def create_tenant(request: Request) -> Response:
 async def list_tenants(request: Request) -> Response:
     """Platform admins page through every tenant; a tenant admin sees its own."""
     principal = await require(request, ADMIN)
+    parse_query(request, PageQuery)
     limit, after = page_params(request)
     async with AsyncSession(services(request).engine) as session:
         records, next_key = await queries.tenant_page(

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from issuer import tenant_names
 from issuer.clock import Clock, utc
 from issuer.store.models import Client, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
@@ -52,7 +53,8 @@ def client_record(row: Client, tenant_status: str) -> ClientRecord:
 
 
 async def find_tenant(session: AsyncSession, name_or_id: str) -> TenantRecord | None:
-    statement = select(Tenant).where((Tenant.name == name_or_id) | (Tenant.id == name_or_id))
+    statement = select(Tenant).where((Tenant.name_key == tenant_names.key(name_or_id))
+                                     | (Tenant.id == name_or_id))
     row = (await session.execute(statement)).scalars().first()
     return tenant_record(row) if row else None
 

@@ -69,6 +69,8 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    #: The name as compared (``issuer.tenant_names.key``): look-alike names share it.
+    name_key: Mapped[str] = mapped_column(String(400), index=True, unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     #: The bootstrap tenant: its ``admin`` clients are platform admins (DESIGN §4.5).
     platform: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -146,6 +146,10 @@ async def test_pages_are_stable_while_events_keep_being_recorded(client, platfor
     ({"event": "NOT_AN_EVENT"}, "event"),
     ({"severity": "urgent"}, "severity"),
     ({"since": "yesterday"}, "since"),
+    ({"until": "0.5"}, "until"),            # a number is not a date-time (RFC 3339)
+    ({"since": "2026-12-01"}, "since"),     # nor is a date
+    ({"until": "0001-01-01T00:00:00+01:00"}, "until"),  # before year 1 in UTC
+    ({"client_id": ""}, "client_id"),       # an empty value is a value
     ({"limit": "0"}, "limit"),
     ({"limit": "201"}, "limit"),
     ({"cursor": "not-a-cursor"}, "cursor"),

@@ -297,10 +297,9 @@ async def test_verify(api, world, simulator, engine):
     item = f"{BASE}/{created['id']}/m2m"
     await api.post(f"{item}/key-pair", headers=world.integrator)
     early = await api.post(f"{item}/verify", headers=world.integrator)
-    assert (early.status_code, early.json()) == (422, {
-        "success": False,
-        "error": "No Certificate ID is recorded: upload the certificate to NetSuite and record "
-                 "the Certificate ID it shows."})
+    assert (early.status_code, early.json()) == (422, invalid_state(
+        "No Certificate ID is recorded: upload the certificate to NetSuite and record "
+        "the Certificate ID it shows."))
     certificate_id = simulator.upload(
         (await api.get(f"{item}/certificate", headers=world.integrator)).text,
         created["client_id"])
@@ -316,10 +315,10 @@ async def test_verify(api, world, simulator, engine):
     simulator.integrations[created["client_id"]].blocked = True
     refused = await api.post(f"{item}/verify", headers=world.integrator)
     assert (refused.status_code, refused.json()) == (422, {
-        "success": False,
-        "error": "NetSuite refused the token request: HTTP 401 invalid_client. Check "
-                 "NetSuite's Login Audit Trail (Setup > Users/Roles > User Management > View "
-                 "Login Audit Trail) for the reason."})
+        "error": "netsuite_request_failed",
+        "error_description": "NetSuite refused the token request: HTTP 401 invalid_client. "
+                             "Check NetSuite's Login Audit Trail (Setup > Users/Roles > User "
+                             "Management > View Login Audit Trail) for the reason."})
     assert (await events(engine)).count("NETSUITE_CONNECTION_VERIFIED") == 4
     other = await api.post(f"{item}/verify", headers=world.other_admin)
     assert (other.status_code, other.json()) == (404, NOT_FOUND)
