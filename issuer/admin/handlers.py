@@ -78,10 +78,13 @@ def actor(request: Request, principal: Principal) -> registration.Actor:
 
 @asynccontextmanager
 async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction: the change and its audit event commit together or not at all."""
-    async with AsyncSession(services(request).engine, expire_on_commit=False) as session, \
-            session.begin():
-        yield session
+    """One transaction: the change and its audit event commit together or not at all.
+    The client and tenant changes it recorded (``issuer.changes.record``) are announced
+    after the commit: at once in this process, within about a second in the others."""
+    async with AsyncSession(services(request).engine, expire_on_commit=False) as session:
+        async with session.begin():
+            yield session
+        await services(request).notices.published(session)
 
 
 @contextmanager
