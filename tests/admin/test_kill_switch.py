@@ -48,6 +48,12 @@ async def test_an_admin_token_is_refused_at_once_when_its_client_loses_the_admin
     minted = await client.post("/auth/m2m/token", headers=bearer(token), json={
         "clientId": tenant_admin.client_id, "tenantId": tenant_admin.tenant_id})
     assert (minted.status_code, minted.json()) == (403, INSUFFICIENT_SCOPE)
+    # Not a kill switch: given back the scope, the token works again (disabling kills).
+    restored = await client.patch(f"{CLIENTS}/{tenant_admin.client_id}",
+                                  json={"allowed_scopes": ["admin", "orders:read"]},
+                                  headers=platform.headers)
+    assert restored.status_code == 200
+    assert (await client.get(CLIENTS, headers=bearer(token))).status_code == 200
 
 
 @pytest.mark.parametrize("target", ["client", "tenant"])
