@@ -36,6 +36,7 @@ from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Operation
 from issuer.background import every
+from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, error_response
@@ -118,10 +119,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             )
             replay = ReplayStore(engine, clock)
             limiter = _limiter(settings, clock, redis, metrics)
+            clients = ClientStore(engine, clock, settings.client_cache_ttl)
+            notices = ChangeNotices(clients, engine, redis_url=settings.redis_url, redis=redis,
+                                    redis_prefix=settings.redis_key_prefix)
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
                 keyring=keyring, signer=signer,
-                clients=ClientStore(engine, clock, settings.client_cache_ttl),
+                clients=clients,
+                notices=notices,
                 writer=writer,
                 token_issuer=token_issuer,
                 limiter=limiter,
@@ -142,7 +147,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # NetSuite certificates' revocation after an overlap, expiry warnings;
-            # ended rate-limit leases' unused slots (issuer.ratelease).
+            # ended rate-limit leases' unused slots (issuer.ratelease); client
+            # and tenant change notices (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
                     every(PRUNE_EVERY, lambda: prune(
@@ -150,7 +156,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                         name="retention"), \
                     every(PRUNE_INTERVAL, replay.prune, name="assertion-jtis"), \
                     every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
-                    netsuite_connectors.maintained():
+                    netsuite_connectors.maintained(), \
+                    notices.listening():
                 try:
                     yield {"services": services, "netsuite": netsuite_connectors}
                 finally:

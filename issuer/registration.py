@@ -5,6 +5,7 @@ Used by the CLI now and by the admin API later: input is checked here, once.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -247,6 +248,7 @@ async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[
     diff = _apply(row, wanted)
     diff.pop("name_key", None)  # follows the name
     if diff:
+        _kill_switch(row, diff, clock.now())
         row.updated_at = utc(clock.now())
         await _flush_unique(session, f"a tenant named {row.name!r} exists already")
         await audit.record(session, AuditEvent.TENANT_UPDATED, at=clock.now(),
@@ -322,12 +324,27 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
     })
     _drop_unused_secrets(row)
     if diff:
+        _kill_switch(row, diff, clock.now())
         row.updated_at = utc(clock.now())
         await session.flush()
         await audit.record(session, AuditEvent.CLIENT_UPDATED, at=clock.now(),
                            tenant_id=row.tenant_id, client_id=row.id,
                            details={"changes": diff}, **actor.audit_fields())
     return await _client_record(session, row)
+
+
+def _kill_switch(row: Tenant | Client, diff: Mapping[str, Any], now: float) -> None:
+    """Disabling is a kill switch: the tokens issued before it stay inactive after a
+    re-enable. ``tokens_valid_after`` is the first whole second whose tokens may be
+    active (tokens carry whole-second ``iat``s): past the disable's second when
+    disabled, and on a re-enable at least the re-enable's second, which also kills a
+    token a process issued before the disable notice reached it."""
+    if "status" not in diff:
+        return
+    if row.status != "active":
+        row.tokens_valid_after = utc(math.floor(now) + 1)
+    elif row.tokens_valid_after is None or row.tokens_valid_after < utc(math.floor(now)):
+        row.tokens_valid_after = utc(math.floor(now))
 
 
 def _drop_unused_secrets(row: Client) -> None:

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.erp.service import ErpServices
+from issuer.changes import ChangeNotices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
 from issuer.metrics import Metrics
@@ -31,6 +32,8 @@ class Services:
     keyring: KeyRing
     signer: Signer
     clients: ClientStore
+    # Client and tenant changes: published after their commit, heard from every process.
+    notices: ChangeNotices
     writer: GroupWriter
     token_issuer: TokenIssuer
     limiter: RateLimiter

@@ -5,8 +5,9 @@ servers use -- over the key ring (``jwks.local.KeyRingSource``) instead of HTTP:
 issuer eats its own cooking. That is every RFC 9068 §4 check (``typ`` at+jwt, ``alg``,
 signature by a published key, ``iss``, ``aud`` = ``ISSUER_URL``, ``exp``/``nbf``/``iat``
 with leeway, required claims). Then -- because the admin API is low volume and its
-power is high -- the token is checked online too: not revoked, its client and tenant
-still active.
+power is high -- the token is checked online too, in one query on every request: not
+revoked, its client and tenant still active and not disabled since it was issued
+(the kill switch), and its scopes still allowed to its client.
 
 Roles: scope ``admin`` on a client of the platform (bootstrap) tenant = platform
 admin; scope ``admin`` on any other tenant's client = admin of that tenant only;
@@ -23,6 +24,8 @@ from starlette.requests import Request
 
 from issuer.clock import Clock
 from issuer.errors import InsufficientScope, InvalidToken, NotFound, TooManyAdminRequests
+from issuer.oauth.scopes import scope_allowed
+from issuer.oauth.tokens import live
 from issuer.ratepolicy import enforce
 from issuer.services import Services
 from issuer.settings import SIGNING_ALGS, Settings
@@ -85,15 +88,24 @@ async def authenticate(request: Request) -> Principal:
     verified = await verify_claims(token.strip(), services)
     client_id, tenant_id = verified.client_id, str(verified.tenant_id)
     jti = str(verified.claims["jti"])
-    platform_tenant = await _online_check(services.engine, jti, client_id, tenant_id)
-    return Principal(client_id=client_id, tenant_id=tenant_id, scopes=verified.scopes,
-                     platform=platform_tenant and ADMIN in verified.scopes, jti=jti)
+    platform_tenant, allowed = await _online_check(services.engine, jti, client_id, tenant_id)
+    # The token's scopes count only while its client is still allowed them: taking
+    # ``admin`` off a client disarms its admin tokens at the next request.
+    scopes = frozenset(scope for scope in verified.scopes if scope_allowed(scope, allowed))
+    return Principal(client_id=client_id, tenant_id=tenant_id, scopes=scopes,
+                     platform=platform_tenant and ADMIN in scopes, jti=jti)
 
 
-async def _online_check(engine: AsyncEngine, jti: str, client_id: str, tenant_id: str) -> bool:
-    """Not revoked, client and tenant active; returns whether the tenant is the platform's."""
+async def _online_check(engine: AsyncEngine, jti: str, client_id: str,
+                        tenant_id: str) -> tuple[bool, list[str]]:
+    """The token is not revoked, its client and tenant are active and were not disabled
+    since it was issued (the kill switch). Read fresh on every admin request (one
+    query, no cache): the client's current allowed scopes, and whether its tenant is
+    the platform's."""
     statement = (
-        select(IssuedToken.revoked_at, Client.status, Tenant.status, Tenant.platform)
+        select(IssuedToken.revoked_at, IssuedToken.issued_at, Client.status,
+               Client.tokens_valid_after, Client.allowed_scopes, Tenant.status,
+               Tenant.tokens_valid_after, Tenant.platform)
         .join(Client, Client.id == IssuedToken.client_id)
         .join(Tenant, Tenant.id == Client.tenant_id)
         .where(IssuedToken.jti == jti, IssuedToken.client_id == client_id,
@@ -103,12 +115,14 @@ async def _online_check(engine: AsyncEngine, jti: str, client_id: str, tenant_id
         row = (await connection.execute(statement)).first()
     if row is None:
         raise InvalidToken(reason="unknown_token")
-    revoked_at, client_status, tenant_status, platform = row
+    (revoked_at, issued_at, client_status, client_valid_after, allowed_scopes,
+     tenant_status, tenant_valid_after, platform) = row
     if revoked_at is not None:
         raise InvalidToken(reason="revoked")
-    if client_status != "active" or tenant_status != "active":
+    if not (live(client_status, client_valid_after, issued_at)
+            and live(tenant_status, tenant_valid_after, issued_at)):
         raise InvalidToken(reason="client_or_tenant_disabled")
-    return bool(platform)
+    return bool(platform), list(allowed_scopes)
 
 
 async def require(request: Request, *any_of: str) -> Principal:

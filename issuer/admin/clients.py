@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from issuer import registration
+from issuer import changes, registration
 from issuer.admin.auth import ADMIN, require
 from issuer.admin.handlers import (
     OBJECT_ID,
@@ -184,6 +184,7 @@ async def create_client(request: Request) -> Response:
             created = await registration.register_client(
                 session, ClientSpec(tenant_id=tenant_id, **fields), services(request).clock,
                 actor(request, principal), encryptor=services(request).encryptor)
+            await changes.record(session, changes.client_changed(created.record.client_id))
     response = json_response(client_json(created.record, created.client_secret,
                                          with_secret=True), 201)
     response.headers["Location"] = f"/api/v1/clients/{created.record.client_id}"
@@ -223,7 +224,7 @@ async def update_client(request: Request) -> Response:
             record = await registration.update_client(
                 session, client_id, _spec_fields(body.model_dump(exclude_unset=True)),
                 services(request).clock, actor(request, principal), visible=principal.sees)
-    services(request).clients.forget(client_id)
+            await changes.record(session, changes.client_changed(client_id))
     return json_response(client_json(record))
 
 
@@ -235,7 +236,7 @@ async def delete_client(request: Request) -> Response:
         async with transaction(request) as session:
             await registration.delete_client(session, client_id, services(request).clock,
                                              actor(request, principal), visible=principal.sees)
-    services(request).clients.forget(client_id)
+            await changes.record(session, changes.client_changed(client_id))
     return Response(status_code=204, headers=NO_STORE)
 
 
@@ -249,7 +250,7 @@ async def rotate_secret(request: Request) -> Response:
                 session, client_id, body.grace_seconds, services(request).clock,
                 actor(request, principal), visible=principal.sees,
                 encryptor=services(request).encryptor)
-    services(request).clients.forget(client_id)
+            await changes.record(session, changes.client_changed(client_id))
     return json_response(client_json(rotated.record, rotated.client_secret,
                                      with_secret=True))
 
@@ -262,7 +263,7 @@ async def revoke_previous_secret(request: Request) -> Response:
             await registration.revoke_previous_secret(
                 session, client_id, services(request).clock, actor(request, principal),
                 visible=principal.sees)
-    services(request).clients.forget(client_id)
+            await changes.record(session, changes.client_changed(client_id))
     return Response(status_code=204, headers=NO_STORE)
 
 

@@ -81,12 +81,15 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
 
     SQLite has no row locks (``SELECT ... FOR UPDATE`` is a no-op there, and the driver
     opens a transaction only at the first write), so the transaction takes the
-    database's write lock first: a row it reads cannot change before it writes."""
-    async with AsyncSession(services(request).engine, expire_on_commit=False) as session, \
-            session.begin():
-        if session.get_bind().dialect.name == "sqlite":
-            await session.execute(text("BEGIN IMMEDIATE"))
-        yield session
+    database's write lock first: a row it reads cannot change before it writes.
+    The client and tenant changes it recorded (``issuer.changes.record``) are announced
+    after the commit: at once in this process, within about a second in the others."""
+    async with AsyncSession(services(request).engine, expire_on_commit=False) as session:
+        async with session.begin():
+            if session.get_bind().dialect.name == "sqlite":
+                await session.execute(text("BEGIN IMMEDIATE"))
+            yield session
+        await services(request).notices.published(session)
 
 
 @contextmanager

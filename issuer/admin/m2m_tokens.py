@@ -31,7 +31,8 @@ are group-committed together, as at /token; refusals after the client is known
 are audited as ``M2M_TOKEN_DENIED``.
 
 ``active`` in the listing means what introspection answers: not revoked, not
-expired, and the client and its tenant still active.
+expired, and the client and its tenant still active and not disabled since the
+token was issued.
 """
 
 from __future__ import annotations
@@ -237,8 +238,15 @@ async def _token_page(services: Services, *, tenant_id: str | None, client_id: s
     # Token records outlive deleted clients, hence the outer joins.
     client_status = func.coalesce(Client.status, "deleted")
     tenant_status = func.coalesce(Tenant.status, "deleted")
+    # The kill switch: a token issued before its client or tenant was disabled stays
+    # inactive after a re-enable (issuer.registration).
+    not_killed = and_(
+        or_(Client.tokens_valid_after.is_(None),
+            IssuedToken.issued_at >= Client.tokens_valid_after),
+        or_(Tenant.tokens_valid_after.is_(None),
+            IssuedToken.issued_at >= Tenant.tokens_valid_after))
     statement = (
-        select(IssuedToken, client_status, tenant_status)
+        select(IssuedToken, client_status, tenant_status, not_killed)
         .outerjoin(Client, Client.id == IssuedToken.client_id)
         .outerjoin(Tenant, Tenant.id == IssuedToken.tenant_id)
     )
@@ -247,7 +255,7 @@ async def _token_page(services: Services, *, tenant_id: str | None, client_id: s
     if client_id is not None:
         statement = statement.where(IssuedToken.client_id == client_id)
     live = and_(IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now,
-                client_status == "active", tenant_status == "active")
+                client_status == "active", tenant_status == "active", not_killed)
     if active is not None:
         statement = statement.where(live if active else not_(live))
     if after is not None:
@@ -265,8 +273,8 @@ async def _token_page(services: Services, *, tenant_id: str | None, client_id: s
         scopes=token.scope.split(), audience=list(token.audience),
         issuedAt=token.issued_at, expiresAt=token.expires_at, revokedAt=token.revoked_at,
         active=(token.revoked_at is None and token.expires_at > now
-                and client == "active" and tenant == "active"),
-    ) for token, client, tenant in rows]
+                and client == "active" and tenant == "active" and bool(alive)),
+    ) for token, client, tenant, alive in rows]
 
 
 async def _revoke(services: Services, request: Request, principal: Principal, jti: str,

@@ -5,8 +5,9 @@ own tenant only, and another tenant answers 404 exactly like a missing one. A na
 that is the same as another's once normalized (``ACME`` beside ``acme``) is a 409; one
 with invisible or control characters, or mixing scripts, a 422 (``issuer.tenant_names``).
 Disabling a tenant refuses its clients at ``POST /token`` (RFC 6749 §5.2
-``invalid_client``) and its live tokens at the admin API at once; this process
-forgets its cached clients, other processes within the client-cache TTL.
+``invalid_client``) in every process within about a second (``issuer.changes``), and
+its tokens at introspection and the admin API at once -- for good: tokens issued
+before a disable stay inactive after a re-enable (``tokens_valid_after``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from issuer import registration, tenant_names
+from issuer import changes, registration, tenant_names
 from issuer.admin.auth import ADMIN, require, require_platform
 from issuer.admin.handlers import (
     TEXT,
@@ -130,7 +131,7 @@ async def update_tenant(request: Request) -> Response:
             record = await registration.update_tenant(
                 session, tenant_id, body.model_dump(exclude_unset=True),
                 services(request).clock, actor(request, principal))
-    services(request).clients.forget_tenant(tenant_id)
+            await changes.record(session, changes.tenant_changed(tenant_id))
     return json_response(tenant_json(record))
 
 

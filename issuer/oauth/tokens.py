@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -91,8 +92,8 @@ class PresentedToken:
     tenant_id: str
     expires_at: float
     revoked: bool
-    client_active: bool  # False when the client is disabled or deleted
-    tenant_active: bool
+    client_active: bool  # False when the client is disabled or deleted, or was disabled
+    tenant_active: bool  # since the token was issued (see :func:`live`)
 
 
 async def load_presented(engine: AsyncEngine, keyring: KeyRing, issuer: str,
@@ -111,8 +112,9 @@ async def load_presented(engine: AsyncEngine, keyring: KeyRing, issuer: str,
     if not isinstance(jti, str) or not isinstance(client_id, str):
         return None
     statement = (
-        select(IssuedToken.client_id, IssuedToken.tenant_id, IssuedToken.expires_at,
-               IssuedToken.revoked_at, Client.status, Tenant.status)
+        select(IssuedToken.client_id, IssuedToken.tenant_id, IssuedToken.issued_at,
+               IssuedToken.expires_at, IssuedToken.revoked_at, Client.status,
+               Client.tokens_valid_after, Tenant.status, Tenant.tokens_valid_after)
         .outerjoin(Client, Client.id == IssuedToken.client_id)
         .outerjoin(Tenant, Tenant.id == IssuedToken.tenant_id)
         .where(IssuedToken.jti == jti)
@@ -121,14 +123,23 @@ async def load_presented(engine: AsyncEngine, keyring: KeyRing, issuer: str,
         row = (await connection.execute(statement)).first()
     if row is None:
         return None
-    row_client, row_tenant, expires_at, revoked_at, client_status, tenant_status = row
+    (row_client, row_tenant, issued_at, expires_at, revoked_at,
+     client_status, client_valid_after, tenant_status, tenant_valid_after) = row
     if row_client != client_id or row_tenant != claims.get("tenant_id"):
         return None  # a signed token that disagrees with its record is not vouched for
     return PresentedToken(
         claims=claims, jti=jti, client_id=row_client, tenant_id=row_tenant,
         expires_at=expires_at.timestamp(), revoked=revoked_at is not None,
-        client_active=client_status == "active", tenant_active=tenant_status == "active",
+        client_active=live(client_status, client_valid_after, issued_at),
+        tenant_active=live(tenant_status, tenant_valid_after, issued_at),
     )
+
+
+def live(status: str | None, tokens_valid_after: datetime | None, issued_at: datetime) -> bool:
+    """Whether a client or tenant (``status`` None: deleted) vouches for a token issued
+    at ``issued_at``: active, and not disabled since then (the kill switch,
+    ``issuer.registration``)."""
+    return status == "active" and (tokens_valid_after is None or issued_at >= tokens_valid_after)
 
 
 async def is_platform_tenant(engine: AsyncEngine, tenant_id: str) -> bool:

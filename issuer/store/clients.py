@@ -148,10 +148,12 @@ async def client_page(session: AsyncSession, *, after: PageKey | None, limit: in
 class ClientStore:
     """Loads clients for the token endpoint, cached briefly in this process.
 
-    The cache is a read optimisation with bounded staleness (``ttl`` seconds): a
-    client disabled or rotated through another process is seen here within
-    ``ttl``. Only found clients are cached, so a client created a moment ago is
-    usable at once. Nothing here is needed by another process for correctness.
+    The cache is a read optimisation: a client or tenant change drops the entries
+    it made stale, in this process at once and in every other within about a second
+    (``issuer.store.changes`` calls :meth:`forget`, :meth:`forget_tenant` and
+    :meth:`forget_all`). Entries also expire after ``ttl`` seconds, which bounds
+    staleness when a notice is lost. Only found clients are cached, so a client
+    created a moment ago is usable at once.
     """
 
     def __init__(self, engine: AsyncEngine, clock: Clock, ttl: float) -> None:
@@ -161,6 +163,9 @@ class ClientStore:
         self._cache: dict[str, tuple[float, ClientRecord]] = {}
         self._scopes: tuple[float, list[str]] | None = None
         self._loading: dict[str, asyncio.Future[ClientRecord | None]] = {}
+        # Bumped by every forget: a load that began before one may have read the
+        # old row, so its result answers its own callers but is not cached.
+        self._generation = 0
 
     async def get(self, client_id: str) -> ClientRecord | None:
         if not CLIENT_ID.match(client_id):
@@ -185,15 +190,17 @@ class ClientStore:
         else:
             future.set_result(record)
         finally:
-            del self._loading[client_id]
+            if self._loading.get(client_id) is future:  # a forget may have dropped it
+                del self._loading[client_id]
         return record
 
     async def _load(self, client_id: str, now: float) -> ClientRecord | None:
+        generation = self._generation
         async with self._sessions() as session:
             record = await get_client(session, client_id)
         if record is None:
             self._cache.pop(client_id, None)
-        else:
+        elif generation == self._generation:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[client_id] = (now + self._ttl, record)
@@ -204,19 +211,35 @@ class ClientStore:
         now = self._clock.now()
         if self._scopes is not None and self._scopes[0] > now:
             return self._scopes[1]
+        generation = self._generation
         statement = select(Client.allowed_scopes).where(Client.status == "active")
         async with self._sessions() as session:
             rows = (await session.execute(statement)).scalars().all()
         scopes = sorted({scope for entries in rows for scope in entries if "*" not in scope})
-        self._scopes = (now + self._ttl, scopes)
+        if generation == self._generation:
+            self._scopes = (now + self._ttl, scopes)
         return scopes
 
     def forget(self, client_id: str) -> None:
+        """The client changed (or is gone): its next request reads it again."""
+        self._invalidate()
         self._cache.pop(client_id, None)
+        self._loading.pop(client_id, None)
 
     def forget_tenant(self, tenant_id: str) -> None:
-        """Drop every cached client of ``tenant_id`` (its status changed). Other
-        processes see the change within ``ttl``, like any other client change."""
+        """The tenant changed: drop every cached client of it."""
+        self._invalidate()
+        self._loading.clear()  # an in-flight load's tenant is not known yet
         for client_id in [key for key, (_, record) in self._cache.items()
                           if record.tenant_id == tenant_id]:
             self._cache.pop(client_id, None)
+
+    def forget_all(self) -> None:
+        """Drop everything: changes may have been missed (a notice channel reconnected)."""
+        self._invalidate()
+        self._loading.clear()
+        self._cache.clear()
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        self._scopes = None

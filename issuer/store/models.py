@@ -76,6 +76,9 @@ class Tenant(Base):
     platform: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: The kill switch: tokens of the tenant issued before it are inactive (set when
+    #: its status changes; see ``issuer.registration``).
+    tokens_valid_after: Mapped[datetime | None]
 
 
 class Client(Base):
@@ -106,6 +109,19 @@ class Client(Base):
     # (issuer.crypto) beside the digest, only for clients allowed that method.
     secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The kill switch: the client's tokens issued before it are inactive.
+    tokens_valid_after: Mapped[datetime | None]
+
+
+class ChangeStamp(Base):
+    """One row whose ``version`` every client or tenant change bumps in its own
+    transaction: on SQLite, how other processes learn that their cached clients
+    are stale (``issuer.store.changes``)."""
+
+    __tablename__ = "change_stamp"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsedAssertionJti(Base):

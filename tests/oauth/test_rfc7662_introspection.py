@@ -221,15 +221,26 @@ async def test_s4_token_of_a_disabled_tenant_is_inactive(client, register, platf
     assert (await introspect(client, admin, token)).json() == INACTIVE
 
 
-async def test_s4_re_enabling_the_client_reactivates_its_unexpired_tokens(
-        client, register, set_status):
+@pytest.mark.parametrize("target", ["client", "tenant"])
+async def test_s4_a_token_issued_before_a_disable_stays_inactive_after_the_re_enable(
+        client, register, platform_admin, clock, target):
+    """Disabling is a kill switch: re-enabling revives the client, not its old tokens."""
+    root = {"Authorization": f"Bearer {await issue_token(client, await platform_admin(), 'admin')}"}
     owner = await register()
     resource_server = await register(name="orders api")
     token = await issue_token(client, owner)
-    await set_status(client_id=owner.client_id, status="disabled")
+    path = (f"/api/v1/clients/{owner.client_id}" if target == "client"
+            else f"/api/v1/tenants/{owner.tenant_id}")
+    for status in ("disabled", "active"):
+        changed = await client.patch(path, json={"status": status}, headers=root)
+        assert (changed.status_code, changed.json()["status"]) == (200, status)
     assert (await introspect(client, resource_server, token)).json() == INACTIVE
-    await set_status(client_id=owner.client_id, status="active")
-    assert (await introspect(client, resource_server, token)).json()["active"] is True
+    # Tokens carry whole-second iat: a token of the disable's own second counts as
+    # issued before it, so the re-enabled client's tokens are good from the next one.
+    clock.advance(1)
+    fresh = await issue_token(client, owner)
+    assert (await introspect(client, resource_server, fresh)).json()["active"] is True
+    assert (await introspect(client, resource_server, token)).json() == INACTIVE
 
 
 # Tenancy (DESIGN §4.1): another tenant's token is inactive, except for the platform ------
