@@ -453,6 +453,21 @@ class ServeProcess:
         self._lines = threading.Condition()
         self._drain = threading.Thread(target=self._read, daemon=True)
         self._drain.start()
+        self._wait_until_answering()
+
+    def _wait_until_answering(self, attempts: int = 600) -> None:
+        """The start-up line comes before a worker listens: poll ``/healthz`` (each
+        attempt bounded by its connect timeout) until one answers."""
+        for _ in range(attempts):
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1.0)
+                return
+            except httpx.TransportError:
+                if self.process.poll() is not None:
+                    break
+                with self._lines:  # wait for the next log line, or 0.1 s
+                    self._lines.wait(0.1)
+        raise RuntimeError("issuer serve never answered:\n" + "".join(self.log[-30:]))
 
     def _read(self) -> None:
         assert self.process.stderr is not None
