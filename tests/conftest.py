@@ -33,6 +33,7 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from starlette.applications import Starlette
 
 from issuer.app import create_app
 from issuer.bootstrap import bootstrap
@@ -333,14 +334,24 @@ async def client(settings: Settings, clock: FakeClock) -> AsyncIterator[httpx.As
         yield http
 
 
+#: Seconds an app may take to start or stop before the test fails: generous, because a
+#: start can generate a signing key on a machine busy with other test processes.
+LIFESPAN_TIMEOUT = 60.0
+
+
+def lifespan(app: Starlette) -> LifespanManager:
+    """``async with lifespan(app)``: ``app`` started, stopped on leaving."""
+    return LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT,
+                           shutdown_timeout=LIFESPAN_TIMEOUT)
+
+
 class app_client:
     """``async with app_client(settings, clock) as http``: the app over ASGI."""
 
     def __init__(self, settings: Settings, clock: FakeClock, *,
                  http_client: httpx.AsyncClient | None = None) -> None:
         # http_client: the app's outbound HTTP (e.g. to a client's jwks_uri).
-        self._manager = LifespanManager(create_app(settings, clock=clock,
-                                                   http_client=http_client))
+        self._manager = lifespan(create_app(settings, clock=clock, http_client=http_client))
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:
