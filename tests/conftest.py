@@ -52,6 +52,10 @@ NEW_KEY = bytes(range(100, 132))
 ISSUER = "https://issuer.test"
 PG_URL = os.environ.get("ISSUER_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
+#: ``@store_independent``: for a test that needs the app (so a store) but whose check
+#: never depends on what the store does -- the same on every backend: it runs once,
+#: on SQLite, instead of once per backend.
+store_independent = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 # The real Redis of the tests (.ci/run sets it and checks it answers). Tests never
 # FLUSHDB: their keys are unique by construction (random client, connector ids).
 REDIS_URL = os.environ.get("ISSUER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

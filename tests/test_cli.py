@@ -20,7 +20,7 @@ import jwt as pyjwt
 
 from issuer.cli import main
 from issuer.store.migrate import head_revision
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, store_independent
 
 #: A command in this process owns its environment, directory and streams until it ends.
 _ONE_COMMAND = threading.Lock()
@@ -155,6 +155,7 @@ def test_token_with_a_wrong_secret_exits_non_zero_with_the_error(live_server, da
     assert json.loads(fetched.stdout)["error"] == "invalid_client"
 
 
+@store_independent
 def test_a_malformed_master_key_is_a_one_line_error_naming_the_variable(database_url, tmp_path):
     for command in (["keys", "list"], ["serve", "--port", "1"]):
         result = issuer(*command, database_url=database_url, cwd=tmp_path,
