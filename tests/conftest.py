@@ -2,9 +2,10 @@
 ``ISSUER_TEST_DATABASE_URL`` is set -- PostgreSQL, an injectable clock.
 
 Every store-dependent test runs once per backend (a fixture parameter). Each
-PostgreSQL run uses a database of its own, created for the session and dropped
-after, and tables are emptied between tests; each SQLite test gets a fresh file
-copied from a migrated template.
+test process (pytest-xdist runs one per CPU) uses a PostgreSQL database of its own,
+created for the session and dropped after, and tables are emptied between tests;
+each SQLite test gets a fresh file copied from a migrated template. Each test
+process has its own Redis key prefix, too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import replace
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -31,6 +32,7 @@ import httpx
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.applications import Starlette
@@ -318,10 +320,21 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def redis_key_prefix() -> Iterator[str]:
+    """The Redis key prefix of this test process (each xdist worker has its own, and
+    so has each run), for :func:`settings`; its keys are deleted at the end."""
+    prefix = f"test:{os.environ.get('PYTEST_XDIST_WORKER', 'main')}:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    with suppress(RedisConnectionError):  # a run that never needed Redis may have none
+        run(delete_redis_keys(prefix))
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, redis_key_prefix: str) -> Settings:
     return Settings(issuer_url=ISSUER, database_url=database_url,
-                    encryption_master_key=TEST_MASTER_KEY, env="test")
+                    encryption_master_key=TEST_MASTER_KEY, env="test",
+                    redis_key_prefix=redis_key_prefix)
 
 
 @pytest.fixture
