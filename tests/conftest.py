@@ -158,7 +158,9 @@ async def _reset_sql(url: str) -> str:
         tables = [row[0] for row in await connection.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
         references = await connection.fetch(
-            "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
+            "SELECT child.relname, parent.relname FROM pg_constraint "
+            "JOIN pg_class child ON child.oid = conrelid "
+            "JOIN pg_class parent ON parent.oid = confrelid "
             "WHERE contype = 'f' AND connamespace = 'public'::regnamespace")
         sequences = [row[0] for row in await connection.fetch(
             "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")]
