@@ -51,7 +51,7 @@ from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
-from issuer.outbound import OutboundPolicy, guarded_transport
+from issuer.outbound import OutboundPolicy, guarded_transport, tls_context
 from issuer.ratelimit import (
     MAINTAIN_EVERY,
     FallbackRateLimiter,
@@ -104,7 +104,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             timeout=OUTBOUND_TIMEOUT,
             follow_redirects=False)
         netsuite_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
-                                                      follow_redirects=False)
+                                                      follow_redirects=False,
+                                                      verify=tls_context())
         try:
             keyring = KeyRing(engine, encryptor, clock, alg=settings.signing_alg,
                               rsa_bits=settings.rsa_key_size,

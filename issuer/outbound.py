@@ -35,8 +35,10 @@ or public.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +170,15 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS client context (certificates verified against certifi's CA
+    bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), built once per process and shared
+    by every outbound client: loading the CA bundle takes tens of milliseconds, and
+    nothing changes the context after it is built."""
+    return httpx.create_ssl_context()
+
+
 def guarded_transport(policy: OutboundPolicy) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose connections go only where ``policy`` permits.
 
@@ -175,9 +186,9 @@ def guarded_transport(policy: OutboundPolicy) -> httpx.AsyncHTTPTransport:
     replaced by one built on the guarded backend, with httpx's defaults (TLS
     verification on, HTTP/1.1, no proxies from the environment).
     """
-    transport = httpx.AsyncHTTPTransport()
+    transport = httpx.AsyncHTTPTransport(verify=tls_context())
     transport._pool = httpcore.AsyncConnectionPool(  # httpx takes no backend: see above
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=tls_context(),
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
         network_backend=_GuardedBackend(policy),
     )

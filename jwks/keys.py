@@ -32,6 +32,7 @@ The ``kid`` is the key's RFC 7638 thumbprint. Private JWKs are stored encrypted
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -446,10 +447,21 @@ class KeyRing:
                                   "ran at the same time; retry")
 
     def _decrypt(self, row: SigningKeyRow) -> PrivateKey:
-        data = self._encryptor.decrypt(row.private_jwk_encrypted, associated_data(row.kid))
-        key = jwk.import_key(json.loads(data))
-        assert isinstance(key, RSAKey | ECKey | OKPKey)
-        return key
+        return _import_private_key(
+            self._encryptor.decrypt(row.private_jwk_encrypted, associated_data(row.kid)))
+
+
+@functools.lru_cache(maxsize=4)
+def _import_private_key(data: bytes) -> PrivateKey:
+    """The private JWK ``data`` (decrypted and authenticated), imported and checked.
+
+    Importing an RSA key checks its consistency, which takes tens of milliseconds; a
+    process that loads the same key again (another key ring, a reload after a
+    rotation elsewhere) gets the key already checked for exactly these bytes.
+    """
+    key = jwk.import_key(json.loads(data))
+    assert isinstance(key, RSAKey | ECKey | OKPKey)
+    return key
 
 
 async def max_token_ttl(session: AsyncSession, default_ttl: int) -> int:

@@ -1,26 +1,113 @@
-"""The ``issuer`` command line, run as a user runs it (a subprocess)."""
+"""The ``issuer`` command line, run as a user runs it: ``issuer.cli.main`` with the
+command's arguments, environment, working directory and output streams, in this
+process (which spares each command an interpreter's start-up), and once as the
+installed console script in a process of its own."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import jwt as pyjwt
 
+from issuer.cli import main
 from issuer.store.migrate import head_revision
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, store_independent
+
+#: A command in this process owns its environment, directory and streams until it ends.
+_ONE_COMMAND = threading.Lock()
 
 
-def issuer(*args: str, database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def _environment(database_url: str, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items()
                    if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
     environment.update({"ISSUER_DATABASE_URL": database_url,
                         "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex(), **env})
-    return subprocess.run([sys.executable, "-m", "issuer", *args], capture_output=True,
-                          text=True, env=environment, cwd=cwd, timeout=120, check=False)
+    return environment
+
+
+def issuer(*args: str, database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``issuer ARGS`` against ``database_url`` with the test master key (``env`` adds or
+    overrides variables), in this process (see :func:`run_in_process`)."""
+    return run_in_process(lambda: main(list(args)), ["issuer", *args],
+                          database_url=database_url, cwd=cwd, **env)
+
+
+def run_in_process(entry: Callable[[], int], argv: list[str], *, database_url: str, cwd: Path,
+                   **env: str) -> subprocess.CompletedProcess:
+    """A console script's function ``entry`` run as its process would be, with
+    ``sys.argv``, the environment and the working directory set, and ended as that
+    process would end: exit status, stdout, stderr (a crash is exit status 1 with its
+    traceback on stderr). It runs on a thread of its own, because a command runs its
+    own event loop and the caller may be in one."""
+    environment = _environment(database_url, **env)
+    ended: list[subprocess.CompletedProcess] = []
+
+    def command() -> None:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with _ONE_COMMAND, _process_state(argv, environment, cwd), redirect_stdout(stdout), \
+                redirect_stderr(stderr):
+            try:
+                status = entry()
+            except SystemExit as exit_:  # e.g. argparse's usage errors
+                status = _exit_status(exit_.code)
+            except Exception:
+                traceback.print_exc()
+                status = 1
+        ended.append(subprocess.CompletedProcess(argv, status, stdout.getvalue(),
+                                                 stderr.getvalue()))
+
+    thread = threading.Thread(target=command, name=argv[0])
+    thread.start()
+    thread.join(timeout=120)
+    assert ended, f"{' '.join(argv)} did not end within 120 s"
+    return ended[0]
+
+
+def _exit_status(code: object) -> int:
+    """The exit status the interpreter gives ``SystemExit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+@contextmanager
+def _process_state(argv: list[str], environment: dict[str, str], cwd: Path) -> Iterator[None]:
+    saved_argv, saved_environment, directory = sys.argv, dict(os.environ), os.getcwd()
+    sys.argv = argv
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(directory)
+        os.environ.clear()
+        os.environ.update(saved_environment)
+        sys.argv = saved_argv
+
+
+def test_the_installed_issuer_command_runs_as_a_process(tmp_path):
+    """The console script ``pip install`` made, in a process of its own: the one
+    test that pays for an interpreter's start-up."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    migrated = subprocess.run(
+        [str(Path(sys.executable).with_name("issuer")), "migrate"], capture_output=True,
+        text=True, env=_environment(url), cwd=tmp_path, timeout=120, check=False)
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.splitlines()[0] == f"database at revision {head_revision()}"
+    assert "client_secret: m2ms_" in migrated.stdout
 
 
 def test_clients_create_json_then_token_round_trip(live_server, database_url, tmp_path):
@@ -68,6 +155,7 @@ def test_token_with_a_wrong_secret_exits_non_zero_with_the_error(live_server, da
     assert json.loads(fetched.stdout)["error"] == "invalid_client"
 
 
+@store_independent
 def test_a_malformed_master_key_is_a_one_line_error_naming_the_variable(database_url, tmp_path):
     for command in (["keys", "list"], ["serve", "--port", "1"]):
         result = issuer(*command, database_url=database_url, cwd=tmp_path,

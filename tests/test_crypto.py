@@ -7,11 +7,12 @@ import os
 import stat
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from issuer.crypto import DecryptionError, Encryptor, default_key_file, encryptor_for
 from issuer.settings import Settings, SettingsError
 from issuer.store.models import SigningKeyRow
+from jwks.keys import KeyRing, associated_data
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))
@@ -79,3 +80,27 @@ async def test_signing_private_key_is_stored_encrypted(client, engine):
     assert b'"d"' not in stored and public["n"].encode() not in stored
     with pytest.raises(json.JSONDecodeError):
         json.loads(stored[17:].decode("latin-1"))
+
+
+async def test_a_stored_rsa_key_that_fails_its_consistency_check_is_refused_at_load(
+        engine, settings, clock):
+    """A key ring reuses a key it already checked only for the very same bytes: a
+    stored key whose CRT parameters do not match its primes is refused, even in a
+    process that has just loaded the good one."""
+    encryptor = encryptor_for(settings)
+    good = await KeyRing(engine, encryptor, clock, alg="RS256").ensure_active()
+    async with engine.begin() as connection:
+        stored = (await connection.execute(select(SigningKeyRow.private_jwk_encrypted)
+                                           .where(SigningKeyRow.kid == good.kid))).scalar_one()
+    jwk = json.loads(encryptor.decrypt(stored, associated_data(good.kid)))
+    jwk["dp"], jwk["dq"] = jwk["dq"], jwk["dp"]
+    inconsistent = encryptor.encrypt(json.dumps(jwk).encode(), associated_data(good.kid))
+    statement = update(SigningKeyRow).where(SigningKeyRow.kid == good.kid)
+    async with engine.begin() as connection:
+        await connection.execute(statement.values(private_jwk_encrypted=inconsistent))
+    try:
+        with pytest.raises(ValueError, match="Invalid private key"):
+            await KeyRing(engine, encryptor, clock, alg="RS256").load()
+    finally:  # the PostgreSQL store keeps its RS256 key between tests
+        async with engine.begin() as connection:
+            await connection.execute(statement.values(private_jwk_encrypted=stored))

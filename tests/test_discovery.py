@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import ISSUER
+from tests.conftest import ISSUER, store_independent
 
 METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
 # RFC 8414 §2: the JWS algorithms of private_key_jwt and client_secret_jwt assertions.
@@ -39,6 +39,7 @@ async def test_openid_configuration_serves_the_same_document(client):
     assert openid == oauth
 
 
+@store_independent
 async def test_rfc7517_jwks_is_public_cacheable_and_has_no_private_parts(client):
     response = await client.get("/.well-known/jwks.json")
     assert response.status_code == 200
@@ -53,6 +54,7 @@ async def test_rfc7517_jwks_is_public_cacheable_and_has_no_private_parts(client)
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
 
 
+@store_independent
 async def test_healthz_answers_ok(client):
     response = await client.get("/healthz")
     assert response.status_code == 200

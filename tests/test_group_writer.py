@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from issuer.audit import AuditEvent, audit_row
 from issuer.store.models import AuditEventRow, Tenant
 from issuer.store.writer import GroupWriter, WriterClosed
+from tests.conftest import store_independent
 
 AUDIT = AuditEventRow.__table__
 
@@ -54,6 +55,7 @@ async def test_a_failing_write_does_not_fail_its_neighbours(engine, clock):
     assert await _count(engine, AuditEvent.TENANT_CREATED) == 0
 
 
+@store_independent
 async def test_writing_after_close_is_refused(engine):
     writer = GroupWriter(engine)
     await writer.start()

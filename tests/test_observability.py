@@ -11,7 +11,7 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 
 from issuer.logs import JsonFormatter
-from tests.conftest import issue_token
+from tests.conftest import issue_token, store_independent
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -88,6 +88,7 @@ async def test_one_json_log_line_per_request_with_the_request_id(client, registe
     assert acme.client_secret not in text and "Basic" not in text
 
 
+@store_independent
 async def test_a_missing_or_unsafe_request_id_is_replaced_by_a_generated_one(client, caplog):
     caplog.set_level(logging.INFO, logger="issuer.access")
     plain = await client.get("/healthz")

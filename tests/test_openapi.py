@@ -32,6 +32,7 @@ from tests.conftest import (
     Registered,
     app_client,
     issue_token,
+    store_independent,
 )
 
 #: Examples per operation and generation mode: enough to hit each documented branch,
@@ -53,6 +54,7 @@ CHECKS = [schemathesis.checks.not_a_server_error,
           schemathesis.checks.positive_data_acceptance]
 
 
+@store_independent
 async def test_document_is_openapi_3_1_and_covers_every_endpoint(client):
     response = await client.get("/openapi.json")
     assert response.status_code == 200

@@ -16,7 +16,6 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -24,7 +23,7 @@ from sqlalchemy import func, select
 from issuer.app import create_app
 from issuer.settings import Settings
 from issuer.store.models import AuditEventRow, IssuedToken
-from tests.conftest import ISSUER, REDIS_URL, FakeClock, delete_redis_keys, issue_token
+from tests.conftest import ISSUER, REDIS_URL, FakeClock, delete_redis_keys, issue_token, lifespan
 
 TOO_MANY = {"error": "too_many_requests", "error_description": "Too many token requests"}
 TOO_MANY_ADMIN = {"error": "too_many_requests", "error_description": "Too many requests"}
@@ -67,7 +66,7 @@ class Issuer:
 
 @asynccontextmanager
 async def running(settings: Settings, clock: FakeClock) -> AsyncIterator[Issuer]:
-    async with LifespanManager(create_app(settings, clock=clock)) as manager:
+    async with lifespan(create_app(settings, clock=clock)) as manager:
         issuer = Issuer(manager.app)
         try:
             yield issuer

@@ -16,7 +16,7 @@ from issuer.store.models import AuditEventRow, IssuedToken
 from tests.admin.conftest import Admin
 from tests.admin.test_admin_auth import forged_token
 from tests.admin.test_tenants_api import invalid_body
-from tests.conftest import ISSUER, Registered, issue_token
+from tests.conftest import ISSUER, Registered, issue_token, store_independent
 
 NOT_FOUND = {"error": "not_found", "error_description": "No such object"}
 UNAUTHORIZED_CLIENT = {"error": "unauthorized_client",
@@ -57,6 +57,7 @@ ENDPOINTS = [("POST", "/auth/m2m/token", {"clientId": "c", "scopes": [], "tenant
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
 @pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer not-a-jwt", "Basic YTpi",
                                            "forged"])
+@store_independent
 async def test_no_or_invalid_bearer_token_is_401(client, platform, method, path, body,
                                                  authorization):
     claims = {"iss": ISSUER, "aud": ISSUER, "sub": platform.client.client_id,

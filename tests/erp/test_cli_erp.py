@@ -1,16 +1,13 @@
 """``decrypt_connector_config`` (the console script), ``issuer reencrypt`` and
-``issuer erp check-dropzone-paths``, run as an operator runs them: subprocesses
-against the store."""
+``issuer erp check-dropzone-paths``, run as an operator runs them (through their entry
+points, in process) against the store."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -20,26 +17,17 @@ from connectors.erp import store
 from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ConnectionService
+from issuer.cli import decrypt_connector_config
 from issuer.crypto import Encryptor
 from issuer.store.models import AuditEventRow, ErpConnectionRow
 from tests.conftest import NEW_KEY, TEST_MASTER_KEY
 from tests.erp.conftest import PASSWORD
 from tests.erp.test_units import ACTOR, _services
-from tests.test_cli import issuer
-
-SCRIPT = Path(sys.executable).with_name("decrypt_connector_config")
+from tests.test_cli import issuer, run_in_process
 
 
 async def _issuer(*args: str, **options: Any) -> subprocess.CompletedProcess:
     return await asyncio.to_thread(lambda: issuer(*args, **options))
-
-
-def _environment(database_url: str, **extra: str) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith(("ISSUER_", "ENCRYPTION_"))}
-    environment.update({"ISSUER_DATABASE_URL": database_url,
-                        "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex(), **extra})
-    return environment
 
 
 async def test_decrypt_connector_config_round_trip(engine, clock, register, database_url,
@@ -51,8 +39,8 @@ async def test_decrypt_connector_config_round_trip(engine, clock, register, data
     connection_id = str(created.connection.id)
 
     result = await asyncio.to_thread(
-        subprocess.run, [str(SCRIPT), connection_id], capture_output=True, text=True,
-        env=_environment(database_url), cwd=tmp_path, timeout=120, check=False)
+        run_in_process, decrypt_connector_config, ["decrypt_connector_config", connection_id],
+        database_url=database_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == config
     async with engine.connect() as connection:

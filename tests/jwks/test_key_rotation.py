@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import select
@@ -40,7 +39,7 @@ from issuer.store.models import SigningKeyRow
 from jwks.keys import KeyRing, RotationPolicy
 from jwks.verifier import JWKSVerifier, UnknownKey
 from tests.admin.test_tenants_api import audit_events, bearer
-from tests.conftest import BACKENDS, ISSUER, FakeClock, Registered, issue_token, run
+from tests.conftest import BACKENDS, ISSUER, FakeClock, Registered, issue_token, lifespan, run
 from tests.jwks.conftest import AUDIENCE, CountingTransport
 from tests.test_cli import issuer as issuer_cli
 
@@ -96,7 +95,7 @@ class IssuerProcess:
     """One issuer process: ``create_app`` with its lifespan entered, its own key ring."""
 
     def __init__(self, settings: Settings, clock: FakeClock) -> None:
-        self._manager = LifespanManager(create_app(settings, clock=clock))
+        self._manager = lifespan(create_app(settings, clock=clock))
         self._probe = _StateProbe(self._manager.app)
         self.transport = httpx.ASGITransport(app=self._probe, client=("203.0.113.7", 4711))
         self.http = httpx.AsyncClient(transport=self.transport, base_url=ISSUER)

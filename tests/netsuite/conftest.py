@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -24,7 +23,7 @@ from issuer.app import create_app
 from issuer.crypto import encryptor_for
 from issuer.registration import Actor, create_tenant
 from issuer.settings import Settings
-from tests.conftest import ISSUER, FakeClock
+from tests.conftest import ISSUER, FakeClock, lifespan
 from tests.netsuite.simulator import NetSuiteSimulator
 
 ACCOUNT = "1234567_SB1"
@@ -145,7 +144,7 @@ class netsuite_app:
     lifespan entered, its outbound calls going to the simulator."""
 
     def __init__(self, settings: Settings, clock: FakeClock, outbound: httpx.AsyncClient) -> None:
-        self._manager = LifespanManager(create_app(settings, clock=clock, outbound=outbound))
+        self._manager = lifespan(create_app(settings, clock=clock, outbound=outbound))
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:

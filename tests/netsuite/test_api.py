@@ -18,7 +18,7 @@ from sqlalchemy import select
 from connectors.netsuite.cache import rotation_lock_key
 from issuer.store.models import AuditEventRow
 from tests.admin.test_tenants_api import bearer
-from tests.conftest import Registered, issue_token
+from tests.conftest import Registered, issue_token, store_independent
 from tests.netsuite.conftest import SUITETALK, TOKEN_URL, netsuite_app
 
 BASE = "/api/v1/ipaas/connectors"
@@ -396,6 +396,7 @@ async def test_confirm_answers_503_while_another_holds_the_lock(
         assert (done.status_code, done.json()) == (200, CONFIRMED)
 
 
+@store_independent
 async def test_openapi_documents_every_connector_endpoint(api):
     paths = (await api.get("/openapi.json")).json()["paths"]
     m2m = "/api/v1/ipaas/connectors/{connector_id}/m2m"

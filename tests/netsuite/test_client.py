@@ -20,6 +20,7 @@ from connectors.netsuite import (
     UnknownAuthType,
 )
 from connectors.netsuite.client import NetSuiteClient
+from tests.conftest import store_independent
 
 
 async def test_the_simulators_concurrency_cap_is_never_exceeded(make_service, ready_connector,
@@ -151,6 +152,7 @@ async def test_the_registry_gives_the_m2m_strategy_by_auth_type(make_service, re
     assert service.strategies.auth_types == ("netsuite_m2m",)
 
 
+@store_independent
 def test_the_registry_refuses_unknown_and_duplicate_auth_types(make_service):
     strategies = AuthStrategies([NetSuiteM2MStrategy(make_service())])
     with pytest.raises(UnknownAuthType):

@@ -26,6 +26,7 @@ from connectors.netsuite import (
     generate_key_pair,
 )
 from connectors.netsuite.accounts import canonical_host_label, check_url, default_token_url
+from tests.conftest import store_independent
 from tests.netsuite.conftest import ACTOR
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -126,6 +127,7 @@ def test_account_ids_that_could_inject_into_a_hostname_are_refused(account_id):
         check_account_id(account_id)
 
 
+@store_independent
 async def test_injection_is_refused_before_any_network_call(make_service, tenant_id):
     sent: list[httpx.Request] = []
 

@@ -319,7 +319,8 @@ async def test_s12_scope_is_an_array_or_comma_separated_and_a_subset(http, sim, 
     (NOW, NOW + 3600, True), (NOW, NOW + 3601, False), (NOW, NOW, False),
     (str(NOW), NOW + 300, False), (NOW + 0.5, NOW + 300, False), (NOW - 4000, NOW - 400, False),
     (NOW + 120, NOW + 400, False), (NOW + 30, NOW + 330, True), (True, NOW + 300, False),
-])
+], ids=["lifetime-3600", "lifetime-3601", "lifetime-0", "iat-string", "iat-fraction", "expired",
+        "iat-120s-ahead", "iat-30s-ahead", "iat-boolean"])  # ids without the collection time
 async def test_s13_iat_and_exp_are_integers_within_3600_and_current(http, p256, iat, exp, ok):
     response = await grant(http, p256.assertion(claims=p256.claims(iat=iat, exp=exp)))
     assert response.status_code == (200 if ok else 400)

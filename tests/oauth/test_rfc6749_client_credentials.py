@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import store_independent
+
 GENERIC_INVALID_CLIENT = {"error": "invalid_client",
                           "error_description": "Client authentication failed"}
 FORM = "application/x-www-form-urlencoded"
@@ -289,6 +291,7 @@ async def test_s4_4_2_body_must_be_form_urlencoded(client, register, content_typ
                                                     "application/x-www-form-urlencoded"}
 
 
+@store_independent
 async def test_s3_2_token_endpoint_accepts_only_post(client):
     response = await client.get("/token")
     assert response.status_code == 405

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from issuer.store.models import AuditEventRow, IssuedToken
-from tests.conftest import ISSUER, Registered, issue_token
+from tests.conftest import ISSUER, Registered, issue_token, store_independent
 
 INACTIVE = {"active": False}
 GENERIC_INVALID_CLIENT = {"error": "invalid_client",
@@ -246,6 +246,7 @@ async def test_s2_2_1_a_disabled_client_cannot_revoke(client, register, set_stat
     assert response.json() == GENERIC_INVALID_CLIENT
 
 
+@store_independent
 async def test_s2_2_1_missing_credentials_is_invalid_request(client):
     response = await client.post("/revoke", data={"token": "garbage"})
     assert response.status_code == 400

@@ -23,7 +23,7 @@ from issuer.crypto import encryptor_for
 from issuer.registration import ClientSpec, create_client
 from issuer.store.models import AuditEventRow, Client
 from jwks.keys import KeyRing
-from tests.conftest import ISSUER, Registered, issue_token
+from tests.conftest import ISSUER, Registered, issue_token, store_independent
 
 INACTIVE = {"active": False}
 GENERIC_INVALID_CLIENT = {"error": "invalid_client",
@@ -443,6 +443,7 @@ async def test_s2_1_the_body_must_be_form_encoded(client, register):
                                                     "application/x-www-form-urlencoded"}
 
 
+@store_independent
 async def test_s2_1_only_post_is_served(client):
     assert (await client.get("/introspect", params={"token": "garbage"})).status_code == 405
 
