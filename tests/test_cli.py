@@ -9,18 +9,26 @@ import sys
 from pathlib import Path
 
 import jwt as pyjwt
+import pytest
 
-from issuer.store.migrate import head_revision
-from tests.conftest import TEST_MASTER_KEY
+from issuer.store.db import create_engine
+from issuer.store.migrate import current_revision, head_revision
+from tests.conftest import PG_URL, TEST_MASTER_KEY, run
+
+
+def environment(database_url: str, **env: str) -> dict[str, str]:
+    variables = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
+    variables.update({"ISSUER_DATABASE_URL": database_url,
+                      "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex(), **env})
+    return variables
 
 
 def issuer(*args: str, database_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
-    environment.update({"ISSUER_DATABASE_URL": database_url,
-                        "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex(), **env})
+    # umask 022, the usual one: a file the CLI makes private is private whatever the umask.
     return subprocess.run([sys.executable, "-m", "issuer", *args], capture_output=True,
-                          text=True, env=environment, cwd=cwd, timeout=120, check=False)
+                          text=True, env=environment(database_url, **env), cwd=cwd,
+                          timeout=120, check=False, umask=0o022)
 
 
 def test_clients_create_json_then_token_round_trip(live_server, database_url, tmp_path):
@@ -123,3 +131,36 @@ def test_first_migrate_bootstraps_the_platform_admin_and_prints_it_once(tmp_path
     tenants = json.loads(issuer("tenants", "list", "--json", database_url=url,
                                 cwd=tmp_path).stdout)
     assert [t["name"] for t in tenants] == ["default"]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"]])
+def test_a_refused_configuration_never_touches_the_store(command, tmp_path):
+    """A custom store without ENCRYPTION_MASTER_KEY: refused before anything is created
+    or migrated -- one line, exit status 2."""
+    store = tmp_path / "custom.db"
+    result = issuer(*command, database_url=f"sqlite+aiosqlite:///{store}", cwd=tmp_path,
+                    ENCRYPTION_MASTER_KEY="")
+    assert result.returncode == 2
+    assert result.stderr == ("issuer: configuration error: ENCRYPTION_MASTER_KEY is required "
+                             "unless the store is the default SQLite file\n")
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no store, no -wal, no key file
+
+
+@pytest.mark.skipif(PG_URL is None, reason="needs ISSUER_TEST_DATABASE_URL")
+def test_a_refused_configuration_leaves_a_postgresql_store_unmigrated(fresh_postgres, tmp_path):
+    url = fresh_postgres()
+    for command in (["serve", "--port", "0"], ["migrate"]):
+        result = issuer(*command, database_url=url, cwd=tmp_path, ENCRYPTION_MASTER_KEY="")
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1
+    assert run(_revision(url)) is None
+
+
+async def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
