@@ -165,6 +165,15 @@ class StoreUnavailable(TemporarilyUnavailable):
         super().__init__(reason="store_unavailable")
 
 
+class RateLimitUnavailable(TemporarilyUnavailable):
+    """Redis is down under ``ISSUER_RATE_LIMIT_FAIL=closed`` (``issuer.ratelimit``)."""
+
+    def __init__(self, *, first_refusal: bool = True) -> None:
+        super().__init__(reason="rate_limit_store_unavailable")
+        #: Only the first refusal of an interval is audited, as with 429s.
+        self.first_refusal = first_refusal
+
+
 class ServerError(OAuthError):
     error = "server_error"
     status = 500

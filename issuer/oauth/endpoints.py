@@ -28,6 +28,7 @@ from issuer.errors import (
     InvalidClient,
     InvalidRequest,
     OAuthError,
+    RateLimitUnavailable,
     StoreUnavailable,
     TooManyRequests,
     UnsupportedGrantType,
@@ -215,14 +216,16 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
     """Count a refused token request and record its ``M2M_TOKEN_DENIED`` event with
     the server-side reason; never raises for the store (the denial is answered
     either way). ``actor`` defaults to the client when it is known, else nobody.
-    Of a run of rate-limited requests only the first is audited."""
+    Of a run of rate-limited requests only the first is audited, and of a run
+    refused because Redis is down (``ISSUER_RATE_LIMIT_FAIL=closed``) the first of
+    each interval."""
     services.metrics.token_failed(error)
     event_details: dict[str, object] = {"error": error.error, "reason": error.reason}
+    if isinstance(error, TooManyRequests | RateLimitUnavailable) and not error.first_refusal:
+        # Counted by the metrics; audited once per window, so a flood of refused
+        # requests cannot flood the audit log.
+        return
     if isinstance(error, TooManyRequests):
-        if not error.first_refusal:
-            # Counted by the metrics; audited once per key and window, so a flood
-            # of refused requests cannot flood the audit log.
-            return
         event_details["policy"] = error.policy
     if claimed is not None:
         event_details["claimed_client_id"] = claimed.client_id[:64]
