@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision
 from tests.conftest import PG_URL, TEST_MASTER_KEY, run
+from tests.test_rate_limits_cluster import ServeProcess
 
 
 def environment(database_url: str, **env: str) -> dict[str, str]:
@@ -164,3 +166,29 @@ async def _revision(url: str) -> str | None:
     finally:
         await engine.dispose()
 
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_migrate_and_serve_create_the_sqlite_store_and_its_wal_files_0600(tmp_path):
+    """The store holds encrypted signing keys and secret digests: like the master-key
+    file, only its owner may read it -- and so its -wal and -shm files."""
+    store = tmp_path / "issuer.db"
+    url = f"sqlite+aiosqlite:///{store}"
+    migrated = issuer("migrate", database_url=url, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert _mode(store) == 0o600
+
+    store.unlink()  # and `issuer serve` on a new store, its WAL files open while it runs
+    previous = os.umask(0o022)
+    try:
+        server = ServeProcess(environment(url), tmp_path)
+    finally:
+        os.umask(previous)
+    try:
+        files = [store, store.with_name("issuer.db-wal"), store.with_name("issuer.db-shm")]
+        assert {path.name: _mode(path) for path in files} == {
+            "issuer.db": 0o600, "issuer.db-wal": 0o600, "issuer.db-shm": 0o600}
+    finally:
+        server.stop()

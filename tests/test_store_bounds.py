@@ -3,7 +3,7 @@ never a pile of waiting requests: past the bound the answer is 503
 ``temporarily_unavailable`` with ``Retry-After``; the writer's queue and the
 database connections stay capped; after the store comes back every 200 has its
 token record and audit event. Store failures are counted and logged once per
-interval.
+interval, and no SQL parameter reaches a log line.
 
 The frozen database is a PostgreSQL cluster of this module's own (``initdb`` +
 ``postgres`` on a free loopback port) stopped with SIGSTOP and resumed with
@@ -436,6 +436,25 @@ async def test_store_failures_are_logged_once_per_interval_and_all_counted(
         metrics = (await http.get("/metrics")).text
         assert _value(metrics, "issuer_store_unavailable_total") == 26
         assert (await http.post("/token", data=GRANT, auth=registered.basic)).status_code == 200
+
+
+async def test_no_sql_parameter_reaches_a_log_line_on_a_store_error(
+        database_url, register, clock, caplog):
+    registered = await register()
+    settings = Settings(issuer_url=ISSUER, database_url=database_url,
+                        encryption_master_key=TEST_MASTER_KEY, env="test")
+    caplog.set_level(logging.INFO)  # what `issuer serve` logs by default
+    async with served(settings, clock) as http, issued_tokens_table_missing(database_url):
+        refused = await http.post("/token", data={**GRANT, "scope": "orders:read"},
+                                  auth=registered.basic)
+    assert_unavailable(refused)
+    logged = caplog.text  # messages and tracebacks
+    # The failing statement is in the log, its values are not.
+    assert "INSERT INTO issued_tokens" in logged
+    assert "SQL parameters hidden" in logged
+    assert "[parameters:" not in logged
+    assert registered.tenant_id not in logged
+    assert "orders:read" not in logged
 
 
 async def test_a_database_call_outside_a_request_is_bounded_too(own_postgres, frozen_store):

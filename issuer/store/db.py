@@ -1,12 +1,20 @@
 """Engine creation: one async engine per process, tuned per backend.
 
+Every engine hides SQL parameters from its error messages (``hide_parameters``):
+an error that reaches a log names the statement, never a value bound to it.
+
 ``timeout`` bounds every database call (issuer.store.bounds): the serving process
 passes ``ISSUER_STORE_TIMEOUT``. The CLI passes none -- a migration may rightly run
 for minutes -- and SQLite then waits :data:`SQLITE_BUSY_TIMEOUT` for a lock.
+
+A new SQLite file is created with mode 0600 before SQLite opens it: it holds the
+encrypted signing keys and the clients' secret digests. SQLite gives its ``-wal``
+and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any
 
@@ -23,9 +31,12 @@ SQLITE_BUSY_TIMEOUT = 10.0
 
 def create_engine(database_url: str, *, timeout: float | None = None,
                   **options: Any) -> AsyncEngine:
+    options.setdefault("hide_parameters", True)
     if timeout is not None and not _in_memory(database_url):
         options.setdefault("pool_timeout", timeout)  # waiting for a pooled connection
     if database_url.startswith("sqlite"):
+        if not _in_memory(database_url):
+            _create_private_file(make_url(database_url).database or "")
         engine = create_async_engine(database_url, **options)
         busy = SQLITE_BUSY_TIMEOUT if timeout is None else timeout
         event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, busy))
@@ -46,6 +57,15 @@ def _in_memory(database_url: str) -> bool:
     path = url.database
     return url.get_backend_name() == "sqlite" and (
         not path or path == ":memory:" or path.startswith("file:") or "uri" in url.query)
+
+
+def _create_private_file(path: str) -> None:
+    """Create a new SQLite database file with mode 0600 (an existing one is left as is)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):
+        return  # there already, or no such directory (SQLite will say so)
+    os.close(descriptor)
 
 
 def _sqlite_pragmas(busy_timeout: float, dbapi_connection: DBAPIConnection,
