@@ -107,6 +107,11 @@ def request_budget(seconds: float) -> Iterator[StoreBudget]:
         _CURRENT.reset(token)
 
 
+def within_budget() -> bool:
+    """Whether the current request has a budget (whose waits it already bounds)."""
+    return _CURRENT.get() is not None
+
+
 async def bounded(awaitable: Awaitable[T]) -> T:
     """Await a store operation within the current request's budget, if it has one
     (outside a request, e.g. a background task, the engine's bounds apply alone)."""

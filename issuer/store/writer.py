@@ -14,8 +14,10 @@ writer for a timeout per write).
 
 Bounds: at most ``max_pending`` writes wait in the queue (a write beyond that
 is refused at once, so a stalled store cannot make the process hold more and
-more); a caller waits at most ``max_wait`` seconds for its commit. A caller that
-stops waiting leaves its rows queued: they may still commit, late.
+more); a caller waits at most ``max_wait`` seconds for its commit -- or, inside a
+request's store budget, what is left of the budget (``bounded(writer.write(...))``,
+issuer.store.bounds). A caller that stops waiting leaves its rows queued: they may
+still commit, late.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.store.bounds import StoreTimeout, unavailable
+from issuer.store.bounds import StoreTimeout, unavailable, within_budget
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,9 @@ class GroupWriter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((rows, future))
         # A waiter that times out (or is cancelled) cancels its future; _settle skips it.
+        # In a request with a store budget, the budget's wait bounds this one already.
         try:
-            async with asyncio.timeout(self._max_wait):
+            async with asyncio.timeout(None if within_budget() else self._max_wait):
                 await future
         except TimeoutError:
             if future.cancelled():
