@@ -54,8 +54,8 @@ async def _introspect(services: Services, request: Request, caller: ClientRecord
     services.metrics.introspections.labels("true" if body.get("active") is True else "false").inc()
     if body.get("active") is True:
         assert presented is not None
-        await bounded(services.writer.write([(AuditEventRow.__table__, _used_event(
-            services, request, caller, presented))]))
+        await services.writer.write([(AuditEventRow.__table__,
+                                      _used_event(services, request, caller, presented))])
     return Response(json.dumps(body, separators=(",", ":")), status_code=200,
                     media_type="application/json", headers=NO_STORE)
 

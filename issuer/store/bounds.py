@@ -13,19 +13,19 @@ bounded amount of memory, never a pile of requests waiting forever:
   ``ISSUER_STORE_TIMEOUT`` seconds: in total they never last longer.
 
 A request that runs out of budget stops waiting and is answered 503
-(:class:`issuer.errors.StoreUnavailable`). A write it handed to the group writer
-stays queued and may commit after the refusal -- a token that was never handed
-out -- but a token is never handed out without its committed row.
+(:class:`issuer.errors.StoreUnavailable`). A query it started runs on until the
+engine's bounds end it; a write it handed to the group writer stays queued and
+may commit after the refusal -- a token that was never handed out -- but a token
+is never handed out without its committed row.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from inspect import iscoroutine
-from typing import TypeVar
+from contextvars import ContextVar, copy_context
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import (
     DataError,
@@ -63,33 +63,54 @@ class StoreBudget:
     def left(self) -> float:
         return max(0.0, self._left)
 
-    async def wait(self, awaitable: Awaitable[T]) -> T:
-        """``await awaitable``, for at most what is left; past it the wait is cancelled
-        and :class:`StoreTimeout` raised. (A query in progress is abandoned -- SQLAlchemy
-        closes its connection; a write handed to the group writer stays queued.)"""
+    async def wait(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run a database operation for at most what is left; past it raise
+        :class:`StoreTimeout` and stop waiting. The operation is not cancelled: it
+        runs on (outside any budget) until the engine's own bounds end it --
+        cancelling it would make this request wait for its connection's cleanup."""
         if self._left <= 0:
-            if iscoroutine(awaitable):
-                awaitable.close()
+            operation.close()
             raise StoreTimeout("the request's time for the store is spent")
         loop = asyncio.get_running_loop()
+        context = copy_context()
+        context.run(_CURRENT.set, None)
+        task = loop.create_task(operation, context=context)
         started = loop.time()
-        timer = asyncio.timeout(self._left)
         try:
-            async with timer:
-                return await awaitable
-        except TimeoutError:
-            if timer.expired():
-                raise StoreTimeout("the store did not answer in time") from None
-            raise  # the driver's own timeout, or a full writer queue
+            done, _ = await asyncio.wait({task}, timeout=self._left)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() == 0:
-                # Not this request's cancellation: another request's, handed on by a
-                # load it shared (a cache's single flight) -- this one just ran out.
-                raise StoreTimeout("a shared wait for the store was abandoned") from None
+            task.add_done_callback(_unobserved)
             raise
         finally:
             self._left -= loop.time() - started
+        if not done:
+            task.add_done_callback(_unobserved)
+            raise StoreTimeout("the store did not answer in time")
+        return task.result()
+
+    async def wait_for(self, future: asyncio.Future[T]) -> T:
+        """Wait for ``future`` (e.g. a commit by the group writer) for at most what is
+        left; past it the future is cancelled and :class:`StoreTimeout` raised."""
+        if self._left <= 0:
+            future.cancel()
+            raise StoreTimeout("the request's time for the store is spent")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await _wait_for(future, self._left)
+        finally:
+            self._left -= loop.time() - started
+
+
+async def _wait_for(future: asyncio.Future[T], seconds: float | None) -> T:
+    timer = asyncio.timeout(seconds)
+    try:
+        async with timer:
+            return await future
+    except TimeoutError:
+        if timer.expired():
+            raise StoreTimeout("the store did not answer in time") from None
+        raise  # the future's own failure (a driver's timeout)
 
 
 _CURRENT: ContextVar[StoreBudget | None] = ContextVar("store_budget", default=None)
@@ -98,7 +119,7 @@ _CURRENT: ContextVar[StoreBudget | None] = ContextVar("store_budget", default=No
 @contextmanager
 def request_budget(seconds: float) -> Iterator[StoreBudget]:
     """Give the current request (task) a budget of ``seconds`` for the store; the
-    store calls below it reach it through :func:`bounded`."""
+    store calls below it reach it through :func:`bounded` and :func:`bounded_wait`."""
     budget = StoreBudget(seconds)
     token = _CURRENT.set(budget)
     try:
@@ -107,16 +128,25 @@ def request_budget(seconds: float) -> Iterator[StoreBudget]:
         _CURRENT.reset(token)
 
 
-def within_budget() -> bool:
-    """Whether the current request has a budget (whose waits it already bounds)."""
-    return _CURRENT.get() is not None
-
-
-async def bounded(awaitable: Awaitable[T]) -> T:
-    """Await a store operation within the current request's budget, if it has one
+async def bounded(operation: Coroutine[Any, Any, T]) -> T:
+    """Run a database operation within the current request's budget, if it has one
     (outside a request, e.g. a background task, the engine's bounds apply alone)."""
     budget = _CURRENT.get()
     if budget is None:
-        return await awaitable
-    return await budget.wait(awaitable)
+        return await operation
+    return await budget.wait(operation)
 
+
+async def bounded_wait(future: asyncio.Future[T], seconds: float | None) -> T:
+    """Wait for ``future`` within the current request's budget, or for at most
+    ``seconds`` outside a request; past it the future is cancelled."""
+    budget = _CURRENT.get()
+    if budget is None:
+        return await _wait_for(future, seconds)
+    return await budget.wait_for(future)
+
+
+def _unobserved(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned operation's outcome, so that asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()

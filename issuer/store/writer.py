@@ -15,9 +15,8 @@ writer for a timeout per write).
 Bounds: at most ``max_pending`` writes wait in the queue (a write beyond that
 is refused at once, so a stalled store cannot make the process hold more and
 more); a caller waits at most ``max_wait`` seconds for its commit -- or, inside a
-request's store budget, what is left of the budget (``bounded(writer.write(...))``,
-issuer.store.bounds). A caller that stops waiting leaves its rows queued: they may
-still commit, late.
+request's store budget, what is left of the budget (issuer.store.bounds). A
+caller that stops waiting leaves its rows queued: they may still commit, late.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.store.bounds import StoreTimeout, unavailable, within_budget
+from issuer.store.bounds import StoreTimeout, bounded_wait, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +73,15 @@ class GroupWriter:
     async def write(self, rows: Rows) -> None:
         """Insert ``rows`` atomically; returns once they are committed. Raises
         :class:`StoreTimeout` at once when the queue is full, or when the commit
-        takes longer than ``max_wait`` (the rows stay queued)."""
+        takes longer than the caller may wait (the rows stay queued)."""
         if self._closed or self._task is None or self._task.done():
             raise WriterClosed("the group writer is not running")
         if self._queue.qsize() >= self._max_pending:
             raise StoreTimeout("the group writer's queue is full")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((rows, future))
-        # A waiter that times out (or is cancelled) cancels its future; _settle skips it.
-        # In a request with a store budget, the budget's wait bounds this one already.
-        try:
-            async with asyncio.timeout(None if within_budget() else self._max_wait):
-                await future
-        except TimeoutError:
-            if future.cancelled():
-                raise StoreTimeout("the group writer did not commit in time") from None
-            raise  # the driver's own timeout, settled by the writer
+        # A waiter that gives up (or is cancelled) cancels its future; _settle skips it.
+        await bounded_wait(future, self._max_wait)
 
     async def _run(self) -> None:
         stopping = False
