@@ -17,6 +17,9 @@ from contextlib import asynccontextmanager
 import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -39,7 +42,7 @@ from issuer.background import every
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
 from issuer.crypto import encryptor_for
-from issuer.errors import OAuthError, ServerError, error_response
+from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
 from issuer.metrics import Metrics, metrics_endpoint
@@ -64,8 +67,10 @@ from issuer.ratepolicy import RatePolicies
 from issuer.retention import PRUNE_EVERY, prune
 from issuer.services import Services
 from issuer.settings import Settings
+from issuer.store.bounds import unavailable
 from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
+from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
 from jwks.endpoint import jwks
 from jwks.keys import KeyRing, RotationPolicy, Signer
@@ -89,8 +94,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         encryptor = encryptor_for(settings)
-        engine = create_engine(settings.database_url)
-        writer = GroupWriter(engine)
+        # Every database call and every wait for the writer is bounded (issuer.store.bounds).
+        engine = create_engine(settings.database_url, timeout=settings.store_timeout)
+        writer = GroupWriter(engine, max_pending=settings.store_max_pending_writes,
+                             max_wait=settings.store_timeout)
         signer = Signer()
         # Short timeouts: a hung Redis must cost a token request little (the limiter
         # then decides in memory, or refuses, for a second: issuer.ratelimit).
@@ -113,6 +120,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                                                     token_ttl=settings.token_ttl))
             await keyring.ensure_active()
             metrics.watch_keys(keyring, clock)
+            _watch_store(metrics, engine, writer)
             await writer.start()
             token_issuer = TokenIssuer(
                 issuer=settings.issuer_url, default_audience=settings.audience,
@@ -133,6 +141,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 limiter=limiter,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
+                store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
                 erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
@@ -212,6 +221,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, HTTPException: http_exception,
+                            SQLAlchemyError: _store_error, OSError: _store_error,
                             Exception: _server_error},
     ))
 
@@ -229,6 +239,18 @@ def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:
     networks = [str(ipaddress.ip_network(value, strict=False)) for value in trusted]
     wrapped: ASGIApp = wrap_asgi_with_proxy_headers(app, trusted_hosts=networks)
     return wrapped
+
+
+def _watch_store(metrics: Metrics, engine: AsyncEngine, writer: GroupWriter) -> None:
+    """The store's bounded resources, read at every scrape."""
+    metrics.watch_value("issuer_store_pending_writes",
+                        "Writes queued for the group writer (capped by "
+                        "ISSUER_STORE_MAX_PENDING_WRITES)", lambda: float(writer.pending))
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        metrics.watch_value("issuer_store_connections_in_use",
+                            "Database connections checked out of this process's pool",
+                            lambda: float(pool.checkedout()))
 
 
 def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
@@ -272,7 +294,22 @@ def create_app_from_env() -> Starlette:
 
 async def _oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
+    if isinstance(exc, StoreUnavailable):
+        services: Services = request.state.services
+        services.store_failures.report(f"{request.method} {request.url.path}",
+                                       exc.__cause__ or exc)
     return error_response(exc)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """A handler that met an unavailable store (issuer.store.bounds) answers 503 with
+    Retry-After; the failure is counted and logged once per interval. Any other
+    database or OS error is a bug: 500, its traceback in the log."""
+    if not unavailable(exc):
+        raise exc
+    services: Services = request.state.services
+    services.store_failures.report(f"{request.method} {request.url.path}", exc)
+    return error_response(StoreUnavailable())
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -27,7 +27,7 @@ from issuer import audit
 from issuer.audit import AuditEvent, AuditQuery
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
-from issuer.crypto import DecryptionError, encryptor_for
+from issuer.crypto import DecryptionError, Encryptor, check_master_key, encryptor_for
 from issuer.errors import OAuthError
 from issuer.logs import logging_config
 from issuer.reencrypt import BATCH_SIZE, reencrypt
@@ -233,7 +233,7 @@ async def _require_schema(engine: AsyncEngine) -> None:
         raise CommandError("the database schema is not up to date: run `issuer migrate`")
 
 
-async def _prepare(settings: Settings, engine: AsyncEngine) -> None:
+async def _prepare(settings: Settings, engine: AsyncEngine, encryptor: Encryptor) -> None:
     """Migrate when that is safe to do unasked, then make sure a signing key exists."""
     current = await current_revision(engine)
     if current != head_revision():
@@ -241,7 +241,7 @@ async def _prepare(settings: Settings, engine: AsyncEngine) -> None:
             await upgrade(engine)
         else:
             raise CommandError("the database schema is behind: run `issuer migrate` first")
-    keyring = KeyRing(engine, encryptor_for(settings), SystemClock(), alg=settings.signing_alg,
+    keyring = KeyRing(engine, encryptor, SystemClock(), alg=settings.signing_alg,
                       rsa_bits=settings.rsa_key_size)
     await keyring.ensure_active()
     _announce(await bootstrap(engine, SystemClock()))
@@ -267,7 +267,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # JSON lines, here and in every worker (issuer.logs; no SQL parameters, no headers).
     log_config = logging_config(args.log_level)
     logging.config.dictConfig(log_config)
-    _with_engine(settings, lambda engine: _prepare(settings, engine))
+    # The whole configuration (the master key above all) before the store is touched.
+    encryptor = encryptor_for(settings)
+    _with_engine(settings, lambda engine: _prepare(settings, engine, encryptor))
     serving.serve(settings, host=args.host, port=args.port,
                   workers=args.workers or serving.default_workers(),
                   log_level=args.log_level, log_config=log_config)
@@ -275,6 +277,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    check_master_key(settings)  # a store `issuer serve` would refuse is not migrated
+
     async def work(engine: AsyncEngine) -> tuple[str | None, NewClient | None, list[str]]:
         await upgrade(engine)
         return (await current_revision(engine), await bootstrap(engine, SystemClock()),

@@ -79,14 +79,20 @@ def encryptor_for(settings: Settings) -> Encryptor:
     machine), a key file is created beside the database with mode 0600 and a
     warning; anywhere else a missing key is an error.
     """
+    check_master_key(settings)
     key = settings.encryption_master_key
     if key is None:
-        if not settings.uses_default_sqlite or settings.production:
-            raise SettingsError(
-                "ENCRYPTION_MASTER_KEY is required unless the store is the default SQLite file"
-            )
         key = _development_key(default_key_file(settings))
     return Encryptor(current=key, previous=settings.encryption_master_key_previous)
+
+
+def check_master_key(settings: Settings) -> None:
+    """Refuse settings that need ``ENCRYPTION_MASTER_KEY`` and lack it, touching
+    nothing: the CLI checks this before it opens (or creates) the store."""
+    if settings.encryption_master_key is None and (
+            not settings.uses_default_sqlite or settings.production):
+        raise SettingsError(
+            "ENCRYPTION_MASTER_KEY is required unless the store is the default SQLite file")
 
 
 def default_key_file(settings: Settings) -> Path:

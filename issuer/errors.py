@@ -151,9 +151,36 @@ class RequestTimeout(OAuthError):
 
 
 class TemporarilyUnavailable(OAuthError):
+    """A dependency is down or too slow; RFC 9110 §15.6.4: "The server MAY send a
+    Retry-After header field to suggest an appropriate amount of time for the
+    client to wait before retrying the request" -- it always does here."""
+
     error = "temporarily_unavailable"
     status = 503
     public_text = "The service is temporarily unavailable, try again later"
+    #: Seconds a client is asked to wait (``Retry-After``).
+    retry_after: ClassVar[int] = 5
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description, reason=reason,
+                         headers={"Retry-After": str(self.retry_after)})
+
+
+class StoreUnavailable(TemporarilyUnavailable):
+    """The database failed, or did not answer within ``ISSUER_STORE_TIMEOUT``, or the
+    group writer's queue is full (``issuer.store.bounds``)."""
+
+    def __init__(self) -> None:
+        super().__init__(reason="store_unavailable")
+
+
+class RateLimitUnavailable(TemporarilyUnavailable):
+    """Redis is down under ``ISSUER_RATE_LIMIT_FAIL=closed`` (``issuer.ratelimit``)."""
+
+    def __init__(self, *, first_refusal: bool = True) -> None:
+        super().__init__(reason="rate_limit_store_unavailable")
+        #: Only the first refusal of an interval is audited, as with 429s.
+        self.first_refusal = first_refusal
 
 
 class ServerError(OAuthError):

@@ -67,6 +67,11 @@ class Metrics:
         self.token_latency = Histogram(
             "issuer_token_request_duration_seconds", "POST /token latency, seconds",
             buckets=_LATENCY_BUCKETS, registry=registry)
+        self.store_unavailable = Counter(
+            "issuer_store_unavailable",
+            "Requests that met a database that failed or did not answer in time (answered "
+            "503, or their audit event not written)",
+            registry=registry)
         self.introspections = Counter(
             "issuer_introspections", "RFC 7662 introspections, by answer", ["active"],
             registry=registry)

@@ -58,7 +58,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from issuer.clock import Clock
-from issuer.errors import TemporarilyUnavailable
+from issuer.errors import RateLimitUnavailable
 from issuer.ratelease import (
     LEASE_LIFETIME,
     LEASE_MIN,
@@ -528,7 +528,8 @@ class FallbackRateLimiter:
     After a failure Redis is left alone for ``retry_every`` seconds, so a Redis
     that hangs costs one timeout per interval, not one per request. The outage is
     logged once per ``log_every`` seconds; ``on_fallback`` (a metric) is called
-    for every check the memory backend answers.
+    for every check the memory backend answers. Refusing (``fail_closed``), the
+    first refusal of every ``log_every`` seconds is marked to be audited.
     """
 
     def __init__(self, primary: RedisRateLimiter, fallback: MemoryRateLimiter, clock: Clock,
@@ -543,6 +544,7 @@ class FallbackRateLimiter:
         self._log_every = log_every
         self._skip_until = -math.inf
         self._logged_at = -math.inf
+        self._refused_at = -math.inf
         self.down_since: float | None = None
 
     @property
@@ -572,10 +574,17 @@ class FallbackRateLimiter:
                     self.down_since = None
                 return decision
         if self._fail_closed:
-            raise TemporarilyUnavailable(reason="rate_limit_store_unavailable")
+            raise RateLimitUnavailable(first_refusal=self._first_refusal(now))
         if self._on_fallback is not None:
             self._on_fallback()
         return await self._fallback.check(*rules)
+
+    def _first_refusal(self, now: float) -> bool:
+        """Whether this refusal is the first of its ``log_every`` interval (the one audited)."""
+        if now - self._refused_at < self._log_every:
+            return False
+        self._refused_at = now
+        return True
 
     def _failed(self, now: float, error: Exception) -> None:
         self._skip_until = now + self._retry_every

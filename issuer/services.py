@@ -18,6 +18,7 @@ from issuer.ratelimit import RateLimiter
 from issuer.ratepolicy import RatePolicies
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
+from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
 from jwks.keys import KeyRing, Signer
 from jwks.verifier import JWKSVerifier
@@ -39,6 +40,8 @@ class Services:
     limiter: RateLimiter
     rate_policies: RatePolicies
     metrics: Metrics
+    #: Requests refused for an unavailable store: counted, logged once per interval.
+    store_failures: StoreFailures
     erp: ErpServices  # the ERP connector registry, connections and pushes (connectors/erp)
     # The admin API's bearer-token verifier: jwks.verifier over the key ring.
     admin_verifier: JWKSVerifier

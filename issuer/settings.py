@@ -55,6 +55,11 @@ class Settings:
     key_rotation_days: int = 90
     netsuite_allowed_hosts: tuple[str, ...] = ()
     client_cache_ttl: float = 5.0
+    #: Seconds a request may wait for the store in total (and each database call, the
+    #: wait for a pooled connection, a connect); past it the answer is 503.
+    store_timeout: float = 5.0
+    #: Writes the group writer holds per process; when full, a write is refused at once.
+    store_max_pending_writes: int = 4096
     #: Registers the MOCK ERP connector (tests and demos; refused in production).
     erp_mock_connector: bool = False
     #: The only directory tree the DROPZONE_JSON_V1 connector's filesystem mode may
@@ -134,6 +139,10 @@ class Settings:
             key_rotation_days=_int("ISSUER_KEY_ROTATION_DAYS", get, cls.key_rotation_days,
                                    low=1, high=3650),
             netsuite_allowed_hosts=_list(get("ISSUER_NETSUITE_ALLOWED_HOSTS")),
+            store_timeout=_seconds("ISSUER_STORE_TIMEOUT", get, cls.store_timeout,
+                                   low=0.1, high=300.0),
+            store_max_pending_writes=_int("ISSUER_STORE_MAX_PENDING_WRITES", get,
+                                          cls.store_max_pending_writes, low=16, high=1_000_000),
             erp_mock_connector=_bool("ISSUER_ERP_MOCK_CONNECTOR",
                                      get("ISSUER_ERP_MOCK_CONNECTOR")),
             erp_dropzone_root=_directory("ISSUER_ERP_DROPZONE_ROOT",

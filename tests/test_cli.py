@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -17,10 +18,12 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import jwt as pyjwt
+import pytest
 
 from issuer.cli import main
-from issuer.store.migrate import head_revision
-from tests.conftest import TEST_MASTER_KEY, store_independent
+from issuer.store.db import create_engine
+from issuer.store.migrate import current_revision, head_revision
+from tests.conftest import PG_URL, TEST_MASTER_KEY, ServeProcess, run, store_independent
 
 #: A command in this process owns its environment, directory and streams until it ends.
 _ONE_COMMAND = threading.Lock()
@@ -211,3 +214,62 @@ def test_first_migrate_bootstraps_the_platform_admin_and_prints_it_once(tmp_path
     tenants = json.loads(issuer("tenants", "list", "--json", database_url=url,
                                 cwd=tmp_path).stdout)
     assert [t["name"] for t in tenants] == ["default"]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["migrate"]])
+def test_a_refused_configuration_never_touches_the_store(command, tmp_path):
+    """A custom store without ENCRYPTION_MASTER_KEY: refused before anything is created
+    or migrated -- one line, exit status 2."""
+    store = tmp_path / "custom.db"
+    result = issuer(*command, database_url=f"sqlite+aiosqlite:///{store}", cwd=tmp_path,
+                    ENCRYPTION_MASTER_KEY="")
+    assert result.returncode == 2
+    assert result.stderr == ("issuer: configuration error: ENCRYPTION_MASTER_KEY is required "
+                             "unless the store is the default SQLite file\n")
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no store, no -wal, no key file
+
+
+@pytest.mark.skipif(PG_URL is None, reason="needs ISSUER_TEST_DATABASE_URL")
+def test_a_refused_configuration_leaves_a_postgresql_store_unmigrated(fresh_postgres, tmp_path):
+    url = fresh_postgres()
+    for command in (["serve", "--port", "0"], ["migrate"]):
+        result = issuer(*command, database_url=url, cwd=tmp_path, ENCRYPTION_MASTER_KEY="")
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1
+    assert run(_revision(url)) is None
+
+
+async def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_migrate_and_serve_create_the_sqlite_store_and_its_wal_files_0600(tmp_path):
+    """The store holds encrypted signing keys and secret digests: like the master-key
+    file, only its owner may read it -- and so its -wal and -shm files."""
+    store = tmp_path / "issuer.db"
+    url = f"sqlite+aiosqlite:///{store}"
+    previous = os.umask(0o022)  # the usual umask: private whatever it is
+    try:
+        migrated = issuer("migrate", database_url=url, cwd=tmp_path)
+        assert migrated.returncode == 0, migrated.stderr
+        assert _mode(store) == 0o600
+
+        store.unlink()  # and `issuer serve` on a new store, its WAL files open while it runs
+        server = ServeProcess(_environment(url), tmp_path)
+    finally:
+        os.umask(previous)
+    try:
+        files = [store, store.with_name("issuer.db-wal"), store.with_name("issuer.db-shm")]
+        assert {path.name: _mode(path) for path in files} == {
+            "issuer.db": 0o600, "issuer.db-wal": 0o600, "issuer.db-shm": 0o600}
+    finally:
+        server.stop()

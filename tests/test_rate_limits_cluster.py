@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REDIS_URL, TEST_MASTER_KEY, ServeProcess, delete_redis_keys
-from tests.test_rate_limits import GRANT, running
+from tests.test_rate_limits import GRANT, _denials, running
 
 
 @pytest.fixture
@@ -141,3 +141,27 @@ async def test_fail_closed_refuses_tokens_while_redis_is_down(settings, clock, r
         ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
+
+
+async def test_fail_closed_audits_one_denial_per_minute_while_redis_is_down(
+        settings, clock, register, redis_server, engine):
+    """Like a run of 429s, a run of 503s for a Redis outage is audited once per window
+    (here a minute); the metric counts every one."""
+    registered = await register()
+    served = replace(settings, redis_url=redis_server.url, rate_limit_fail="closed")
+    async with running(served, clock) as issuer:
+        http = issuer.from_address()
+        redis_server.stop()
+        for _ in range(30):
+            refused = await http.post("/token", data=GRANT, auth=registered.basic)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "5"
+        clock.advance(60)
+        for _ in range(5):
+            assert (await http.post("/token", data=GRANT,
+                                    auth=registered.basic)).status_code == 503
+        metrics = (await http.get("/metrics")).text
+    denials = await _denials(engine, "rate_limit_store_unavailable")
+    assert len(denials) == 2
+    assert {row["client_id"] for row in denials} == {registered.client_id}
+    assert _sample(metrics, "issuer_token_failures_total") == 35

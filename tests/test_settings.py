@@ -17,6 +17,14 @@ def test_defaults_need_no_environment():
     assert settings.audience == settings.issuer_url
 
 
+def test_store_bounds_default_to_five_seconds_and_can_be_changed():
+    defaults = Settings.from_env({}, env_file=None)
+    assert (defaults.store_timeout, defaults.store_max_pending_writes) == (5.0, 4096)
+    changed = Settings.from_env({"ISSUER_STORE_TIMEOUT": "2.5",
+                                 "ISSUER_STORE_MAX_PENDING_WRITES": "500"}, env_file=None)
+    assert (changed.store_timeout, changed.store_max_pending_writes) == (2.5, 500)
+
+
 def test_secrets_never_print():
     settings = Settings.from_env({"ENCRYPTION_MASTER_KEY": "ab" * 32}, env_file=None)
     assert "abab" not in repr(settings)
@@ -38,6 +46,11 @@ def test_secrets_never_print():
     ({"ISSUER_HTTP_HEADER_TIMEOUT": "0"}, "ISSUER_HTTP_HEADER_TIMEOUT must be between 0.1 and 60"),
     ({"ISSUER_HTTP_BODY_TIMEOUT": "nan"}, "ISSUER_HTTP_BODY_TIMEOUT must be between 0.1 and 600"),
     ({"ISSUER_HTTP_MAX_CONNECTIONS": "0"}, "ISSUER_HTTP_MAX_CONNECTIONS must be between 1 and"),
+    ({"ISSUER_STORE_TIMEOUT": "soon"}, "ISSUER_STORE_TIMEOUT must be a number of seconds"),
+    ({"ISSUER_STORE_TIMEOUT": "0"}, "ISSUER_STORE_TIMEOUT must be between 0.1 and 300 seconds"),
+    ({"ISSUER_STORE_TIMEOUT": "nan"}, "ISSUER_STORE_TIMEOUT must be between 0.1 and 300"),
+    ({"ISSUER_STORE_MAX_PENDING_WRITES": "8"},
+     "ISSUER_STORE_MAX_PENDING_WRITES must be between 16 and 1000000"),
     ({"ISSUER_ENV": "production", "ISSUER_URL": "https://id.example.com"},
      "ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production"),
     ({"ISSUER_ENV": "production", "ENCRYPTION_MASTER_KEY": "00" * 32},

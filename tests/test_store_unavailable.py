@@ -64,6 +64,7 @@ async def test_store_down_is_temporarily_unavailable_503_then_recovers(own_datab
             "error_description": "The service is temporarily unavailable, try again later",
         }
         assert down.headers["cache-control"] == "no-store"
+        assert down.headers["retry-after"] == "5"  # RFC 9110 §10.2.3
         # Readiness says why: the process is alive, its store is not reachable.
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"

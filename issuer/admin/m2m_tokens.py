@@ -75,7 +75,7 @@ from issuer.errors import (
     InvalidToken,
     NotFound,
     OAuthError,
-    TemporarilyUnavailable,
+    StoreUnavailable,
 )
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
@@ -359,8 +359,8 @@ def _store_errors_as_503() -> Iterator[None]:
     """As at POST /token (DESIGN §4.4): a store that is down is a 503, no stack trace."""
     try:
         yield
-    except (SQLAlchemyError, OSError):
-        raise TemporarilyUnavailable(reason="store_unavailable") from None
+    except (SQLAlchemyError, OSError) as error:
+        raise StoreUnavailable() from error  # counted and logged by the app's handler
 
 
 # Wiring -----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ the token still exists and the client may retry)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,7 +16,7 @@ from starlette.responses import Response
 from issuer.errors import (
     InvalidClient,
     OAuthError,
-    TemporarilyUnavailable,
+    StoreUnavailable,
     TooManyRequests,
     error_response,
 )
@@ -27,9 +26,8 @@ from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import client_error_response, load_presented
 from issuer.ratepolicy import enforce
 from issuer.services import Services
+from issuer.store.bounds import bounded, request_budget
 from issuer.store.records import ClientRecord
-
-log = logging.getLogger(__name__)
 
 #: The endpoint's own step: the caller is authenticated and ``call.presented`` loaded.
 Step = Callable[[Services, Request, ClientRecord, _Request], Awaitable[Response]]
@@ -38,6 +36,11 @@ Step = Callable[[Services, Request, ClientRecord, _Request], Awaitable[Response]
 def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         services: Services = request.state.services
+        # Every wait for the store below draws on one budget (issuer.store.bounds).
+        with request_budget(services.settings.store_timeout):
+            return await _handle(request, services)
+
+    async def _handle(request: Request, services: Services) -> Response:
         claimed: ClaimedClient | None = None
         address = request_source(request) or "unknown"
         limits = services.rate_policies
@@ -48,7 +51,7 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
             # would be the place to guess secrets (issuer.ratepolicy).
             await enforce(services.limiter, limits.guard(address))
             try:
-                caller = await services.clients.get(claimed.client_id)
+                caller = await bounded(services.clients.get(claimed.client_id))
                 if caller is None:
                     raise InvalidClient(reason="unknown_client")
                 client = _Client(caller, services.clock.now())
@@ -59,9 +62,9 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
                     client = authenticated
                 call = _Request(form, (), request.headers, claimed, client)
                 call.authenticated = authenticated
-                call.presented = await load_presented(services.engine, services.keyring,
-                                                      services.settings.issuer_url,
-                                                      form.get("token"))
+                call.presented = await bounded(load_presented(
+                    services.engine, services.keyring, services.settings.issuer_url,
+                    form.get("token")))
                 return await step(services, request, caller, call)
             except InvalidClient:
                 await enforce(services.limiter, limits.failure(address))
@@ -70,8 +73,8 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
             if isinstance(error, TooManyRequests):
                 services.metrics.rate_limited.labels(error.policy).inc()
             return client_error_response(error, claimed)
-        except (SQLAlchemyError, OSError):
-            log.exception("the store is unavailable for the %s endpoint", name)
-            return error_response(TemporarilyUnavailable(reason="store_unavailable"))
+        except (SQLAlchemyError, OSError) as failure:
+            services.store_failures.report(f"POST {request.url.path}", failure)
+            return error_response(StoreUnavailable())
 
     return handle

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -29,7 +28,8 @@ from issuer.errors import (
     InvalidClient,
     InvalidRequest,
     OAuthError,
-    TemporarilyUnavailable,
+    RateLimitUnavailable,
+    StoreUnavailable,
     TooManyRequests,
     UnsupportedGrantType,
     error_response,
@@ -39,12 +39,11 @@ from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
 from issuer.ratepolicy import enforce
 from issuer.services import Services
+from issuer.store.bounds import bounded, request_budget
 from issuer.store.models import AuditEventRow
 from issuer.store.models import IssuedToken as IssuedTokenRow
 from issuer.store.records import ClientRecord
 from issuer.store.writer import Rows
-
-log = logging.getLogger(__name__)
 
 # The Core tables the group writer inserts into (the ORM types ``__table__`` loosely).
 _ISSUED_TOKENS = cast(Table, IssuedTokenRow.__table__)
@@ -61,7 +60,9 @@ async def token(request: Request) -> Response:
     services: Services = request.state.services
     started = time.perf_counter()
     try:
-        return await _token(request, services)
+        # Every wait for the store below draws on one budget (issuer.store.bounds).
+        with request_budget(services.settings.store_timeout):
+            return await _token(request, services)
     finally:
         services.metrics.token_latency.observe(time.perf_counter() - started)
 
@@ -77,13 +78,13 @@ async def _token(request: Request, services: Services) -> Response:
             raise InvalidRequest("Missing 'grant_type' parameter", reason="missing_grant_type")
         if grant_type != "client_credentials":
             raise UnsupportedGrantType(reason=f"grant_type={grant_type[:64]}")
-        record = await services.clients.get(claimed.client_id)
+        record = await bounded(services.clients.get(claimed.client_id))
         issued = await _authenticated_grant(request, services, form, resources, claimed, record)
         # Sign (on a thread) while the record and its audit event commit; answer
         # only when both are done: nothing leaves before it is durable.
         access_token, _ = await asyncio.gather(
             services.signer.sign(issued.key, issued.claims),
-            services.writer.write(granted_rows(issued, request)),
+            services.writer.write(granted_rows(issued, request)),  # within the budget
         )
     except OAuthError as error:
         await audit_denial(services, request, error, claimed, record)
@@ -92,11 +93,13 @@ async def _token(request: Request, services: Services) -> Response:
             and claimed.method == "client_secret_basic"
         ) else None
         return error_response(error, headers=headers)
-    except (SQLAlchemyError, OSError):
-        log.exception("the store is unavailable for the token endpoint")
-        error = TemporarilyUnavailable(reason="store_unavailable")
-        services.metrics.token_failed(error)
-        return error_response(error)
+    except (SQLAlchemyError, OSError) as failure:
+        # Down, or slower than ISSUER_STORE_TIMEOUT: 503 with Retry-After, no denial
+        # event (there is no store to write it to).
+        services.store_failures.report("POST /token", failure)
+        refusal = StoreUnavailable()
+        services.metrics.token_failed(refusal)
+        return error_response(refusal)
     services.metrics.tokens_issued.labels(record.tenant_id, GRANT).inc()
     return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
                     status_code=200,
@@ -213,14 +216,16 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
     """Count a refused token request and record its ``M2M_TOKEN_DENIED`` event with
     the server-side reason; never raises for the store (the denial is answered
     either way). ``actor`` defaults to the client when it is known, else nobody.
-    Of a run of rate-limited requests only the first is audited."""
+    Of a run of rate-limited requests only the first is audited, and of a run
+    refused because Redis is down (``ISSUER_RATE_LIMIT_FAIL=closed``) the first of
+    each interval."""
     services.metrics.token_failed(error)
     event_details: dict[str, object] = {"error": error.error, "reason": error.reason}
+    if isinstance(error, TooManyRequests | RateLimitUnavailable) and not error.first_refusal:
+        # Counted by the metrics; audited once per window, so a flood of refused
+        # requests cannot flood the audit log.
+        return
     if isinstance(error, TooManyRequests):
-        if not error.first_refusal:
-            # Counted by the metrics; audited once per key and window, so a flood
-            # of refused requests cannot flood the audit log.
-            return
         event_details["policy"] = error.policy
     if claimed is not None:
         event_details["claimed_client_id"] = claimed.client_id[:64]
@@ -238,8 +243,8 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
     )
     try:
         await services.writer.write([(_AUDIT_EVENTS, event)])
-    except (SQLAlchemyError, OSError):
-        log.exception("could not record a denied token request")
+    except (SQLAlchemyError, OSError) as failure:
+        services.store_failures.report("recording a denied token request", failure)
 
 
 def request_source(request: Request) -> str | None:

@@ -38,6 +38,7 @@ from issuer.oauth.tokens import (
 )
 from issuer.openapi import ClientAuthForm
 from issuer.services import Services
+from issuer.store.bounds import bounded
 from issuer.store.models import AuditEventRow
 from issuer.store.records import ClientRecord
 
@@ -47,7 +48,8 @@ async def _introspect(services: Services, request: Request, caller: ClientRecord
     presented: PresentedToken | None = call.presented
     # Only a foreign token needs to know whether the caller speaks for the platform.
     call.caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
-                            and await is_platform_tenant(services.engine, caller.tenant_id))
+                            and await bounded(is_platform_tenant(services.engine,
+                                                                 caller.tenant_id)))
     body = services.token_issuer.introspection.respond(call)
     services.metrics.introspections.labels("true" if body.get("active") is True else "false").inc()
     if body.get("active") is True:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Executable, Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.clock import Clock, utc
+from issuer.store.bounds import bounded
 from issuer.store.models import UsedAssertionJti
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class ReplayStore:
                      .values(client_id=client_id, jti=jti, expires_at=utc(expires_at))
                      .on_conflict_do_nothing(index_elements=["client_id", "jti"])
                      .returning(_TABLE.c.jti))
+        return await bounded(self._insert_new(statement))  # within the request's budget
+
+    async def _insert_new(self, statement: Executable) -> bool:
         async with self._engine.begin() as connection:
             inserted = (await connection.execute(statement)).first()
         return inserted is not None

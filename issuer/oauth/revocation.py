@@ -42,6 +42,7 @@ from issuer.oauth.server import _Request
 from issuer.oauth.tokens import PresentedToken
 from issuer.openapi import ClientAuthForm
 from issuer.services import Services
+from issuer.store.bounds import bounded
 from issuer.store.models import IssuedToken
 from issuer.store.records import ClientRecord
 
@@ -52,7 +53,7 @@ async def _revoke(services: Services, request: Request, caller: ClientRecord,
     services.token_issuer.revocation.respond(call)
     revoked: PresentedToken | None = call.revoked
     if revoked is not None:
-        await _mark_revoked(services, request, caller, revoked)
+        await bounded(_mark_revoked(services, request, caller, revoked))
     # §2.2: "The content of the response body is ignored by the client as all
     # necessary information is conveyed in the response code."
     return Response(b"", status_code=200, headers=NO_STORE)

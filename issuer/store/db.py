@@ -1,32 +1,81 @@
-"""Engine creation: one async engine per process, tuned per backend."""
+"""Engine creation: one async engine per process, tuned per backend.
+
+Every engine hides SQL parameters from its error messages (``hide_parameters``):
+an error that reaches a log names the statement, never a value bound to it.
+
+``timeout`` bounds every database call (issuer.store.bounds): the serving process
+passes ``ISSUER_STORE_TIMEOUT``. The CLI passes none -- a migration may rightly run
+for minutes -- and SQLite then waits :data:`SQLITE_BUSY_TIMEOUT` for a lock.
+
+A new SQLite file is created with mode 0600 before SQLite opens it: it holds the
+encrypted signing keys and the clients' secret digests. SQLite gives its ``-wal``
+and ``-shm`` files the database file's mode.
+"""
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+#: Seconds SQLite waits for another connection's lock when no timeout is given
+#: (the CLI and the server share the file).
+SQLITE_BUSY_TIMEOUT = 10.0
 
-def create_engine(database_url: str, **options: Any) -> AsyncEngine:
+
+def create_engine(database_url: str, *, timeout: float | None = None,
+                  **options: Any) -> AsyncEngine:
+    options.setdefault("hide_parameters", True)
+    if timeout is not None and not _in_memory(database_url):
+        options.setdefault("pool_timeout", timeout)  # waiting for a pooled connection
     if database_url.startswith("sqlite"):
+        if not _in_memory(database_url):
+            _create_private_file(make_url(database_url).database or "")
         engine = create_async_engine(database_url, **options)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        busy = SQLITE_BUSY_TIMEOUT if timeout is None else timeout
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, busy))
         return engine
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
     options.setdefault("pool_pre_ping", True)
+    if timeout is not None:
+        # asyncpg: ``timeout`` bounds connecting, ``command_timeout`` every statement
+        # (BEGIN, the ping, COMMIT included).
+        options.setdefault("connect_args", {"timeout": timeout, "command_timeout": timeout})
     return create_async_engine(database_url, **options)
 
 
-def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+def _in_memory(database_url: str) -> bool:
+    """An SQLite database that is no plain file (memory, or a URI SQLite resolves)."""
+    url = make_url(database_url)
+    path = url.database
+    return url.get_backend_name() == "sqlite" and (
+        not path or path == ":memory:" or path.startswith("file:") or "uri" in url.query)
+
+
+def _create_private_file(path: str) -> None:
+    """Create a new SQLite database file with mode 0600 (an existing one is left as is)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):
+        return  # there already, or no such directory (SQLite will say so)
+    os.close(descriptor)
+
+
+def _sqlite_pragmas(busy_timeout: float, dbapi_connection: DBAPIConnection,
+                    _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run while the group writer commits; synchronous=FULL keeps
     # every commit durable (group commit pays one fsync per batch, not per token).
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")  # the CLI and the server share the file
+    # How long a statement waits for another connection's lock before "database is locked".
+    cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

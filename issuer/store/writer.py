@@ -6,8 +6,17 @@ far, inserts it in one transaction with one ``executemany`` per table, commits
 once, and wakes every waiter. Under load one commit (and one fsync) serves a
 whole batch; a lone request is committed at once. Rows of one ``write`` call are
 always in the same transaction: losing one of them without the other is not
-possible. If a batch fails, each write is retried alone so that one bad row
-cannot fail its neighbours.
+possible. If a batch fails because of its rows, each write is retried alone so
+that one bad row cannot fail its neighbours; if it fails because the store is
+unavailable (:func:`issuer.store.bounds.unavailable`), the whole batch fails at
+once (retrying writes one by one against a frozen database would hold the
+writer for a timeout per write).
+
+Bounds: at most ``max_pending`` writes wait in the queue (a write beyond that
+is refused at once, so a stalled store cannot make the process hold more and
+more); a caller waits at most ``max_wait`` seconds for its commit -- or, inside a
+request's store budget, what is left of the budget (issuer.store.bounds). A
+caller that stops waiting leaves its rows queued: they may still commit, late.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer.store.bounds import StoreTimeout, bounded_wait, unavailable
+
 log = logging.getLogger(__name__)
 
 Rows = Sequence[tuple[Table, dict[str, Any]]]
@@ -30,12 +41,22 @@ class WriterClosed(RuntimeError):
 
 
 class GroupWriter:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 512) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 512, max_pending: int = 4096,
+                 max_wait: float | None = None) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Rows, asyncio.Future[None]] | None] = asyncio.Queue()
+        self._max_wait = max_wait
+        # One slot more than max_pending, kept for close()'s end marker.
+        self._queue: asyncio.Queue[tuple[Rows, asyncio.Future[None]] | None] = asyncio.Queue(
+            max_pending + 1)
+        self._max_pending = max_pending
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet taken into a transaction."""
+        return self._queue.qsize()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-writer")
@@ -50,12 +71,17 @@ class GroupWriter:
             await self._task
 
     async def write(self, rows: Rows) -> None:
-        """Insert ``rows`` atomically; returns once they are committed."""
+        """Insert ``rows`` atomically; returns once they are committed. Raises
+        :class:`StoreTimeout` at once when the queue is full, or when the commit
+        takes longer than the caller may wait (the rows stay queued)."""
         if self._closed or self._task is None or self._task.done():
             raise WriterClosed("the group writer is not running")
+        if self._queue.qsize() >= self._max_pending:
+            raise StoreTimeout("the group writer's queue is full")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((rows, future))
-        await future
+        self._queue.put_nowait((rows, future))
+        # A waiter that gives up (or is cancelled) cancels its future; _settle skips it.
+        await bounded_wait(future, self._max_wait)
 
     async def _run(self) -> None:
         stopping = False
@@ -76,8 +102,9 @@ class GroupWriter:
         try:
             await self._insert([rows for rows, _ in batch])
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0][1], error)
+            if len(batch) == 1 or unavailable(error):
+                for _, future in batch:
+                    _settle(future, error)
                 return
             log.warning("group commit of %d writes failed; retrying them one by one", len(batch))
             for rows, future in batch:
@@ -102,7 +129,7 @@ class GroupWriter:
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the waiter was cancelled (client went away); the rows still landed
+    if future.done():  # the waiter gave up (timed out, or its client went away)
         return
     if error is None:
         future.set_result(None)
