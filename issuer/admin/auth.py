@@ -23,7 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from issuer.clock import Clock
-from issuer.errors import InsufficientScope, InvalidToken, NotFound, TooManyAdminRequests
+from issuer.errors import (
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+    TooManyAdminRequests,
+)
 from issuer.oauth.scopes import scope_allowed
 from issuer.oauth.tokens import live
 from issuer.ratepolicy import enforce
@@ -82,6 +88,10 @@ async def verify_claims(token: str, services: Services) -> VerifiedToken:
 
 async def authenticate(request: Request) -> Principal:
     services: Services = request.state.services
+    # RFC 6750 §3.1 invalid_request: "uses more than one method for including an access
+    # token" -- two Authorization headers would leave open which one counts.
+    if len(request.headers.getlist("authorization")) > 1:
+        raise InvalidRequest("Send one Authorization header", reason="repeated_authorization")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken(reason="missing_bearer_token")

@@ -22,6 +22,16 @@ async def test_admin_token_carries_the_issuer_audience(client, platform_admin):
     assert claims["aud"] == "https://issuer.test"
 
 
+async def test_rfc6750_s3_1_two_authorization_headers_are_invalid_request(client,
+                                                                        admin_bearer):
+    """Two headers, the first a good admin token: neither is believed."""
+    response = await client.get("/api/v1/tenants", headers=[
+        ("Authorization", f"Bearer {admin_bearer}"), ("Authorization", "Bearer other")])
+    assert (response.status_code, response.json()) == (400, {
+        "error": "invalid_request", "error_description": "Send one Authorization header"})
+    assert response.headers["cache-control"] == "no-store"
+
+
 async def test_a_wildcard_client_cannot_grant_itself_admin(client, register):
     c = await register(allowed_scopes=["*"])
     response = await client.post("/token", data={"grant_type": "client_credentials",
