@@ -14,7 +14,11 @@ only when one fails).
 Both backends are a sliding-window log: they keep the times of the last
 ``limit`` hits per key, so "10/hour" means at most 10 in *any* 60 minutes (a
 GCRA with a burst of 10 would allow up to 19 in the first hour), and they answer
-alike, so a deployment that adds Redis keeps its limits' meaning.
+alike, so a deployment that adds Redis keeps its limits' meaning. Its price
+(``bench/ratelimit_memory.py``, Redis 7.0): 10,000 clients at 1,200/minute take
+1,575 MiB of Redis (165 kB each) against 1.5 MiB for a GCRA (153 B); both pass
+exactly 1,200 of 3,600 concurrent checks, but the GCRA then passes 2,399 in that
+minute and answers other Retry-After / RateLimit-* values, so the log stays.
 
 One job per module, none importing this package (only each other, acyclically):
 
