@@ -1,4 +1,4 @@
-"""The rate-limit policies through HTTP (issue 4), on the in-process backend and on
+"""The rate-limit policies through HTTP, on the in-process backend and on
 the real Redis (ISSUER_TEST_REDIS_URL), with exact bodies and headers.
 
 RFC 6585 §4 (429 Too Many Requests), RFC 9110 §10.2.3 (Retry-After) and the

@@ -15,14 +15,15 @@ from redis.asyncio import Redis
 
 import issuer
 from issuer.ratelimit import Rate, RedisRateLimiter
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = Path(issuer.__file__).resolve().parent
 PACKAGE = "issuer.ratelimit"
 
 
-async def test_the_check_script_redis_runs_is_the_packaged_lua_file(redis_server):
+async def test_the_check_script_redis_runs_is_the_packaged_lua_file(
+        redis_server: RedisServer) -> None:
     script = files(PACKAGE).joinpath("check.lua").read_text(encoding="utf-8")
     sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 -- Redis's script id
     redis = Redis.from_url(redis_server.url)
@@ -35,7 +36,7 @@ async def test_the_check_script_redis_runs_is_the_packaged_lua_file(redis_server
         await redis.aclose()
 
 
-def test_every_data_file_of_the_package_is_declared_package_data():
+def test_every_data_file_of_the_package_is_declared_package_data() -> None:
     # An editable install reads the source tree; a wheel holds only what setuptools
     # was told to ship: every file of the package that is not Python must match.
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -75,7 +76,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return {module for module in found if module in modules and module != name}
 
 
-def test_no_rate_limit_module_is_part_of_an_import_cycle():
+def test_no_rate_limit_module_is_part_of_an_import_cycle() -> None:
     modules = _issuer_modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     ours = sorted(name for name in modules if name.startswith(PACKAGE + "."))
