@@ -60,10 +60,10 @@ from issuer.ratelimit import (
     FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
+    RatePolicies,
     RedisRateLimiter,
     Unlimited,
 )
-from issuer.ratepolicy import RatePolicies
 from issuer.retention import PRUNE_EVERY, prune
 from issuer.services import Services
 from issuer.settings import Settings
@@ -157,7 +157,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # NetSuite certificates' revocation after an overlap, expiry warnings;
-            # ended rate-limit leases' unused slots (issuer.ratelease); client
+            # ended rate-limit leases' unused slots (issuer.ratelimit.leases); client
             # and tenant change notices (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
