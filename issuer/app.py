@@ -46,7 +46,8 @@ from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_respo
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
 from issuer.keys.endpoint import jwks
-from issuer.keys.ring import KeyRing, RotationPolicy, Signer
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation

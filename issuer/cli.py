@@ -29,7 +29,8 @@ from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.crypto import DecryptionError, Encryptor, check_master_key, encryptor_for
 from issuer.errors import OAuthError
-from issuer.keys.ring import KeyRing, RotationPolicy, RotationRefused, list_keys
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, RotationRefused, list_keys
 from issuer.logs import logging_config
 from issuer.reencrypt import BATCH_SIZE, reencrypt
 from issuer.registration import (

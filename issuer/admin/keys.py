@@ -3,7 +3,7 @@
 Platform admin only: the signing keys are the platform's, shared by every tenant.
 The listing shows metadata, never key material (the public halves are at
 ``/.well-known/jwks.json``). A rotation that would promote a ``next`` key younger
-than the pre-publication lead (``issuer.keys.ring.RotationPolicy.min_next_age``) is
+than the pre-publication lead (``issuer.keys.policy.RotationPolicy.min_next_age``) is
 refused with 409 unless the body says ``{"force": true}``; this process signs with
 the new key at once, the others within their reload interval.
 """

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer.app import create_app
-from issuer.keys.ring import KeyRing, RotationPolicy
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.db import create_engine
