@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from setuptools import find_namespace_packages
 
 from tests.conftest import ISSUER, issue_token, store_independent
 from tests.jwks.conftest import AUDIENCE, ROOT
@@ -95,6 +96,17 @@ def test_wheel_requires_httpx_and_joserfc_with_the_issuers_ranges(wheel):
     extras = {str(r.marker): f"{r.name}{r.specifier}" for r in required if r.marker is not None}
     root = {name: Requirement(root_ranges()[name]) for name in ("starlette", "fastapi")}
     assert extras == {f'extra == "{name}"': f"{r.name}{r.specifier}" for name, r in root.items()}
+
+
+def test_the_issuers_distribution_ships_the_jwks_package_too():
+    """README's install of the issuer needs no index holding m2m-jwks: the issuer's own
+    distribution carries the package (and the issuer's keys), and does not require it."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = find_namespace_packages(str(ROOT), include=include)
+    assert {"jwks", "issuer", "issuer.keys"} <= set(packages)
+    assert not [name for name in packages if name.startswith("jwks.")]
+    assert "m2m-jwks" not in root_ranges()
 
 
 def dependency_closure(requirements: Iterable[str]) -> dict[str, metadata.Distribution]:
