@@ -45,6 +45,9 @@ from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
+from issuer.keys.endpoint import jwks
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
@@ -72,8 +75,6 @@ from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.endpoint import jwks
-from jwks.keys import KeyRing, RotationPolicy, Signer
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 "NetSuite connector certificates that expire within 60 days",
                 lambda: float(netsuite_connectors.expiring_certificates))
             # Background tasks: the key ring's reload, scheduled rotation and
-            # pruning (jwks.keys); expired token records and old audit events
+            # pruning (issuer.keys.ring); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # NetSuite certificates' revocation after an overlap, expiry warnings;
             # ended rate-limit leases' unused slots (issuer.ratelimit.leases); client

@@ -11,6 +11,7 @@ from connectors.erp.service import ErpServices
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
@@ -19,7 +20,6 @@ from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.keys import KeyRing, Signer
 from jwks.verifier import JWKSVerifier
 
 
