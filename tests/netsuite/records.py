@@ -54,6 +54,11 @@ class Records:
     items: dict[str, dict[str, str]] = field(default_factory=dict)
     sales_orders: dict[str, SalesOrder] = field(default_factory=dict)  # by external id
     queries: list[str] = field(default_factory=list)
+    #: Fields of features the account has not enabled (``class``, ``department``...):
+    #: NetSuite does not know them at all.
+    disabled_fields: set[str] = field(default_factory=set)
+    #: A careless server: refusals quote the request's Authorization header back.
+    echo_authorization: bool = False
     next_id: int = 1000
 
     def add_customer(self, internal_id: str, external_id: str | None = None,
@@ -95,6 +100,10 @@ class Records:
         if not isinstance(body, dict):
             return error(400, "The request body must be a JSON object.", "INVALID_CONTENT")
         problem = self._check(body)
+        if problem is not None and self.echo_authorization:
+            detail = json.loads(bytes(problem.body))["o:errorDetails"][0]
+            return error(problem.status_code, f"{detail['detail']} (request: Authorization: "
+                         f"{request.headers.get('authorization')})", detail["o:errorCode"])
         if problem is not None:
             return problem
         lines = body["item"]["items"]
@@ -114,7 +123,7 @@ class Records:
 
     def _check(self, body: dict[str, Any]) -> Response | None:
         for name in body:
-            if name not in SALES_ORDER_FIELDS:
+            if name not in SALES_ORDER_FIELDS or name in self.disabled_fields:
                 return error(400, f"Invalid field '{name}': the field does not exist on "
                              "this record.", "INVALID_FIELD", name)
         entity = _reference(body.get("entity"))

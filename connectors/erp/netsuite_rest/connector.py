@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from connectors.erp.models import DraftOrder
+from connectors.erp.models import ConnectorConfig, DraftOrder
 from connectors.erp.netsuite_rest import suiteql
 from connectors.erp.netsuite_rest.calls import (
     NOT_ACTIVE,
@@ -48,7 +48,7 @@ _HEADER_FIELDS = (("subsidiary_id", "subsidiary"), ("location_id", "location"),
 
 
 class NetSuiteRestConnector:
-    config_model = NetSuiteRestConfig
+    config_model: type[ConnectorConfig] = NetSuiteRestConfig
 
     def __init__(self, netsuite: NetsuiteM2MService,
                  requests: NetSuiteRequests | None = None) -> None:
