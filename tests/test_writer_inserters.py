@@ -128,30 +128,33 @@ async def test_a_bad_row_fails_its_write_alone_with_the_engines_exception(engine
     assert "dup" not in str(results[1]).split("[SQL", 1)[1]
 
 
-async def _terminate_other_backends(url: str) -> None:
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
-    try:
-        await connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    finally:
-        await connection.close()
-
-
 @postgres_only
-async def test_a_broken_postgres_connection_fails_its_batch_as_unavailable_then_reconnects(
+async def test_a_postgres_connection_lost_mid_batch_fails_it_as_unavailable_then_reconnects(
         engine, database_url, clock):
+    """The batch waits for a table lock; its connection is killed meanwhile."""
     inserter = PostgresInserter(engine)
     at = datetime.fromtimestamp(clock.now(), UTC)
+    admin = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
         await inserter.insert([_token_rows("before", at)])
-        await _terminate_other_backends(database_url)
+        locking = admin.transaction()
+        await locking.start()
+        await admin.execute("LOCK TABLE issued_tokens IN ACCESS EXCLUSIVE MODE")
+        batch = asyncio.create_task(inserter.insert([_token_rows("lost", at)]))
+        while not (waiting := await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")):
+            assert not batch.done()
+        assert await admin.fetchval("SELECT pg_terminate_backend($1, 5000)", waiting)
         with pytest.raises(OperationalError) as failed:
-            await inserter.insert([_token_rows("lost", at)])
+            await batch
         assert unavailable(failed.value)
+        await locking.rollback()
         await inserter.insert([_token_rows("after", at)])
     finally:
+        await admin.close()
         await inserter.close()
+    assert (await _stored(database_url, "lost"))[0] is None
     assert (await _stored(database_url, "after"))[0] is not None
 
 
