@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer.store.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from issuer.store.db import sqlite_pragmas, store_options
 from issuer.store.rowcodec import InsertPlan, RowEncoder, Rows
 
@@ -35,8 +36,9 @@ class SqliteInserter:
         self._sql: dict[InsertPlan, str] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._connection: sqlite3.Connection | None = None  # used on the executor's thread only
-        self._checkpoints = checkpoints
-        self._checkpointer: Any = None
+        self._checkpointer = Checkpointer(self._path, busy_timeout=self._busy_timeout) \
+            if checkpoints else None
+        self._checkpointer_started = False
 
     async def insert(self, writes: list[Rows]) -> None:
         groups = self._encoder.group(writes)
@@ -46,7 +48,7 @@ class SqliteInserter:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._insert, statements)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._stop)
         self._executor.shutdown(wait=True)
 
     def _statement(self, plan: InsertPlan) -> str:
@@ -73,6 +75,8 @@ class SqliteInserter:
         except sqlite3.Error as error:
             self._rollback(connection)
             raise _translated(error, sql, [rows for _, rows in statements]) from error
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -80,9 +84,14 @@ class SqliteInserter:
                                          check_same_thread=False, cached_statements=64)
             for pragma in sqlite_pragmas(self._busy_timeout):
                 connection.execute(pragma)
+            if self._checkpointer is not None:
+                connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
         except sqlite3.Error as error:
             raise _translated(error, None, None) from error
         self._connection = connection
+        if self._checkpointer is not None and not self._checkpointer_started:
+            self._checkpointer_started = True
+            self._checkpointer.start()
         return connection
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
@@ -97,6 +106,11 @@ class SqliteInserter:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+    def _stop(self) -> None:
+        self._close()
+        if self._checkpointer is not None and self._checkpointer_started:
+            self._checkpointer.close()
 
 
 def _translated(error: sqlite3.Error, sql: str | None, parameters: Any) -> exc.DBAPIError:
