@@ -5,6 +5,7 @@ bad write as the engine would, and recover from a broken connection."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -193,3 +194,30 @@ async def test_the_sqlite_writer_recovers_after_its_file_was_locked(database_url
         await bounded.dispose()
     assert (await _stored(database_url, "unlocked"))[0] is not None
     assert (await _stored(database_url, "locked"))[0] is None
+
+
+@sqlite_only
+async def test_the_sqlite_writers_commits_reach_the_database_file_by_the_checkpoint_thread(
+        engine, database_url, clock, tmp_path):
+    """The writer's connection leaves WAL checkpoints to a thread of their own (its
+    commits only append to the WAL, far below SQLite's automatic checkpoint): by the
+    time the writer is closed, every committed page was copied into the database
+    file -- a copy of that file alone, without its WAL, holds every row."""
+    path = database_url.split("///", 1)[1]
+    writer = GroupWriter(engine)
+    await writer.start()
+    at = datetime.fromtimestamp(clock.now(), UTC)
+    # Another connection stays open: the writer's is not the last one to close (the
+    # last one checkpoints as it closes).
+    with closing(sqlite3.connect(path)) as other:
+        other.execute("SELECT count(*) FROM tenants").fetchone()
+        for n in range(20):
+            await asyncio.gather(*(writer.write(_token_rows(f"c-{n}-{m}", at))
+                                   for m in range(8)))
+        await writer.close()
+        alone = tmp_path / "file-alone.db"
+        shutil.copyfile(path, alone)
+    with closing(sqlite3.connect(alone)) as database:
+        assert database.execute("SELECT count(*) FROM issued_tokens").fetchone() == (160,)
+        assert database.execute("SELECT count(*) FROM audit_events "
+                                "WHERE event = 'M2M_TOKEN_GENERATED'").fetchone() == (160,)

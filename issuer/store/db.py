@@ -7,6 +7,10 @@ an error that reaches a log names the statement, never a value bound to it.
 passes ``ISSUER_STORE_TIMEOUT``. The CLI passes none -- a migration may rightly run
 for minutes -- and SQLite then waits :data:`SQLITE_BUSY_TIMEOUT` for a lock.
 
+The group writer makes connections of its own beside the engine's pool
+(issuer.store.writer): :func:`store_options` gives them what the engine was
+made with (the same timeouts), :func:`sqlite_pragmas` the same SQLite settings.
+
 A new SQLite file is created with mode 0600 before SQLite opens it: it holds the
 encrypted signing keys and the clients' secret digests. SQLite gives its ``-wal``
 and ``-shm`` files the database file's mode.
