@@ -20,7 +20,15 @@ reported) on a throwaway store:
 
 The PostgreSQL server's own CPU is not counted (another process).
 
-Run: ``.venv/bin/python bench/writer.py [--postgres postgresql://postgres@127.0.0.1/postgres]``.
+``--stalls SECONDS`` measures instead how long a write waits for its commit on
+SQLite, the ``engine`` and ``raw`` writers side by side *at the same time*
+(each on a store of its own, ``--concurrency`` writers each, every writer
+pausing ``--pause`` seconds between two writes): a disk that other processes
+keep busy slows both alike, so the comparison holds on a shared machine where
+two runs one after the other would not.
+
+Run: ``.venv/bin/python bench/writer.py [--postgres postgresql://postgres@127.0.0.1/postgres]``
+or ``.venv/bin/python bench/writer.py --stalls 120``.
 """
 
 from __future__ import annotations
@@ -35,8 +43,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.audit import AuditEvent, audit_row
@@ -47,8 +57,8 @@ from issuer.store.pg_inserter import PostgresInserter
 from issuer.store.rowcodec import Rows
 from issuer.store.writer import EngineInserter, GroupWriter, Inserter, inserter_for
 
-TOKENS = IssuedToken.__table__
-AUDIT = AuditEventRow.__table__
+TOKENS = cast(Table, IssuedToken.__table__)
+AUDIT = cast(Table, AuditEventRow.__table__)
 
 
 class NullInserter:
@@ -65,25 +75,27 @@ def token_rows(n: int) -> Rows:
     """What POST /token writes for one token (issuer.oauth.endpoints.granted_rows)."""
     now = datetime.now(UTC)
     jti = uuid.uuid4().hex
-    token = {"jti": jti, "client_id": "bench-client-0123456789", "tenant_id": str(uuid.UUID(
-        int=1)), "scope": "orders:read", "audience": ["https://api.example.com"],
+    client_id, tenant_id = "bench-client-0123456789", str(uuid.UUID(int=1))
+    token: dict[str, Any] = {
+        "jti": jti, "client_id": client_id, "tenant_id": tenant_id, "scope": "orders:read",
+        "audience": ["https://api.example.com"],
         "kid": "kid-2026-01-01", "issued_at": now, "expires_at": now + timedelta(hours=1),
         "revoked_at": None}
     event = audit_row(
-        AuditEvent.M2M_TOKEN_GENERATED, at=now.timestamp(), actor=token["client_id"],
-        tenant_id=token["tenant_id"], client_id=token["client_id"], source="127.0.0.1",
+        AuditEvent.M2M_TOKEN_GENERATED, at=now.timestamp(), actor=client_id,
+        tenant_id=tenant_id, client_id=client_id, source="127.0.0.1",
         request_id=uuid.uuid4().hex,
-        details={"client_id": token["client_id"], "tenant_id": token["tenant_id"],
+        details={"client_id": client_id, "tenant_id": tenant_id,
                  "scopes": ["orders:read"], "audience": ["https://api.example.com"],
                  "jti": jti, "kid": token["kid"],
                  "expiresAt": token["expires_at"].isoformat(), "secret_used": "current"})
     return [(TOKENS, token), (AUDIT, event)]
 
 
-async def measure(engine: AsyncEngine, make: Callable[[], Inserter], tokens: int,
+async def measure(engine: AsyncEngine, make: Callable[[AsyncEngine], Inserter], tokens: int,
                   concurrency: int) -> tuple[float, float]:
     """CPU seconds and wall seconds for ``tokens`` written."""
-    writer = GroupWriter(engine, inserter=make(), max_pending=max(4096, 2 * concurrency))
+    writer = GroupWriter(engine, inserter=make(engine), max_pending=max(4096, 2 * concurrency))
     await writer.start()
     share = tokens // concurrency
     rows = [[token_rows(n) for n in range(share)] for _ in range(concurrency)]
@@ -111,8 +123,7 @@ async def run_store(name: str, url: str, modes: dict[str, Callable[[AsyncEngine]
         for round_ in range(args.rounds):
             turn = order[round_ % len(order):] + order[:round_ % len(order)]
             for mode in turn:
-                cpu, wall = await measure(engine, lambda m=mode: modes[m](engine), args.tokens,
-                                          args.concurrency)
+                cpu, wall = await measure(engine, modes[mode], args.tokens, args.concurrency)
                 costs[mode].append(cpu / args.tokens)
                 walls[mode].append(wall / args.tokens)
         null = statistics.median(costs["null"])
@@ -129,7 +140,52 @@ async def run_store(name: str, url: str, modes: dict[str, Callable[[AsyncEngine]
         await engine.dispose()
 
 
+async def stalls(args: argparse.Namespace) -> None:
+    """Per-write waits of the engine and raw writers, loaded side by side."""
+    with tempfile.TemporaryDirectory(prefix="bench-writer-") as directory:
+        engines = {mode: create_engine(f"sqlite+aiosqlite:///{Path(directory) / mode}.db",
+                                       timeout=30.0) for mode in ("engine", "raw")}
+        waits: dict[str, list[float]] = {mode: [] for mode in engines}
+        try:
+            for engine in engines.values():
+                await upgrade(engine)
+            writers = {"engine": GroupWriter(engines["engine"],
+                                             inserter=EngineInserter(engines["engine"])),
+                       "raw": GroupWriter(engines["raw"])}
+            for writer in writers.values():
+                await writer.start()
+            loop = asyncio.get_running_loop()
+            end = loop.time() + args.stalls
+
+            async def client(mode: str) -> None:
+                while loop.time() < end:
+                    started = loop.time()
+                    await writers[mode].write(token_rows(0))
+                    waits[mode].append(loop.time() - started)
+                    await asyncio.sleep(args.pause)
+
+            await asyncio.gather(*(client(mode) for mode in writers
+                                   for _ in range(args.concurrency)))
+            for writer in writers.values():
+                await writer.close()
+        finally:
+            for engine in engines.values():
+                await engine.dispose()
+    print(f"bench=writer_stalls store=sqlite seconds={args.stalls} "
+          f"concurrency={args.concurrency} pause={args.pause}", flush=True)
+    for mode, measured in waits.items():
+        measured.sort()
+        print(f"store=sqlite inserter={mode} writes={len(measured)} "
+              f"p50={statistics.median(measured) * 1e3:.1f}ms "
+              f"p99={measured[int(len(measured) * 0.99)] * 1e3:.1f}ms "
+              f"max={measured[-1] * 1e3:.1f}ms "
+              f"over_250ms={sum(wait > 0.25 for wait in measured)}", flush=True)
+
+
 async def amain(args: argparse.Namespace) -> None:
+    if args.stalls:
+        await stalls(args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-writer-") as directory:
         await run_store("sqlite", f"sqlite+aiosqlite:///{Path(directory) / 'issuer.db'}", {
             "null": lambda engine: NullInserter(),
@@ -163,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", metavar="URL",
                         help="also PostgreSQL: a throwaway database on this server, e.g. "
                              "postgresql://postgres@127.0.0.1/postgres")
+    parser.add_argument("--stalls", type=float, metavar="SECONDS",
+                        help="instead: SQLite commit waits, engine and raw side by side")
+    parser.add_argument("--pause", type=float, default=0.03,
+                        help="--stalls: seconds each writer pauses between writes (0.03)")
     args = parser.parse_args(argv)
     asyncio.run(amain(args))
     return 0

@@ -56,12 +56,19 @@ class PostgresInserter:
     def __init__(self, engine: AsyncEngine, *, mode: Mode = "unnest") -> None:
         options = store_options(engine)
         _, params = engine.dialect.create_connect_args(engine.url)
-        self._connect_args: dict[str, Any] = {**params, **options.connect_args}
+        arguments: dict[str, Any] = {**params, **options.connect_args}
+        # SQLAlchemy's own arguments of its asyncpg adapter (from the URL's query).
+        cache_size = arguments.pop("prepared_statement_cache_size", None)
+        if cache_size is not None:
+            arguments["statement_cache_size"] = int(cache_size)
+        for name in ("prepared_statement_name_func", "async_creator_fn"):
+            arguments.pop(name, None)
+        self._connect_args = arguments
         self._close_timeout = options.timeout
         self._encoder = RowEncoder(engine.dialect)
         self._preparer = engine.dialect.identifier_preparer
         self._mode = mode
-        self._sql: dict[tuple[InsertPlan, ...], str] = {}
+        self._sql: dict[tuple[InsertPlan, ...], str | None] = {}
         self._connection: asyncpg.Connection | None = None
 
     async def insert(self, writes: list[Rows]) -> None:
@@ -69,11 +76,9 @@ class PostgresInserter:
         if not groups:
             return
         connection = await self._connect()
-        if self._mode == "unnest":
-            plans = tuple(plan for plan, _ in groups)
-            sql = self._sql.get(plans)
-            if sql is None:
-                sql = self._sql[plans] = self._unnest_sql(plans)
+        sql = self._unnest_sql(tuple(plan for plan, _ in groups)) \
+            if self._mode == "unnest" else None
+        if sql is not None:
             arguments: list[Any] = []
             for plan, values in groups:
                 arguments.extend(plan.columns_of(values))
@@ -125,22 +130,28 @@ class PostgresInserter:
         return OperationalError(sql, parameters, error, hide_parameters=True,
                                 connection_invalidated=broken)
 
-    def _unnest_sql(self, plans: tuple[InsertPlan, ...]) -> str:
-        """One statement for every plan: ``WITH w0 AS (INSERT ...), ... INSERT ...``."""
+    def _unnest_sql(self, plans: tuple[InsertPlan, ...]) -> str | None:
+        """One statement for every plan: ``WITH w0 AS (INSERT ...), ... INSERT ...``;
+        None if a plan has an array column (unnest would flatten it)."""
+        if plans in self._sql:
+            return self._sql[plans]
         inserts, number = [], 1
         for plan in plans:
             arrays = []
             for column in plan.columns:
-                arrays.append(f"${number}::{_array_type(column, self._preparer.dialect)}")
+                array = _array_type(column, self._preparer.dialect)
+                if array.endswith("[][]"):
+                    self._sql[plans] = None
+                    return None
+                arrays.append(f"${number}::{array}")
                 number += 1
             # Identifiers quoted by the dialect; every value is a bound parameter.
             inserts.append(f"INSERT INTO {self._table(plan)} ({self._names(plan)}) "  # noqa: S608
                            f"SELECT * FROM unnest({', '.join(arrays)})")
         *first, last = inserts
-        if not first:
-            return last
         ctes = ", ".join(f"w{index} AS ({insert})" for index, insert in enumerate(first))
-        return f"WITH {ctes} {last}"
+        sql = self._sql[plans] = f"WITH {ctes} {last}" if first else last
+        return sql
 
     def _values_sql(self, plan: InsertPlan) -> str:
         placeholders = ", ".join(f"${n}" for n in range(1, len(plan.columns) + 1))
