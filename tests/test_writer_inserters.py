@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, StatementError
 
 from issuer.audit import AuditEvent, audit_row
 from issuer.store.bounds import unavailable
@@ -221,3 +221,18 @@ async def test_the_sqlite_writers_commits_reach_the_database_file_by_the_checkpo
         assert database.execute("SELECT count(*) FROM issued_tokens").fetchone() == (160,)
         assert database.execute("SELECT count(*) FROM audit_events "
                                 "WHERE event = 'M2M_TOKEN_GENERATED'").fetchone() == (160,)
+
+
+async def test_a_value_its_type_refuses_fails_its_write_alone_as_a_statement_error(
+        engine, clock):
+    at = datetime.fromtimestamp(clock.now(), UTC)
+    naive = _token_rows("naive", at)
+    naive[0][1]["issued_at"] = at.replace(tzinfo=None)
+    writer = GroupWriter(engine)
+    await writer.start()
+    results = await asyncio.gather(writer.write(_token_rows("fine", at)), writer.write(naive),
+                                   return_exceptions=True)
+    await writer.close()
+    assert results[0] is None
+    assert isinstance(results[1], StatementError) and not unavailable(results[1])
+    assert "naive datetimes are not stored" in str(results[1])

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import ArgumentError, CompileError
+from sqlalchemy.exc import ArgumentError, CompileError, StatementError
 
 Rows = Sequence[tuple[Table, dict[str, Any]]]
 _MISSING = object()
@@ -44,17 +44,26 @@ class InsertPlan:
     def rows(self, values: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """The driver's values, one tuple per row (for executemany)."""
         pairs = list(zip(self.keys, self.defaults, self.processors, strict=True))
-        out = []
-        for row in values:
-            out.append(tuple(_bind(row, name, default, processor)
-                             for name, default, processor in pairs))
-        return out
+        try:
+            return [tuple(_bind(row, name, default, processor)
+                          for name, default, processor in pairs) for row in values]
+        except Exception as error:
+            raise self._unbindable(error) from error
 
     def columns_of(self, values: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """The driver's values, one list per column (for arrays to unnest)."""
-        return [[_bind(row, name, default, processor) for row in values]
-                for name, default, processor in zip(self.keys, self.defaults,
-                                                    self.processors, strict=True)]
+        try:
+            return [[_bind(row, name, default, processor) for row in values]
+                    for name, default, processor in zip(self.keys, self.defaults,
+                                                        self.processors, strict=True)]
+        except Exception as error:
+            raise self._unbindable(error) from error
+
+    def _unbindable(self, error: Exception) -> StatementError:
+        """A value its column's type refuses (e.g. a naive datetime), raised as the
+        engine raises it: a bad row, not an unavailable store."""
+        return StatementError(str(error), f"INSERT INTO {self.table.name}", None, error,
+                              hide_parameters=True)
 
 
 def _bind(row: dict[str, Any], name: str, default: Any,
