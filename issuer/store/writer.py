@@ -2,9 +2,9 @@
 
 A token request hands its rows (the issued-token record and its audit event) to
 :meth:`GroupWriter.write` and waits. A single task takes everything queued so
-far, inserts it in one transaction with one ``executemany`` per table, commits
-once, and wakes every waiter. Under load one commit (and one fsync) serves a
-whole batch; a lone request is committed at once. Rows of one ``write`` call are
+far, inserts it in one transaction, commits once, and wakes every waiter.
+Under load one commit (and one fsync) serves a whole batch; a lone request is
+committed at once. Rows of one ``write`` call are
 always in the same transaction: losing one of them without the other is not
 possible. If a batch fails because of its rows, each write is retried alone so
 that one bad row cannot fail its neighbours; if it fails because the store is
@@ -17,6 +17,16 @@ is refused at once, so a stalled store cannot make the process hold more and
 more); a caller waits at most ``max_wait`` seconds for its commit -- or, inside a
 request's store budget, what is left of the budget (issuer.store.bounds). A
 caller that stops waiting leaves its rows queued: they may still commit, late.
+
+Who inserts a batch (:func:`inserter_for`): on PostgreSQL, a raw asyncpg
+connection of the writer's own, one statement per batch
+(issuer.store.pg_inserter); on a SQLite file, a sqlite3 connection on a thread
+of its own, WAL checkpoints on another (issuer.store.sqlite_inserter,
+issuer.store.checkpoint); otherwise (an in-memory SQLite, which only the
+engine's connections see) the engine, one ``executemany`` per table
+(:class:`EngineInserter`). They skip SQLAlchemy's statement layer -- about two
+thirds of the writer's CPU per token (bench/writer.py) -- yet store the same
+values as the engine (issuer.store.rowcodec) and raise SQLAlchemy's exceptions.
 """
 
 from __future__ import annotations
