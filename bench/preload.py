@@ -149,7 +149,7 @@ async def preload(dsn: str, rows: int, *, now: datetime | None = None,
                   margin: float = 3600.0) -> Preloaded:
     """Insert ``rows`` rows into each of ``issued_tokens`` and ``audit_events`` of
     the migrated store at ``dsn`` (an asyncpg DSN)."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     if not 0.0 <= expired_share < 1.0:
         raise ValueError("expired_share is a fraction below 1")

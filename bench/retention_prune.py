@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of load without pruning (default 20)")
     parser.add_argument("--slice", type=float, default=5.0,
                         help="seconds of each wrk run while pruning (default 5)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows per batch (default: issuer.retention.BATCH)")
+    parser.add_argument("--pause", type=float, default=None,
+                        help="seconds between batches (default: issuer.retention.PAUSE)")
     parser.add_argument("--no-load", action="store_true",
                         help="prune with no token traffic (and no server)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and database")
@@ -108,7 +112,11 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         seeded = asyncio.run(preload.preload(dsn, args.rows, expired_share=args.expired_share))
         print(preload.describe(seeded), flush=True)
         pruners = args.pruners or args.workers
+        from issuer import retention
+
         print(f"bench=retention_prune rows={args.rows} expired_share={args.expired_share:g} "
+              f"batch={args.batch or retention.BATCH} "
+              f"pause={retention.PAUSE if args.pause is None else args.pause:g}s "
               f"workers={args.workers} pruners={pruners} c={args.connections} "
               f"cpus={os.cpu_count()} load={'none' if args.no_load else 'wrk'}", flush=True)
 
@@ -129,7 +137,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         load = _SlicedLoad(wrk, script, base_url, args.connections, args.slice)
         if not args.no_load:
             load.start()
-        report = asyncio.run(_prune_watched(database_url, dsn, pruners))
+        report = asyncio.run(_prune_watched(database_url, dsn, pruners, args.batch, args.pause))
         load.stop()
         if not args.no_load:
             print(_load_line("during_prune", load.results), flush=True)
@@ -186,7 +194,7 @@ class _SlicedLoad:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.results.append(bench._wrk(*self._args))  # type: ignore[arg-type]
+            self.results.append(bench._wrk(*self._args))
 
 
 def _load_line(phase: str, results: list[bench.LoadResult]) -> str:
@@ -217,7 +225,7 @@ class _Counts:
 
 
 async def _counts(dsn: str) -> _Counts:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     from issuer.retention import TOKEN_RECORD_GRACE
 
@@ -263,13 +271,14 @@ class _Report:
         return lines
 
 
-async def _prune_watched(database_url: str, dsn: str, pruners: int) -> _Report:
+async def _prune_watched(database_url: str, dsn: str, pruners: int, batch: int | None,
+                         pause: float | None) -> _Report:
     """``pruners`` concurrent passes of the issuer's own pruning, each on its own
     engine (as each worker process has its own); a watcher samples pg_locks."""
     import asyncpg
 
+    from issuer import retention
     from issuer.clock import SystemClock
-    from issuer.retention import prune
     from issuer.store.db import create_engine
 
     # The pruners' backends are known by their application_name.
@@ -279,9 +288,10 @@ async def _prune_watched(database_url: str, dsn: str, pruners: int) -> _Report:
     watcher = await asyncpg.connect(dsn)
     try:
         start = time.perf_counter()
-        tasks = [asyncio.create_task(prune(engine, SystemClock(),
-                                           audit_retention_days=preload.AUDIT_RETENTION_DAYS))
-                 for engine in engines]
+        tasks = [asyncio.create_task(retention.prune(
+            engine, SystemClock(), audit_retention_days=preload.AUDIT_RETENTION_DAYS,
+            batch=retention.BATCH if batch is None else batch,
+            pause=retention.PAUSE if pause is None else pause)) for engine in engines]
         while not all(task.done() for task in tasks):
             await _sample(watcher, report)
             await asyncio.sleep(0.1)
@@ -302,7 +312,8 @@ async def _sample(watcher: object, report: _Report) -> None:
         "SELECT a.pid, a.application_name, a.state, "
         "extract(epoch FROM now() - a.xact_start) AS xact_age, "
         "a.wait_event_type, a.wait_event, l.mode, l.granted, l.locktype, "
-        "c.relname, c.relkind::text AS relkind FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid "
+        "c.relname, c.relkind::text AS relkind "
+        "FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid "
         "LEFT JOIN pg_class c ON c.oid = l.relation "
         "WHERE a.datname = current_database() AND a.backend_type = 'client backend'")
     report.samples += 1

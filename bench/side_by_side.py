@@ -485,7 +485,7 @@ def _count_stored(database_url: str) -> tuple[int, int]:
         with contextlib.closing(sqlite3.connect(path)) as connection:
             return (connection.execute(tokens_sql).fetchone()[0],
                     connection.execute(events_sql).fetchone()[0])
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     async def run() -> tuple[int, int]:
         connection = await asyncpg.connect(bench._asyncpg_dsn(database_url), timeout=10)

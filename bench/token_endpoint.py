@@ -435,7 +435,7 @@ def _db_cpu_by_pid(pg_admin: tuple[str, str] | None) -> dict[int, float]:
     /proc: the server must run on this machine; empty for SQLite)."""
     if pg_admin is None:
         return {}
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     admin, name = pg_admin
 
