@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice", type=float, default=5.0,
                         help="seconds of each wrk run while pruning (default 5)")
     parser.add_argument("--batch", type=int, default=None,
-                        help="rows per batch (default: issuer.retention.BATCH)")
+                        help="rows per batch (default: issuer.retention's)")
     parser.add_argument("--pause", type=float, default=None,
                         help="seconds between batches (default: issuer.retention.PAUSE)")
     parser.add_argument("--no-load", action="store_true",
@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         from issuer import retention
 
         print(f"bench=retention_prune rows={args.rows} expired_share={args.expired_share:g} "
-              f"batch={args.batch or retention.BATCH} "
+              f"batch={args.batch or f'{retention.BATCH} (SQLite: {retention.SQLITE_BATCH})'} "
               f"pause={retention.PAUSE if args.pause is None else args.pause:g}s "
               f"workers={args.workers} pruners={pruners} c={args.connections} "
               f"cpus={os.cpu_count()} load={'none' if args.no_load else 'wrk'}", flush=True)
@@ -290,7 +290,7 @@ async def _prune_watched(database_url: str, dsn: str, pruners: int, batch: int |
         start = time.perf_counter()
         tasks = [asyncio.create_task(retention.prune(
             engine, SystemClock(), audit_retention_days=preload.AUDIT_RETENTION_DAYS,
-            batch=retention.BATCH if batch is None else batch,
+            batch=batch,
             pause=retention.PAUSE if pause is None else pause)) for engine in engines]
         while not all(task.done() for task in tasks):
             await _sample(watcher, report)

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.clock import utc
-from issuer.retention import PAUSE, TOKEN_RECORD_GRACE, prune
+from issuer.retention import BATCH, PAUSE, SQLITE_BATCH, TOKEN_RECORD_GRACE, prune
 from issuer.store.db import create_engine
 from issuer.store.models import AuditEventRow, IssuedToken
 from tests.conftest import FakeClock
@@ -121,6 +121,26 @@ async def test_batches_are_bounded_and_the_pass_pauses_between_them(engine, cloc
     # Pauses after batches of 4, 4 and 4, and after the one that found none left;
     # then the audit events' one batch.
     assert sizes == [4, 4, 4, 0]
+
+
+async def test_batches_are_smaller_on_sqlite_whose_one_writer_the_token_endpoint_waits_for(
+        engine, clock):
+    rows = SQLITE_BATCH + 1
+    now = clock.now()
+    await _insert(engine, [_token(f"t{n}", now - TOKEN_RECORD_GRACE - rows + n)
+                           for n in range(rows)], [])
+    sizes: list[int] = []
+
+    async def between_batches(seconds: float) -> None:
+        tokens, _ = await _left(engine)
+        sizes.append(rows - len(tokens) - sum(sizes))
+
+    await prune(engine, clock, audit_retention_days=RETENTION_DAYS, sleep=between_batches)
+    if engine.dialect.name == "sqlite":
+        assert sizes == [SQLITE_BATCH, 1]
+    else:
+        assert SQLITE_BATCH < rows <= BATCH
+        assert sizes == [rows]
 
 
 async def test_rows_inserted_during_a_pass_stay_and_the_pass_still_ends(engine, clock):
