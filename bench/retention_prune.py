@@ -24,6 +24,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -33,9 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows per batch (default: issuer.retention's)")
     parser.add_argument("--pause", type=float, default=None,
                         help="seconds between batches (default: issuer.retention.PAUSE)")
+    parser.add_argument("--prune-from", metavar="FILE", default=None,
+                        help="time the prune() of this file instead of issuer.retention's, "
+                        "e.g. an earlier version: git show main:issuer/retention.py > FILE")
     parser.add_argument("--no-load", action="store_true",
                         help="prune with no token traffic (and no server)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and database")
@@ -114,8 +121,9 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         pruners = args.pruners or args.workers
         from issuer import retention
 
-        print(f"bench=retention_prune rows={args.rows} expired_share={args.expired_share:g} "
-              f"batch={args.batch or f'{retention.BATCH} (SQLite: {retention.SQLITE_BATCH})'} "
+        print(f"bench=retention_prune prune_from={args.prune_from or 'issuer.retention'} "
+              f"rows={args.rows} expired_share={args.expired_share:g} "
+              f"batch={args.batch or retention.BATCH} "
               f"pause={retention.PAUSE if args.pause is None else args.pause:g}s "
               f"workers={args.workers} pruners={pruners} c={args.connections} "
               f"cpus={os.cpu_count()} load={'none' if args.no_load else 'wrk'}", flush=True)
@@ -137,7 +145,8 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         load = _SlicedLoad(wrk, script, base_url, args.connections, args.slice)
         if not args.no_load:
             load.start()
-        report = asyncio.run(_prune_watched(database_url, dsn, pruners, args.batch, args.pause))
+        report = asyncio.run(_prune_watched(database_url, dsn, pruners, args.batch, args.pause,
+                                            args.prune_from))
         load.stop()
         if not args.no_load:
             print(_load_line("during_prune", load.results), flush=True)
@@ -255,11 +264,18 @@ class _Report:
     locks: dict[str, int] = field(default_factory=dict)  # "mode on relation" -> samples
     waiting: dict[str, int] = field(default_factory=dict)  # "wait on what" -> samples
     pruner_waiting: int = 0
+    batch_s: list[float] = field(default_factory=list)  # each batch's time, sorted
 
     def line(self) -> str:
         rate = (self.tokens + self.events) / self.seconds if self.seconds else 0.0
+        batches = self.batch_s or [0.0]
+        p99 = batches[min(len(batches) - 1, len(batches) * 99 // 100)]
         return (f"prune seconds={self.seconds:.1f} tokens={self.tokens} events={self.events} "
-                f"rows/s={rate:.0f} longest_transaction={self.longest_xact_s * 1000:.0f}ms "
+                f"rows/s={rate:.0f} batches={len(self.batch_s)} "
+                f"batch_p50={batches[len(batches) // 2] * 1000:.0f}ms "
+                f"batch_p99={p99 * 1000:.0f}ms "
+                f"batch_max={batches[-1] * 1000:.0f}ms "
+                f"longest_transaction={self.longest_xact_s * 1000:.0f}ms "
                 f"lock_samples={self.samples} samples_other_backends_waiting="
                 f"{sum(self.waiting.values())} samples_pruners_waiting={self.pruner_waiting}")
 
@@ -271,27 +287,62 @@ class _Report:
         return lines
 
 
+def _prune_function(path: str | None) -> Callable[..., Awaitable[Any]]:
+    """``issuer.retention.prune``, or the ``prune`` of the file at ``path`` (another
+    version of the module, to compare with)."""
+    if path is None:
+        from issuer import retention
+
+        return retention.prune
+    spec = importlib.util.spec_from_file_location("retention_under_test", path)
+    if spec is None or spec.loader is None:
+        raise bench.BenchError(f"--prune-from: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    function: Callable[..., Awaitable[Any]] = module.prune
+    return function
+
+
 async def _prune_watched(database_url: str, dsn: str, pruners: int, batch: int | None,
-                         pause: float | None) -> _Report:
+                         pause: float | None, prune_from: str | None) -> _Report:
     """``pruners`` concurrent passes of the issuer's own pruning, each on its own
     engine (as each worker process has its own); a watcher samples pg_locks."""
     import asyncpg
 
-    from issuer import retention
     from issuer.clock import SystemClock
     from issuer.store.db import create_engine
 
+    prune = _prune_function(prune_from)
+    accepted = inspect.signature(prune).parameters
     # The pruners' backends are known by their application_name.
     engines = [create_engine(database_url, connect_args={
         "server_settings": {"application_name": PRUNER}}) for _ in range(pruners)]
     report = _Report()
     watcher = await asyncpg.connect(dsn)
+    # Per pruner: its start, the moments each pause began and ended, its end; the
+    # batches are the stretches between a pause's end and the next one's start.
+    marks: list[list[float]] = [[] for _ in engines]
+
+    async def watched(index: int, engine: Any) -> Any:
+        async def pause_recorded(seconds: float) -> None:
+            marks[index].append(time.perf_counter())
+            await asyncio.sleep(seconds)
+            marks[index].append(time.perf_counter())
+
+        options: dict[str, Any] = {"audit_retention_days": preload.AUDIT_RETENTION_DAYS}
+        for name, value in (("batch", batch), ("pause", pause), ("sleep", pause_recorded)):
+            if name in accepted and value is not None:
+                options[name] = value
+        marks[index].append(time.perf_counter())
+        try:
+            return await prune(engine, SystemClock(), **options)
+        finally:
+            marks[index].append(time.perf_counter())
+
     try:
         start = time.perf_counter()
-        tasks = [asyncio.create_task(retention.prune(
-            engine, SystemClock(), audit_retention_days=preload.AUDIT_RETENTION_DAYS,
-            batch=batch,
-            pause=retention.PAUSE if pause is None else pause)) for engine in engines]
+        tasks = [asyncio.create_task(watched(index, engine))
+                 for index, engine in enumerate(engines)]
         while not all(task.done() for task in tasks):
             await _sample(watcher, report)
             await asyncio.sleep(0.1)
@@ -300,6 +351,8 @@ async def _prune_watched(database_url: str, dsn: str, pruners: int, batch: int |
             pruned = task.result()
             report.tokens += pruned.tokens
             report.events += pruned.audit_events
+        report.batch_s = sorted(end - begin for pruner in marks
+                                for begin, end in zip(pruner[::2], pruner[1::2], strict=True))
     finally:
         await watcher.close()
         for engine in engines:
