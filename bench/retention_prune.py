@@ -121,10 +121,12 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         pruners = args.pruners or args.workers
         from issuer import retention
 
+        default_batch = "default" if args.prune_from else retention.BATCH
+        default_pause = "default" if args.prune_from else f"{retention.PAUSE:g}"
         print(f"bench=retention_prune prune_from={args.prune_from or 'issuer.retention'} "
               f"rows={args.rows} expired_share={args.expired_share:g} "
-              f"batch={args.batch or retention.BATCH} "
-              f"pause={retention.PAUSE if args.pause is None else args.pause:g}s "
+              f"batch={args.batch or default_batch} "
+              f"pause={default_pause if args.pause is None else f'{args.pause:g}'}s "
               f"workers={args.workers} pruners={pruners} c={args.connections} "
               f"cpus={os.cpu_count()} load={'none' if args.no_load else 'wrk'}", flush=True)
 
@@ -145,9 +147,11 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         load = _SlicedLoad(wrk, script, base_url, args.connections, args.slice)
         if not args.no_load:
             load.start()
-        report = asyncio.run(_prune_watched(database_url, dsn, pruners, args.batch, args.pause,
-                                            args.prune_from))
-        load.stop()
+        try:
+            report = asyncio.run(_prune_watched(database_url, dsn, pruners, args.batch,
+                                                args.pause, args.prune_from))
+        finally:
+            load.stop()
         if not args.no_load:
             print(_load_line("during_prune", load.results), flush=True)
         after = asyncio.run(_counts(dsn))
@@ -203,7 +207,11 @@ class _SlicedLoad:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.results.append(bench._wrk(*self._args))
+            try:
+                self.results.append(bench._wrk(*self._args))
+            except bench.BenchError as error:
+                print(f"# load stopped: {error}", file=sys.stderr, flush=True)
+                return
 
 
 def _load_line(phase: str, results: list[bench.LoadResult]) -> str:
@@ -298,6 +306,7 @@ def _prune_function(path: str | None) -> Callable[..., Awaitable[Any]]:
     if spec is None or spec.loader is None:
         raise bench.BenchError(f"--prune-from: cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     function: Callable[..., Awaitable[Any]] = module.prune
     return function
