@@ -122,11 +122,11 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str) -> int:
         from issuer import retention
 
         default_batch = "default" if args.prune_from else retention.BATCH
-        default_pause = "default" if args.prune_from else f"{retention.PAUSE:g}"
+        default_pause = "default" if args.prune_from else f"{retention.PAUSE:g}s"
         print(f"bench=retention_prune prune_from={args.prune_from or 'issuer.retention'} "
               f"rows={args.rows} expired_share={args.expired_share:g} "
               f"batch={args.batch or default_batch} "
-              f"pause={default_pause if args.pause is None else f'{args.pause:g}'}s "
+              f"pause={default_pause if args.pause is None else f'{args.pause:g}s'} "
               f"workers={args.workers} pruners={pruners} c={args.connections} "
               f"cpus={os.cpu_count()} load={'none' if args.no_load else 'wrk'}", flush=True)
 
@@ -276,13 +276,14 @@ class _Report:
 
     def line(self) -> str:
         rate = (self.tokens + self.events) / self.seconds if self.seconds else 0.0
-        batches = self.batch_s or [0.0]
-        p99 = batches[min(len(batches) - 1, len(batches) * 99 // 100)]
+        batches = self.batch_s
+        p99 = batches[min(len(batches) - 1, len(batches) * 99 // 100)] if batches else 0.0
+        timed = (f"batches={len(batches)} "
+                 f"batch_p50={batches[len(batches) // 2] * 1000:.0f}ms "
+                 f"batch_p99={p99 * 1000:.0f}ms "
+                 f"batch_max={batches[-1] * 1000:.0f}ms " if batches else "batches=untimed ")
         return (f"prune seconds={self.seconds:.1f} tokens={self.tokens} events={self.events} "
-                f"rows/s={rate:.0f} batches={len(self.batch_s)} "
-                f"batch_p50={batches[len(batches) // 2] * 1000:.0f}ms "
-                f"batch_p99={p99 * 1000:.0f}ms "
-                f"batch_max={batches[-1] * 1000:.0f}ms "
+                f"rows/s={rate:.0f} {timed}"
                 f"longest_transaction={self.longest_xact_s * 1000:.0f}ms "
                 f"lock_samples={self.samples} samples_other_backends_waiting="
                 f"{sum(self.waiting.values())} samples_pruners_waiting={self.pruner_waiting}")
@@ -360,8 +361,10 @@ async def _prune_watched(database_url: str, dsn: str, pruners: int, batch: int |
             pruned = task.result()
             report.tokens += pruned.tokens
             report.events += pruned.audit_events
-        report.batch_s = sorted(end - begin for pruner in marks
-                                for begin, end in zip(pruner[::2], pruner[1::2], strict=True))
+        if "sleep" in accepted:  # else the pass's batches cannot be told apart
+            report.batch_s = sorted(
+                end - begin for pruner in marks
+                for begin, end in zip(pruner[::2], pruner[1::2], strict=True))
     finally:
         await watcher.close()
         for engine in engines:
