@@ -11,8 +11,9 @@ import gc
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
@@ -53,6 +54,7 @@ from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
+from issuer.oauth.token_route import TokenRoute
 from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
 from issuer.outbound import OutboundPolicy, guarded_transport, tls_context
 from issuer.ratelimit import (
@@ -78,17 +80,21 @@ from jwks.keys import KeyRing, RotationPolicy, Signer
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 1.0  # seconds, connect and each command
+#: The largest request body any route accepts (413 past it).
+MAX_BODY_BYTES = 1024 * 1024
 #: Outbound HTTP (a private_key_jwt client's jwks_uri): seconds before giving up.
 OUTBOUND_TIMEOUT = 5.0
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None,
                http_client: httpx.AsyncClient | None = None,
-               outbound: httpx.AsyncClient | None = None) -> Starlette:
+               outbound: httpx.AsyncClient | None = None,
+               sign_threads: int | None = None) -> Starlette:
     """Outbound HTTP, each used as given (never closed here) or made per lifespan:
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
-    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators."""
+    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators.
+    ``sign_threads``: the :class:`Signer`'s threads (0: sign on the event loop)."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -98,7 +104,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         engine = create_engine(settings.database_url, timeout=settings.store_timeout)
         writer = GroupWriter(engine, max_pending=settings.store_max_pending_writes,
                              max_wait=settings.store_timeout)
-        signer = Signer()
+        signer = Signer(sign_threads)
         # Short timeouts: a hung Redis must cost a token request little (the limiter
         # then decides in memory, or refuses, for a second: issuer.ratelimit).
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
@@ -209,14 +215,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
-        Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),
+        Middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES),
         Middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout),
     ]
-    if settings.trusted_proxies:
+    trusted = settings.trusted_proxies
+    if trusted:
         # X-Forwarded-For is believed only from these addresses (Granian's parser:
         # the right-most address not itself a trusted proxy is the client).
-        middleware.append(Middleware(_proxy_headers, trusted=settings.trusted_proxies))
-    return without_slash_redirects(Starlette(
+        middleware.append(Middleware(_proxy_headers, trusted=trusted))
+    return without_slash_redirects(_Issuer(
+        # POST /token is answered ahead of the stack, under the same rules.
+        lambda stack: TokenRoute(
+            stack, max_body=MAX_BODY_BYTES, body_timeout=settings.http_body_timeout,
+            wrap=(lambda handler: _proxy_headers(handler, trusted)) if trusted else None),
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -224,6 +235,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                             SQLAlchemyError: _store_error, OSError: _store_error,
                             Exception: _server_error},
     ))
+
+
+class _Issuer(Starlette):
+    """Starlette, with ``front`` put ahead of its middleware stack (the token route)."""
+
+    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self._front = front
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._front(super().build_middleware_stack())
 
 
 def documented_operations() -> list[Operation]:
