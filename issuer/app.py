@@ -36,6 +36,7 @@ from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ErpServices
 from connectors.netsuite import from_services as netsuite_service
 from connectors.netsuite import routes as netsuite
+from issuer import serving
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Operation
@@ -89,12 +90,14 @@ OUTBOUND_TIMEOUT = 5.0
 def create_app(settings: Settings, *, clock: Clock | None = None,
                http_client: httpx.AsyncClient | None = None,
                outbound: httpx.AsyncClient | None = None,
-               sign_threads: int | None = None) -> Starlette:
+               sign_threads: int | None = None, freeze_gc: bool = False) -> Starlette:
     """Outbound HTTP, each used as given (never closed here) or made per lifespan:
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
     (NetSuite; by default 30 s, no redirects). Tests bind them to simulators.
-    ``sign_threads``: the :class:`Signer`'s threads (0: sign on the event loop)."""
+    ``sign_threads``: the :class:`Signer`'s threads (0: sign on the event loop);
+    ``freeze_gc``: once started, move what start-up built out of the garbage
+    collector's view (``gc.freeze``), as ``issuer serve`` does."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -174,6 +177,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                     every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
                     netsuite_connectors.maintained(), \
                     notices.listening():
+                if freeze_gc:
+                    gc.freeze()
                 try:
                     yield {"services": services, "netsuite": netsuite_connectors}
                 finally:
@@ -304,11 +309,14 @@ def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
 def create_app_from_env() -> Starlette:
     """The app factory ``issuer serve`` runs in each worker process (issuer.serving).
 
-    Long-lived start-up objects (modules, settings, the app) leave the garbage
-    collector's view, and young collections run less often: the token path
-    allocates many short-lived objects and creates no cycles worth chasing.
+    Long-lived start-up objects (modules, settings, the app, and once the lifespan
+    has started, its services) leave the garbage collector's view, and young
+    collections run less often: the token path allocates many short-lived objects
+    and creates no cycles worth chasing. Tokens are signed on the event loop when
+    every CPU has a worker of its own (:func:`issuer.serving.sign_threads`).
     """
-    app = create_app(Settings.from_env())
+    app = create_app(Settings.from_env(), sign_threads=serving.sign_threads(),
+                     freeze_gc=True)
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     return app
