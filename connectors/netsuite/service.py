@@ -313,15 +313,28 @@ class NetsuiteM2MService:
                                           stale: str | None = None) -> AccessToken:
         """The cached token, else one new token shared by every concurrent caller.
         ``stale``: a token NetSuite refused (401); it is not handed out again."""
+        # The flight is joined before anything is awaited: callers that arrive together
+        # share one cache read and at most one token request, success or failure.
+        token = await asyncio.shield(self._flight(connector_id, stale))
+        if stale is not None and token.access_token == stale:
+            # Joined a flight that read the token NetSuite has just refused.
+            token = await asyncio.shield(self._flight(connector_id, stale, join=False))
+        return token
+
+    def _flight(self, connector_id: str, stale: str | None, *,
+                join: bool = True) -> asyncio.Future[AccessToken]:
+        flight = self._flights.get(connector_id) if join else None
+        if flight is None:
+            flight = asyncio.ensure_future(self._cached_or_refresh(connector_id, stale))
+            self._flights[connector_id] = flight
+            flight.add_done_callback(lambda done: self._landed(connector_id, done))
+        return flight
+
+    async def _cached_or_refresh(self, connector_id: str, stale: str | None) -> AccessToken:
         cached = await self.cache.get(connector_id)
         if cached is not None and cached.access_token != stale:
             return cached
-        flight = self._flights.get(connector_id)
-        if flight is None:
-            flight = asyncio.ensure_future(self._refresh(connector_id, stale))
-            self._flights[connector_id] = flight
-            flight.add_done_callback(lambda done: self._landed(connector_id, done))
-        return await asyncio.shield(flight)
+        return await self._refresh(connector_id, stale)
 
     def _landed(self, connector_id: str, flight: asyncio.Future[AccessToken]) -> None:
         if self._flights.get(connector_id) is flight:
