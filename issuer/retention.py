@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import InstrumentedAttribute
 
 from issuer.clock import Clock, utc
+from issuer.store import purge
 from issuer.store.models import AuditEventRow, IssuedToken
 
 log = logging.getLogger(__name__)
@@ -42,25 +39,10 @@ class Pruned:
 async def prune(engine: AsyncEngine, clock: Clock, *, audit_retention_days: int) -> Pruned:
     """One pruning pass; returns how many rows went."""
     now = clock.now()
-    tokens = await _delete_batches(engine, IssuedToken.jti, IssuedToken.expires_at,
-                                   utc(now - TOKEN_RECORD_GRACE))
-    events = await _delete_batches(engine, AuditEventRow.id, AuditEventRow.at,
-                                   utc(now - audit_retention_days * 86400))
+    tokens = await purge.delete_batches(engine, IssuedToken.jti, IssuedToken.expires_at,
+                                        utc(now - TOKEN_RECORD_GRACE), BATCH)
+    events = await purge.delete_batches(engine, AuditEventRow.id, AuditEventRow.at,
+                                        utc(now - audit_retention_days * 86400), BATCH)
     if tokens or events:
         log.info("pruned %d expired token records and %d audit events", tokens, events)
     return Pruned(tokens=tokens, audit_events=events)
-
-
-async def _delete_batches(engine: AsyncEngine, key: InstrumentedAttribute[Any],
-                          column: InstrumentedAttribute[datetime], before: datetime) -> int:
-    total = 0
-    while True:
-        batch = select(key).where(column <= before).limit(BATCH).scalar_subquery()
-        async with engine.begin() as connection:
-            result = await connection.execute(
-                delete(key.class_).where(key.in_(batch))
-                .execution_options(synchronize_session=False))
-        deleted = int(result.rowcount or 0)
-        total += deleted
-        if deleted < BATCH:
-            return total

@@ -18,7 +18,7 @@ import os
 from functools import partial
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -49,6 +49,12 @@ def create_engine(database_url: str, *, timeout: float | None = None,
         # (BEGIN, the ping, COMMIT included).
         options.setdefault("connect_args", {"timeout": timeout, "command_timeout": timeout})
     return create_async_engine(database_url, **options)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (the readiness probe); raises if it fails."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 def _in_memory(database_url: str) -> bool:
