@@ -31,10 +31,13 @@ from starlette.types import ASGIApp
 from connectors.erp import routes as erp_routes
 from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.mock import MockConnector
+from connectors.erp.netsuite_rest import NETSUITE_REST_V1, NetSuiteRequests, NetSuiteRestConnector
+from connectors.erp.netsuite_rest import routes as netsuite_erp_routes
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ErpServices
 from connectors.netsuite import from_services as netsuite_service
 from connectors.netsuite import routes as netsuite
+from connectors.netsuite.client import Sleep
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Operation
@@ -45,6 +48,9 @@ from issuer.crypto import encryptor_for
 from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
+from issuer.keys.endpoint import jwks
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
@@ -60,10 +66,10 @@ from issuer.ratelimit import (
     FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
+    RatePolicies,
     RedisRateLimiter,
     Unlimited,
 )
-from issuer.ratepolicy import RatePolicies
 from issuer.retention import PRUNE_EVERY, prune
 from issuer.services import Services
 from issuer.settings import Settings
@@ -72,8 +78,6 @@ from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.endpoint import jwks
-from jwks.keys import KeyRing, RotationPolicy, Signer
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +88,13 @@ OUTBOUND_TIMEOUT = 5.0
 
 def create_app(settings: Settings, *, clock: Clock | None = None,
                http_client: httpx.AsyncClient | None = None,
-               outbound: httpx.AsyncClient | None = None) -> Starlette:
+               outbound: httpx.AsyncClient | None = None,
+               sleep: Sleep | None = None) -> Starlette:
     """Outbound HTTP, each used as given (never closed here) or made per lifespan:
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
-    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators."""
+    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators, and give
+    ``sleep`` (NetSuite's back-off waits) one that moves their clock instead."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -148,16 +154,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                     ClientKeys(jwks_http, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
-            netsuite_connectors = netsuite_service(services, netsuite_http)
+            netsuite_connectors = netsuite_service(services, netsuite_http,
+                                                   **({"sleep": sleep} if sleep else {}))
+            services.erp.registry.register(NETSUITE_REST_V1, NetSuiteRestConnector(
+                netsuite_connectors, NetSuiteRequests(metrics.registry)))
             metrics.watch_value(
                 "issuer_netsuite_certificates_expiring",
                 "NetSuite connector certificates that expire within 60 days",
                 lambda: float(netsuite_connectors.expiring_certificates))
             # Background tasks: the key ring's reload, scheduled rotation and
-            # pruning (jwks.keys); expired token records and old audit events
+            # pruning (issuer.keys.ring); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # NetSuite certificates' revocation after an overlap, expiry warnings;
-            # ended rate-limit leases' unused slots (issuer.ratelease); client
+            # ended rate-limit leases' unused slots (issuer.ratelimit.leases); client
             # and tenant change notices (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
@@ -201,6 +210,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         *m2m_tokens.routes,
         *keys.routes,
         *audit_events.routes,
+        *netsuite_erp_routes.routes,  # ahead of the generic /api/v1/connectors/{connector}
         *erp_routes.routes,
         *netsuite.routes,
     ]
@@ -231,7 +241,7 @@ def documented_operations() -> list[Operation]:
     return [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
             *tenants.operations, *clients.operations, *m2m_tokens.operations,
             *keys.operations, *audit_events.operations, *erp_routes.operations,
-            *netsuite.operations]
+            *netsuite_erp_routes.operations, *netsuite.operations]
 
 
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:

@@ -11,16 +11,15 @@ from connectors.erp.service import ErpServices
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
-from issuer.ratelimit import RateLimiter
-from issuer.ratepolicy import RatePolicies
+from issuer.ratelimit import RateLimiter, RatePolicies
 from issuer.settings import Settings
 from issuer.store.clients import ClientStore
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.keys import KeyRing, Signer
 from jwks.verifier import JWKSVerifier
 
 

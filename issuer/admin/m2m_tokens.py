@@ -76,7 +76,7 @@ from issuer.errors import (
 )
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
-from issuer.ratepolicy import enforce
+from issuer.ratelimit import enforce
 from issuer.services import Services
 from issuer.store import issued_tokens
 from issuer.store.clients import get_client
