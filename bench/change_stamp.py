@@ -30,7 +30,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from issuer.changes import STAMP_POLL, StampReader
+from issuer.changes import STAMP_POLL
+from issuer.store.change_stamp import StampReader
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
 from issuer.store.models import ChangeStamp

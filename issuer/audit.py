@@ -1,5 +1,6 @@
 """Audit events: one enum, one row shape, written in the same transaction as the change,
-and read back by filters (``GET /api/v1/audit-events``, ``issuer audit export``).
+and read back by filters (``GET /api/v1/audit-events``, ``issuer audit export``); the SQL is
+``issuer.store.audit_events``'s.
 
 An audit row never carries a secret, a token or a hash: callers pass identifiers
 and reasons only, and :func:`audit_row` refuses detail keys that name secrets.
@@ -8,16 +9,18 @@ and reasons only, and :func:`audit_row` refuses detail keys that name secrets.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from issuer.clock import utc
-from issuer.store.models import AuditEventRow
+from issuer.store import audit_events
+from issuer.store.audit_events import AuditQuery
+
+__all__ = ["AuditEvent", "AuditQuery", "Severity", "audit_row", "event_json", "oldest_first",
+           "record"]
 
 
 class Severity(StrEnum):
@@ -146,74 +149,14 @@ def audit_row(
 async def record(target: AsyncConnection | AsyncSession, event: AuditEvent,
                  **fields: Any) -> None:
     """Insert one audit event through ``target`` -- inside the caller's transaction."""
-    await target.execute(AuditEventRow.__table__.insert(), [audit_row(event, **fields)])
-
-
-# Query ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    """Filters of ``GET /api/v1/audit-events`` and ``issuer audit export``.
-
-    ``since`` is inclusive and ``until`` exclusive, so consecutive windows
-    (``--since`` = the last ``--until``) neither repeat nor miss an event.
-    ``tenant_id`` scopes to one tenant: a tenant admin always has it set to its own.
-    """
-
-    tenant_id: str | None = None
-    event: str | None = None
-    severity: str | None = None
-    client_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def where(self) -> list[ColumnElement[bool]]:
-        table = AuditEventRow
-        conditions: list[ColumnElement[bool]] = []
-        if self.tenant_id is not None:
-            conditions.append(table.tenant_id == self.tenant_id)
-        if self.event is not None:
-            conditions.append(table.event == self.event)
-        if self.severity is not None:
-            conditions.append(table.severity == self.severity)
-        if self.client_id is not None:
-            conditions.append(table.client_id == self.client_id)
-        if self.since is not None:
-            conditions.append(table.at >= self.since)
-        if self.until is not None:
-            conditions.append(table.at < self.until)
-        return conditions
-
-
-async def newest_first(connection: AsyncConnection, query: AuditQuery, *,
-                       before_id: int | None, limit: int) -> list[dict[str, Any]]:
-    """One page, newest first. Keyset on the id (assigned at insert): events
-    recorded while a reader pages get larger ids, so they never shift its pages,
-    and nothing is seen twice or skipped."""
-    statement = select(AuditEventRow).where(*query.where())
-    if before_id is not None:
-        statement = statement.where(AuditEventRow.id < before_id)
-    statement = statement.order_by(AuditEventRow.id.desc()).limit(limit)
-    rows = (await connection.execute(statement)).mappings().all()
-    return [event_json(row) for row in rows]
+    await audit_events.insert(target, [audit_row(event, **fields)])
 
 
 async def oldest_first(connection: AsyncConnection, query: AuditQuery, *,
                        batch: int = 1000) -> AsyncIterator[dict[str, Any]]:
-    """Every matching event, oldest first, read in keyset batches (for export)."""
-    after: int | None = None
-    while True:
-        statement = select(AuditEventRow).where(*query.where())
-        if after is not None:
-            statement = statement.where(AuditEventRow.id > after)
-        rows = (await connection.execute(
-            statement.order_by(AuditEventRow.id).limit(batch))).mappings().all()
-        for row in rows:
-            yield event_json(row)
-        if len(rows) < batch:
-            return
-        after = rows[-1]["id"]
+    """Every matching event in its public shape, oldest first (for export)."""
+    async for row in audit_events.oldest_first(connection, query, batch=batch):
+        yield event_json(row)
 
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:

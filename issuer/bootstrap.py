@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -19,6 +18,7 @@ from issuer import audit, tenant_names
 from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
 from issuer.registration import ClientSpec, NewClient, create_client
+from issuer.store import tenants
 from issuer.store.models import Tenant
 
 PLATFORM_TENANT = "default"
@@ -27,11 +27,9 @@ PLATFORM_ADMIN_SCOPES = ("admin", "introspect")
 
 async def bootstrap(engine: AsyncEngine, clock: Clock) -> NewClient | None:
     """Create the platform tenant and admin client if there is no platform tenant yet."""
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    async with sessions() as session:
-        found = (await session.execute(select(Tenant.id).where(Tenant.platform))).first()
-    if found is not None:
+    if await tenants.platform_tenant_id(engine) is not None:
         return None
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session:
         try:
             async with session.begin():
@@ -39,8 +37,7 @@ async def bootstrap(engine: AsyncEngine, clock: Clock) -> NewClient | None:
                 tenant = Tenant(id=str(uuid.uuid4()), name=PLATFORM_TENANT,
                                 name_key=tenant_names.key(PLATFORM_TENANT), status="active",
                                 platform=True, created_at=now, updated_at=now)
-                session.add(tenant)
-                await session.flush()
+                await tenants.add(session, tenant)
                 created = await create_client(session, ClientSpec(
                     tenant_id=tenant.id, name="platform admin",
                     allowed_scopes=PLATFORM_ADMIN_SCOPES), clock, actor="bootstrap")

@@ -29,17 +29,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiosqlite
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from issuer.store import change_stamp
+from issuer.store.change_stamp import StampReader
 from issuer.store.clients import ClientStore
-from issuer.store.models import ChangeStamp
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +92,9 @@ async def record(session: AsyncSession, change: Change) -> None:
     for :meth:`ChangeNotices.published` after the commit."""
     session.info.setdefault(_PENDING, []).append(change)
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_notify(PG_CHANNEL, change.payload)))
+        await change_stamp.notify(session, PG_CHANNEL, change.payload)
     else:
-        await session.execute(update(ChangeStamp).where(ChangeStamp.id == 1)
-                              .values(version=ChangeStamp.version + 1))
+        await change_stamp.bump(session)
 
 
 class ChangeNotices:
@@ -252,7 +250,7 @@ class ChangeNotices:
             await raw.fetchval("SELECT 1", timeout=TIMEOUT)
 
     async def _poll_stamp(self) -> None:
-        reader = StampReader(self._engine.url.database or "")
+        reader = StampReader(self._engine.url.database or "", timeout=TIMEOUT)
         try:
             seen: int | None = None
             while True:
@@ -265,35 +263,3 @@ class ChangeNotices:
                 await asyncio.sleep(STAMP_POLL)
         finally:
             await reader.close()
-
-
-class StampReader:
-    """Reads SQLite's change stamp on an ``aiosqlite`` connection of its own: one
-    round trip to its thread per read (``execute_fetchall``), where the engine's
-    pooled connection makes several (checkout, execute, fetch, reset) -- ten times
-    the CPU (``bench/change_stamp.py``). Read-only (``query_only``)."""
-
-    _SQL = "SELECT version FROM change_stamp WHERE id = 1"
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._connection: aiosqlite.Connection | None = None
-
-    async def read(self) -> int | None:
-        if self._connection is None:
-            connection = await aiosqlite.connect(self._path, timeout=TIMEOUT)
-            try:
-                await connection.execute("PRAGMA query_only=ON")
-            except BaseException:
-                await connection.close()
-                raise
-            self._connection = connection
-        rows = list(await self._connection.execute_fetchall(self._SQL))
-        return int(rows[0][0]) if rows else None
-
-    async def close(self) -> None:
-        """Closes the connection once the reads before it are done (its thread runs
-        them in order)."""
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            await connection.close()

@@ -45,6 +45,7 @@ from issuer.registration import (
 )
 from issuer.settings import Settings, SettingsError
 from issuer.store import clients as client_queries
+from issuer.store import tenants as tenant_store
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision, upgrade
 from issuer.store.records import ClientRecord
@@ -310,7 +311,7 @@ def _tenants_list(settings: Settings, args: argparse.Namespace) -> int:
         await _require_schema(engine)
         async with async_sessionmaker(engine)() as session:
             return [{"id": t.id, "name": t.name, "status": t.status}
-                    for t in await client_queries.list_tenants(session)]
+                    for t in await tenant_store.list_all(session)]
 
     tenants = _with_engine(settings, work)
     if args.json:
@@ -342,7 +343,7 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         await _require_schema(engine)
         async with async_sessionmaker(engine)() as session, session.begin():
-            tenant = await client_queries.find_tenant(session, args.tenant)
+            tenant = await tenant_store.find(session, args.tenant)
             if tenant is None:
                 raise CommandError(f"no tenant named {args.tenant!r}: create it with "
                                    f"`issuer tenants create {args.tenant}`")
@@ -380,7 +381,7 @@ def _clients_list(settings: Settings, args: argparse.Namespace) -> int:
         async with async_sessionmaker(engine)() as session:
             tenant_id = None
             if args.tenant:
-                tenant = await client_queries.find_tenant(session, args.tenant)
+                tenant = await tenant_store.find(session, args.tenant)
                 if tenant is None:
                     raise CommandError(f"no tenant named {args.tenant!r}")
                 tenant_id = tenant.id
@@ -505,7 +506,7 @@ def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
         tenant_id = None
         if args.tenant is not None:
             async with async_sessionmaker(engine)() as session:
-                tenant = await client_queries.find_tenant(session, args.tenant)
+                tenant = await tenant_store.find(session, args.tenant)
             if tenant is None:
                 raise CommandError(f"no tenant named {args.tenant!r}")
             tenant_id = tenant.id

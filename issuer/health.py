@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from issuer.services import Services
+from issuer.store.db import ping
 
 PROBE_TIMEOUT = 2.0
 
@@ -58,8 +58,8 @@ async def readyz(request: Request) -> Response:
 
 async def _database(services: Services) -> str:
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT), services.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            await ping(services.engine)
     except TimeoutError:
         return "timeout"
     except Exception as error:  # any driver's failure means "not ready"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.erp.store import associated_data as erp_connection_associated_data
@@ -33,6 +33,7 @@ from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
 from issuer.keys.ring import associated_data as signing_key_associated_data
 from issuer.secrets import secret_context
+from issuer.store import envelopes
 from issuer.store.models import Client, EncryptedKeyRow, ErpConnectionRow, SigningKeyRow
 
 BATCH_SIZE = 100
@@ -97,16 +98,11 @@ async def reencrypt(engine: AsyncEngine, encryptor: Encryptor, clock: Clock, *,
 async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColumn,
                   batch_size: int) -> ColumnReport:
     report = ColumnReport()
-    key, value = spec.table.c[spec.key], spec.table.c[spec.column]
-    context_columns = [spec.table.c[name] for name in spec.context]
+    column = envelopes.Column(spec.table, spec.key, spec.column, spec.context)
     after: Any = None
     while True:
-        statement = (select(key, value, *context_columns).where(value.is_not(None))
-                     .order_by(key).limit(batch_size))
-        if after is not None:
-            statement = statement.where(key > after)
         async with engine.begin() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
+            rows = await envelopes.batch(connection, column, after, batch_size)
             for row in rows:
                 primary_key, envelope = row[spec.key], row[spec.column]
                 if encryptor.is_current(envelope):
@@ -118,10 +114,7 @@ async def _column(engine: AsyncEngine, encryptor: Encryptor, spec: EncryptedColu
                 except DecryptionError:
                     report.failed.append(str(primary_key))
                     continue
-                result = await connection.execute(
-                    update(spec.table).where(key == primary_key, value == envelope)
-                    .values({spec.column: rewrapped}))
-                if result.rowcount == 1:
+                if await envelopes.swap(connection, column, primary_key, envelope, rewrapped):
                     report.rewrapped += 1
                 else:  # changed meanwhile, by a writer that used the current key
                     report.current += 1

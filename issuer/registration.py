@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,9 +22,11 @@ from issuer.crypto import Encryptor
 from issuer.oauth.client_jwks import check_client_jwks, check_jwks_uri
 from issuer.oauth.scopes import check_allowed_entry, is_scope_token, scope_allowed
 from issuer.secrets import hash_secret, new_client_id, new_client_secret, secret_context
-from issuer.store.clients import client_record, tenant_record
-from issuer.store.models import Client, IssuedToken, Tenant
+from issuer.store import clients, issued_tokens, tenants
+from issuer.store.clients import client_record
+from issuer.store.models import Client, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
+from issuer.store.tenants import tenant_record
 
 #: RFC 6749 §2.3.1 methods: the client sends its secret.
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
@@ -202,10 +203,7 @@ async def _check_name_free(session: AsyncSession, name: str, tenant_id: str | No
                            ) -> None:
     """A conflict naming the tenant whose name is the same as ``name`` (the unique key
     column is what guarantees it; this only says which name it is)."""
-    statement = select(Tenant.name).where(Tenant.name_key == tenant_names.key(name))
-    if tenant_id is not None:
-        statement = statement.where(Tenant.id != tenant_id)
-    taken = (await session.execute(statement)).scalar()
+    taken = await tenants.holder_of_name(session, name, other_than=tenant_id)
     if taken == name:
         raise RegistrationConflict(f"a tenant named {name!r} exists already")
     if taken is not None:
@@ -222,8 +220,10 @@ async def register_tenant(session: AsyncSession, name: str, clock: Clock,
     now = clock.now()
     row = Tenant(id=str(uuid.uuid4()), name=name, name_key=tenant_names.key(name),
                  status="active", platform=False, created_at=utc(now), updated_at=utc(now))
-    session.add(row)
-    await _flush_unique(session, f"a tenant named {name!r} exists already")
+    try:
+        await tenants.add(session, row)
+    except IntegrityError:
+        raise RegistrationConflict(f"a tenant named {name!r} exists already") from None
     await audit.record(session, AuditEvent.TENANT_CREATED, at=now, tenant_id=row.id,
                        details={"name": name}, **actor.audit_fields())
     return tenant_record(row)
@@ -233,7 +233,7 @@ async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[
                         clock: Clock, actor: Actor) -> TenantRecord:
     """Rename a tenant or change its status. The platform tenant stays active: disabling
     it would lock every platform admin out (DESIGN §4.5)."""
-    row = await _for_update(session, Tenant, tenant_id)
+    row = _visible(await tenants.lock(session, tenant_id), "tenant")
     wanted = dict(changes)
     if set(wanted) - {"name", "status"}:
         raise RegistrationError("a tenant's name and status can change, nothing else")
@@ -260,7 +260,7 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
                           actor: Actor, *, encryptor: Encryptor | None = None) -> NewClient:
     """Create a client (its secret shown once), audited with ``actor``. ``encryptor``
     keeps the secret readable for client_secret_jwt (see ``_SECRET_USING``)."""
-    tenant = await session.get(Tenant, spec.tenant_id)
+    tenant = await tenants.get(session, spec.tenant_id)
     if tenant is None:
         raise UnknownObject("unknown tenant")
     _check(spec)
@@ -284,8 +284,7 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
         token_ttl=spec.token_ttl, rate_limit=check_rate_limit(spec.rate_limit),
         status="active", created_at=utc(now), updated_at=utc(now),
     )
-    session.add(row)
-    await session.flush()
+    await clients.add(session, row)
     await audit.record(
         session, AuditEvent.CLIENT_CREATED, at=now, tenant_id=spec.tenant_id, client_id=row.id,
         details={"name": row.name, "allowedScopes": row.allowed_scopes,
@@ -302,7 +301,7 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
                         visible: Callable[[str], bool] = _anyone) -> ClientRecord:
     """Change any of :data:`CLIENT_FIELDS`; the result is checked as a whole, like a new
     client. The default audience is the one given, else the first allowed one."""
-    row = await _for_update(session, Client, client_id, visible)
+    row = _visible(await clients.lock(session, client_id), "client", visible)
     if set(changes) - set(CLIENT_FIELDS):
         raise RegistrationError(f"a client's {', '.join(CLIENT_FIELDS)} can change")
     if changes.get("status", row.status) not in STATUSES:
@@ -398,7 +397,7 @@ async def rotate_secret(session: AsyncSession, client_id: str, grace_seconds: in
     there is one grace slot."""
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise RegistrationError(f"a grace period is 0 to {MAX_GRACE_SECONDS} seconds")
-    row = await _for_update(session, Client, client_id, visible)
+    row = _visible(await clients.lock(session, client_id), "client", visible)
     if not _SECRET_USING & set(row.auth_methods):
         raise RegistrationConflict("this client authenticates with private_key_jwt only: "
                                    "it has no secret to rotate")
@@ -426,7 +425,7 @@ async def revoke_previous_secret(session: AsyncSession, client_id: str, clock: C
                                  actor: Actor, *,
                                  visible: Callable[[str], bool] = _anyone) -> ClientRecord:
     """End the grace period of the previous secret now (idempotent)."""
-    row = await _for_update(session, Client, client_id, visible)
+    row = _visible(await clients.lock(session, client_id), "client", visible)
     now = clock.now()
     until = row.previous_secret_expires_at
     in_grace = (row.previous_secret_hash is not None and until is not None
@@ -446,34 +445,26 @@ async def delete_client(session: AsyncSession, client_id: str, clock: Clock, act
                         visible: Callable[[str], bool] = _anyone) -> ClientRecord:
     """Delete a client and revoke its live tokens, so that they are refused at once
     everywhere (introspection, the admin API), not only when they expire."""
-    row = await _for_update(session, Client, client_id, visible)
+    row = _visible(await clients.lock(session, client_id), "client", visible)
     if client_id == actor.client_id:
         raise RegistrationConflict("a client cannot delete itself")
     record = await _client_record(session, row)
     now = utc(clock.now())
-    revoked = await session.execute(
-        update(IssuedToken)
-        .where(IssuedToken.client_id == client_id, IssuedToken.revoked_at.is_(None),
-               IssuedToken.expires_at > now)
-        .values(revoked_at=now).execution_options(synchronize_session=False))
-    await session.delete(row)
-    await session.flush()
+    revoked = await issued_tokens.revoke_live_of_client(session, client_id, now)
+    await clients.remove(session, row)
     await audit.record(session, AuditEvent.CLIENT_DELETED, at=clock.now(),
                        tenant_id=record.tenant_id, client_id=client_id,
                        details={"name": record.name,
-                                "issued_revoked": getattr(revoked, "rowcount", None)},
+                                "issued_revoked": revoked},
                        **actor.audit_fields())
     return record
 
 
-async def _for_update(session: AsyncSession, model: type[_Row], object_id: str,
-                      visible: Callable[[str], bool] = _anyone) -> _Row:
-    """The row, locked for this transaction (PostgreSQL; SQLite serialises writers)."""
-    statement = select(model).where(model.id == object_id).with_for_update()
-    row = (await session.execute(statement)).scalars().first()
+def _visible(row: _Row | None, kind: str, visible: Callable[[str], bool] = _anyone) -> _Row:
+    """The locked row, if the caller may see it; an unknown object otherwise."""
     tenant_id = row.id if isinstance(row, Tenant) else row.tenant_id if row else None
     if row is None or tenant_id is None or not visible(tenant_id):
-        raise UnknownObject(f"unknown {model.__tablename__[:-1]}")
+        raise UnknownObject(f"unknown {kind}")
     return row
 
 
@@ -496,6 +487,4 @@ async def _flush_unique(session: AsyncSession, conflict: str) -> None:
 
 
 async def _client_record(session: AsyncSession, row: Client) -> ClientRecord:
-    tenant_status = (await session.execute(
-        select(Tenant.status).where(Tenant.id == row.tenant_id))).scalar_one()
-    return client_record(row, tenant_status)
+    return client_record(row, await tenants.status(session, row.tenant_id))

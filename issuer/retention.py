@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 
 from issuer.clock import Clock, utc
+from issuer.store import purge
 from issuer.store.models import AuditEventRow, IssuedToken
 
 log = logging.getLogger(__name__)
@@ -70,47 +70,20 @@ async def prune(engine: AsyncEngine, clock: Clock, *, audit_retention_days: int,
     if batch < 1:
         raise ValueError("batch must be at least 1")
     now = clock.now()
-    pruner = _Pruner(engine, batch, pause, sleep)
-    tokens = await pruner.delete_until(IssuedToken.expires_at, utc(now - TOKEN_RECORD_GRACE))
-    events = await pruner.delete_until(AuditEventRow.at,
-                                       utc(now - audit_retention_days * 86400))
+    batches = 0
+
+    async def between() -> None:
+        await sleep(pause)
+
+    async def until(column: InstrumentedAttribute[datetime], cutoff: datetime) -> int:
+        nonlocal batches
+        if batches:
+            await between()  # the pause also separates the two tables' passes
+        batches += 1
+        return await purge.delete_until(engine, column, cutoff, batch, between)
+
+    tokens = await until(IssuedToken.expires_at, utc(now - TOKEN_RECORD_GRACE))
+    events = await until(AuditEventRow.at, utc(now - audit_retention_days * 86400))
     if tokens or events:
         log.info("pruned %d expired token records and %d audit events", tokens, events)
     return Pruned(tokens=tokens, audit_events=events)
-
-
-class _Pruner:
-    def __init__(self, engine: AsyncEngine, batch: int, pause: float,
-                 sleep: Callable[[float], Awaitable[Any]]) -> None:
-        self._engine = engine
-        self._batch = batch
-        self._pause = pause
-        self._sleep = sleep
-        self._batches = 0
-
-    async def delete_until(self, column: InstrumentedAttribute[datetime],
-                           cutoff: datetime) -> int:
-        """Delete every row whose ``column`` is at or before ``cutoff``, oldest first."""
-        table = column.class_
-        total = 0
-        after: datetime | None = None  # the previous batch's last time
-        while True:
-            if self._batches:
-                await self._sleep(self._pause)
-            self._batches += 1
-            in_range = [column <= cutoff] + ([column > after] if after is not None else [])
-            async with self._engine.begin() as connection:
-                # The time of the batch's last row, or None when fewer rows are left.
-                last = (await connection.execute(
-                    select(column).where(*in_range).order_by(column)
-                    .offset(self._batch - 1).limit(1))).scalar_one_or_none()
-                end = [column <= last] if last is not None else []
-                deleted = int((await connection.execute(
-                    delete(table).where(*in_range, *end)
-                    .execution_options(synchronize_session=False))).rowcount or 0)
-            total += deleted
-            if last is None:
-                return total  # that was the rest
-            if deleted < self._batch:
-                return total  # another pass deleted them first: it carries on
-            after = last

@@ -3,7 +3,7 @@
 Filters: ``event``, ``severity``, ``client_id``, ``since`` (inclusive) and
 ``until`` (exclusive), RFC 3339 date-times with their zone; newest first;
 ``?cursor=`` pages on, stable while events keep being recorded
-(:func:`issuer.audit.newest_first`). A tenant's admin sees its own tenant's events
+(``issuer.store.audit_events``). A tenant's admin sees its own tenant's events
 only (``tenant_id`` is forced to it); a platform admin sees every event, including
 those of no tenant (signing keys, requests from unknown clients), and may filter
 with ``tenant_id``.
@@ -24,15 +24,14 @@ from issuer import audit
 from issuer.admin.auth import ADMIN, require
 from issuer.admin.handlers import OBJECT_ID, parse_query, services
 from issuer.admin.http import (
-    InvalidBody,
     Operation,
     RequestModel,
     ResponseModel,
-    decode_cursor,
-    encode_cursor,
     json_response,
+    read_cursor,
 )
 from issuer.audit import AuditEvent, AuditQuery
+from issuer.store import audit_events
 
 TAG = "audit"
 PATH = "/api/v1/audit-events"
@@ -91,25 +90,11 @@ async def list_audit_events(request: Request) -> Response:
     tenant_id = params.tenant_id if principal.platform else principal.tenant_id
     query = AuditQuery(tenant_id=tenant_id, event=params.event, severity=params.severity,
                        client_id=params.client_id, since=params.since, until=params.until)
+    after = read_cursor(audit_events.ORDER, params.cursor)
     async with services(request).engine.connect() as connection:
-        items = await audit.newest_first(connection, query, before_id=_position(params.cursor),
-                                         limit=params.limit + 1)
-    next_cursor = None
-    if len(items) > params.limit:
-        items = items[:params.limit]
-        next_cursor = encode_cursor(items[-1]["id"])
-    return json_response({"items": items, "next_cursor": next_cursor})
-
-
-def _position(cursor: str | None) -> int | None:
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    if (len(values) != 1 or not isinstance(values[0], int) or isinstance(values[0], bool)
-            or not 0 <= values[0] < 2**63):  # an event id: a 64-bit database integer
-        raise InvalidBody(details={"errors": [{"field": "cursor", "message": "malformed"}]})
-    position: int = values[0]
-    return position
+        page = await audit_events.page(connection, query, after=after, limit=params.limit)
+    return json_response({"items": [audit.event_json(row) for row in page.items],
+                          "next_cursor": page.next_cursor})
 
 
 routes: list[BaseRoute] = [Route(PATH, list_audit_events, methods=["GET"])]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
@@ -37,7 +36,7 @@ from issuer.oauth.tokens import live
 from issuer.ratelimit import enforce
 from issuer.services import Services
 from issuer.settings import SIGNING_ALGS, Settings
-from issuer.store.models import Client, IssuedToken, Tenant
+from issuer.store import issued_tokens
 from jwks.verifier import JWKSVerifier, TokenError, VerifiedToken
 
 LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat
@@ -112,27 +111,15 @@ async def _online_check(engine: AsyncEngine, jti: str, client_id: str,
     since it was issued (the kill switch). Read fresh on every admin request (one
     query, no cache): the client's current allowed scopes, and whether its tenant is
     the platform's."""
-    statement = (
-        select(IssuedToken.revoked_at, IssuedToken.issued_at, Client.status,
-               Client.tokens_valid_after, Client.allowed_scopes, Tenant.status,
-               Tenant.tokens_valid_after, Tenant.platform)
-        .join(Client, Client.id == IssuedToken.client_id)
-        .join(Tenant, Tenant.id == Client.tenant_id)
-        .where(IssuedToken.jti == jti, IssuedToken.client_id == client_id,
-               Tenant.id == tenant_id)
-    )
-    async with engine.connect() as connection:
-        row = (await connection.execute(statement)).first()
+    row = await issued_tokens.admin_standing(engine, jti, client_id, tenant_id)
     if row is None:
         raise InvalidToken(reason="unknown_token")
-    (revoked_at, issued_at, client_status, client_valid_after, allowed_scopes,
-     tenant_status, tenant_valid_after, platform) = row
-    if revoked_at is not None:
+    if row.revoked_at is not None:
         raise InvalidToken(reason="revoked")
-    if not (live(client_status, client_valid_after, issued_at)
-            and live(tenant_status, tenant_valid_after, issued_at)):
+    if not (live(row.client_status, row.client_valid_after, row.issued_at)
+            and live(row.tenant_status, row.tenant_valid_after, row.issued_at)):
         raise InvalidToken(reason="client_or_tenant_disabled")
-    return bool(platform), list(allowed_scopes)
+    return row.platform, list(row.allowed_scopes)
 
 
 async def require(request: Request, *any_of: str) -> Principal:

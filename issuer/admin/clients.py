@@ -36,8 +36,6 @@ from issuer.admin.handlers import (
     iso,
     listed_tenant,
     object_id,
-    page_json,
-    page_params,
     parse_query,
     registration_errors,
     services,
@@ -48,11 +46,13 @@ from issuer.admin.http import (
     RequestModel,
     ResponseModel,
     json_response,
+    page_limit,
     parse_body,
+    read_cursor,
 )
 from issuer.errors import NO_STORE, NotFound
 from issuer.registration import ClientSpec
-from issuer.store import clients as queries
+from issuer.store import clients, tenants
 from issuer.store.records import ClientRecord
 
 TAG = "clients"
@@ -195,21 +195,23 @@ async def list_clients(request: Request) -> Response:
     """Platform admins page through every client (or one tenant's); a tenant admin
     through its tenant's. Naming a tenant one may not see is a 404."""
     principal = await require(request, ADMIN)
-    parse_query(request, ClientQuery)
-    limit, after = page_params(request)
+    query = parse_query(request, ClientQuery)
+    limit = page_limit(request)
+    after = read_cursor(clients.ORDER, query.cursor)
     tenant_id = listed_tenant(request, principal)
     async with AsyncSession(services(request).engine) as session:
-        if tenant_id is not None and await queries.get_tenant(session, tenant_id) is None:
+        if tenant_id is not None and await tenants.get(session, tenant_id) is None:
             raise NotFound(reason="unknown_tenant")
-        records, next_key = await queries.client_page(session, after=after, limit=limit,
-                                                      tenant_id=tenant_id)
-    return json_response(page_json([client_json(record) for record in records], next_key))
+        page = await clients.page(session, after=after, limit=limit, tenant_id=tenant_id)
+    return json_response({"items": [client_json(record) for record in page.items],
+                          "next_cursor": page.next_cursor})
 
 
 async def get_client(request: Request) -> Response:
     principal = await require(request, ADMIN)
     async with AsyncSession(services(request).engine) as session:
-        record = await queries.get_client(session, object_id(request.path_params["client_id"]))
+        record = await clients.get_client(session,
+                                          object_id(request.path_params["client_id"]))
     if record is None or not principal.sees(record.tenant_id):
         raise NotFound(reason="unknown_or_other_tenant_client")
     return json_response(client_json(record))

@@ -1,5 +1,6 @@
 """Shared HTTP plumbing of the admin API: JSON bodies validated by pydantic models
-(the same models generate the OpenAPI schemas), JSON answers, cursor pagination.
+(the same models generate the OpenAPI schemas), JSON answers, cursor pagination
+(the cursor itself is ``issuer.store.cursor``'s).
 
 Every JSON body of the API (admin, ERP and NetSuite connectors) goes through
 :func:`parse_body`, which bounds what a stranger can make the server hold or recurse
@@ -11,7 +12,6 @@ the document says the same.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from issuer.errors import OAuthError
+from issuer.store import cursor
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY = 64 * 1024
@@ -167,21 +168,30 @@ def json_response(data: Any, status_code: int = 200) -> Response:
 
 
 def encode_cursor(*values: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+    return cursor.encode_values(*values)
 
 
-def decode_cursor(cursor: str | None) -> list[Any] | None:
-    if not cursor:
+def decode_cursor(value: str | None) -> list[Any] | None:
+    """A cursor's values, unchecked (the caller checks them); a 422 when it is none."""
+    if not value:
         return None
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidBody("bad cursor", details={"errors": [{"field": "cursor",
-                                                             "message": "malformed"}]}) from None
-    if not isinstance(values, list):
-        raise InvalidBody(details={"errors": [{"field": "cursor", "message": "malformed"}]})
-    return values
+        return cursor.decode_values(value)
+    except cursor.MalformedCursor:
+        raise malformed_cursor() from None
+
+
+def read_cursor(keyset: cursor.Keyset, value: str | None) -> cursor.Key | None:
+    """``?cursor=`` as the sort key of ``keyset``'s listing (None: the first page); a
+    cursor the listing did not make is a 422 naming it, on every listing alike."""
+    try:
+        return keyset.decode(value)
+    except cursor.MalformedCursor:
+        raise malformed_cursor() from None
+
+
+def malformed_cursor() -> InvalidBody:
+    return InvalidBody(details={"errors": [{"field": "cursor", "message": "malformed"}]})
 
 
 def page_limit(request: Request, default: int = 50, maximum: int = 200) -> int:

@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
-from sqlalchemy import and_, func, not_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -61,10 +59,9 @@ from issuer.admin.http import (
     Operation,
     RequestModel,
     ResponseModel,
-    decode_cursor,
-    encode_cursor,
     json_response,
     parse_body,
+    read_cursor,
     without_null,
 )
 from issuer.audit import AuditEvent
@@ -81,14 +78,13 @@ from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, reque
 from issuer.oauth.tokens import decode_access_token
 from issuer.ratelimit import enforce
 from issuer.services import Services
+from issuer.store import issued_tokens
 from issuer.store.clients import get_client
-from issuer.store.models import Client, IssuedToken, Tenant
 from issuer.store.records import ClientRecord
 
 TAG = "M2M tokens"
 #: Client ids, tenant ids and jtis are visible ASCII (and PostgreSQL refuses NUL in text).
 ID_PATTERN = r"^[\x21-\x7e]+$"
-_ID = re.compile(ID_PATTERN)
 
 
 # Schemas (they validate the requests and generate /openapi.json) -------------------
@@ -196,20 +192,24 @@ async def mint_token(request: Request) -> Response:
 async def list_tokens(request: Request) -> Response:
     principal = await require(request, ADMIN)
     query = parse_query(request, ListTokensQuery)
-    position = _decode_position(query.cursor)
+    after = read_cursor(issued_tokens.ORDER, query.cursor)
     services: Services = request.state.services
     with _store_errors_as_503():
         client_id = None
         if query.clientId is not None:
             client_id = (await _visible_client(services, principal, query.clientId)).client_id
-        items = await _token_page(
-            services, tenant_id=None if principal.platform else principal.tenant_id,
-            client_id=client_id, active=query.active, after=position, limit=query.limit + 1)
-    next_cursor = None
-    if len(items) > query.limit:
-        items = items[:query.limit]
-        next_cursor = encode_cursor(items[-1].issuedAt.isoformat(), items[-1].jti)
-    return json_response(TokenPage(items=items, nextCursor=next_cursor).model_dump(mode="json"))
+        async with AsyncSession(services.engine) as session:
+            page = await issued_tokens.page(
+                session, now=utc(services.clock.now()), after=after, limit=query.limit,
+                tenant_id=None if principal.platform else principal.tenant_id,
+                client_id=client_id, active=query.active)
+    items = [TokenMetadata(
+        jti=token.jti, clientId=token.client_id, tenantId=token.tenant_id,
+        scopes=token.scope.split(), audience=list(token.audience), issuedAt=token.issued_at,
+        expiresAt=token.expires_at, revokedAt=token.revoked_at, active=token.active,
+    ) for token in page.items]
+    return json_response(TokenPage(items=items, nextCursor=page.next_cursor)
+                         .model_dump(mode="json"))
 
 
 async def revoke_token(request: Request) -> Response:
@@ -230,79 +230,26 @@ async def revoke_token(request: Request) -> Response:
 # Store work -------------------------------------------------------------------------
 
 
-async def _token_page(services: Services, *, tenant_id: str | None, client_id: str | None,
-                      active: bool | None, after: tuple[datetime, str] | None,
-                      limit: int) -> list[TokenMetadata]:
-    """Up to ``limit`` token records, newest first, after the ``after`` position."""
-    now = utc(services.clock.now())
-    # Token records outlive deleted clients, hence the outer joins.
-    client_status = func.coalesce(Client.status, "deleted")
-    tenant_status = func.coalesce(Tenant.status, "deleted")
-    # The kill switch: a token issued before its client or tenant was disabled stays
-    # inactive after a re-enable (issuer.registration).
-    not_killed = and_(
-        or_(Client.tokens_valid_after.is_(None),
-            IssuedToken.issued_at >= Client.tokens_valid_after),
-        or_(Tenant.tokens_valid_after.is_(None),
-            IssuedToken.issued_at >= Tenant.tokens_valid_after))
-    statement = (
-        select(IssuedToken, client_status, tenant_status, not_killed)
-        .outerjoin(Client, Client.id == IssuedToken.client_id)
-        .outerjoin(Tenant, Tenant.id == IssuedToken.tenant_id)
-    )
-    if tenant_id is not None:
-        statement = statement.where(IssuedToken.tenant_id == tenant_id)
-    if client_id is not None:
-        statement = statement.where(IssuedToken.client_id == client_id)
-    live = and_(IssuedToken.revoked_at.is_(None), IssuedToken.expires_at > now,
-                client_status == "active", tenant_status == "active", not_killed)
-    if active is not None:
-        statement = statement.where(live if active else not_(live))
-    if after is not None:
-        at, jti = after
-        statement = statement.where(or_(
-            IssuedToken.issued_at < at, and_(IssuedToken.issued_at == at, IssuedToken.jti < jti)))
-    # (issued_at, jti) is unique (jti is the key), so the position is exact: a
-    # token committed while a caller pages sorts before the cursor or after it,
-    # once; no token is repeated or skipped.
-    statement = statement.order_by(IssuedToken.issued_at.desc(), IssuedToken.jti.desc())
-    async with AsyncSession(services.engine) as session:
-        rows = (await session.execute(statement.limit(limit))).all()
-    return [TokenMetadata(
-        jti=token.jti, clientId=token.client_id, tenantId=token.tenant_id,
-        scopes=token.scope.split(), audience=list(token.audience),
-        issuedAt=token.issued_at, expiresAt=token.expires_at, revokedAt=token.revoked_at,
-        active=(token.revoked_at is None and token.expires_at > now
-                and client == "active" and tenant == "active" and bool(alive)),
-    ) for token, client, tenant, alive in rows]
-
-
 async def _revoke(services: Services, request: Request, principal: Principal, jti: str,
                   client_id: str, *, identified_by: str) -> None:
     """Set ``revoked_at`` and record ``M2M_TOKEN_REVOKED``, in one transaction."""
     async with services.engine.begin() as connection:
-        found = (await connection.execute(
-            select(IssuedToken.client_id, IssuedToken.tenant_id, IssuedToken.revoked_at)
-            .where(IssuedToken.jti == jti))).first()
+        found = await issued_tokens.owner(connection, jti)
         if found is None:
             raise NotFound(reason="unknown_jti")
-        token_client_id, tenant_id, revoked_at = found
-        principal.check_tenant(tenant_id)
-        if token_client_id != client_id:
+        principal.check_tenant(found.tenant_id)
+        if found.client_id != client_id:
             raise InvalidRequest("'clientId' does not match the token",
                                  reason="client_id_mismatch")
-        if revoked_at is not None:
+        if found.revoked_at is not None:
             return  # idempotent: already revoked, nothing changes, nothing to record
         now = services.clock.now()
-        result = await connection.execute(
-            update(IssuedToken).where(IssuedToken.jti == jti, IssuedToken.revoked_at.is_(None))
-            .values(revoked_at=utc(now)))
-        if result.rowcount != 1:
+        if not await issued_tokens.revoke(connection, jti, utc(now)):
             return  # a concurrent revocation got there first and recorded it
         await audit.record(
             connection, AuditEvent.M2M_TOKEN_REVOKED, at=now, actor=principal.client_id,
-            tenant_id=tenant_id, client_id=token_client_id, source=request_source(request),
-            request_id=request_id(request),
+            tenant_id=found.tenant_id, client_id=found.client_id,
+            source=request_source(request), request_id=request_id(request),
             details={"jti": jti, "userId": principal.client_id, "identifiedBy": identified_by})
 
 
@@ -334,24 +281,6 @@ def _jti_of(token: str, services: Services) -> str:
         raise InvalidRequest("The token was not issued by this server",
                              reason="token_not_ours")
     return jti
-
-
-def _decode_position(cursor: str | None) -> tuple[datetime, str] | None:
-    values = decode_cursor(cursor)
-    if values is None:
-        return None
-    try:
-        at, jti = values
-        if not isinstance(at, str) or not isinstance(jti, str) or not _ID.fullmatch(jti):
-            raise ValueError
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError
-        moment = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidBody(details={"errors": [{"field": "cursor",
-                                               "message": "malformed"}]}) from None
-    return moment, jti
 
 
 @contextmanager

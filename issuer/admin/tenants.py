@@ -29,8 +29,6 @@ from issuer.admin.handlers import (
     actor,
     iso,
     object_id,
-    page_json,
-    page_params,
     parse_query,
     registration_errors,
     services,
@@ -41,10 +39,12 @@ from issuer.admin.http import (
     RequestModel,
     ResponseModel,
     json_response,
+    page_limit,
     parse_body,
+    read_cursor,
 )
 from issuer.errors import InsufficientScope, NotFound
-from issuer.store import clients as queries
+from issuer.store import tenants
 from issuer.store.records import TenantRecord
 
 TAG = "tenants"
@@ -99,13 +99,14 @@ async def create_tenant(request: Request) -> Response:
 async def list_tenants(request: Request) -> Response:
     """Platform admins page through every tenant; a tenant admin sees its own."""
     principal = await require(request, ADMIN)
-    parse_query(request, PageQuery)
-    limit, after = page_params(request)
+    query = parse_query(request, PageQuery)
+    limit = page_limit(request)
+    after = read_cursor(tenants.ORDER, query.cursor)
     async with AsyncSession(services(request).engine) as session:
-        records, next_key = await queries.tenant_page(
-            session, after=after, limit=limit,
-            tenant_id=None if principal.platform else principal.tenant_id)
-    return json_response(page_json([tenant_json(record) for record in records], next_key))
+        page = await tenants.page(session, after=after, limit=limit,
+                                  tenant_id=None if principal.platform else principal.tenant_id)
+    return json_response({"items": [tenant_json(record) for record in page.items],
+                          "next_cursor": page.next_cursor})
 
 
 async def get_tenant(request: Request) -> Response:
@@ -113,7 +114,7 @@ async def get_tenant(request: Request) -> Response:
     tenant_id = object_id(request.path_params["tenant_id"])
     principal.check_tenant(tenant_id)
     async with AsyncSession(services(request).engine) as session:
-        record = await queries.get_tenant(session, tenant_id)
+        record = await tenants.get(session, tenant_id)
     if record is None:
         raise NotFound(reason="unknown_tenant")
     return json_response(tenant_json(record))

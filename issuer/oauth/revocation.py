@@ -24,7 +24,6 @@ Decisions, each from the RFC:
 from __future__ import annotations
 
 from pydantic import Field
-from sqlalchemy import update
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -42,8 +41,8 @@ from issuer.oauth.server import _Request
 from issuer.oauth.tokens import PresentedToken
 from issuer.openapi import ClientAuthForm
 from issuer.services import Services
+from issuer.store import issued_tokens
 from issuer.store.bounds import bounded
-from issuer.store.models import IssuedToken
 from issuer.store.records import ClientRecord
 
 
@@ -70,12 +69,7 @@ async def _mark_revoked(services: Services, request: Request, caller: ClientReco
     """
     now = services.clock.now()
     async with services.engine.begin() as connection:
-        result = await connection.execute(
-            update(IssuedToken)
-            .where(IssuedToken.jti == token.jti, IssuedToken.revoked_at.is_(None))
-            .values(revoked_at=utc(now))
-        )
-        if result.rowcount == 1:
+        if await issued_tokens.revoke(connection, token.jti, utc(now)):
             await audit.record(
                 connection, AuditEvent.M2M_TOKEN_REVOKED, at=now, actor=caller.client_id,
                 tenant_id=token.tenant_id, client_id=token.client_id,

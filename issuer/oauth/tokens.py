@@ -26,7 +26,6 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
@@ -42,7 +41,7 @@ from issuer.errors import (
 from issuer.keys.ring import KeyRing
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge
 from issuer.oauth.scopes import scope_allowed
-from issuer.store.models import Client, IssuedToken, Tenant
+from issuer.store import issued_tokens, tenants
 
 #: The scope that lets a client of the platform tenant introspect every tenant's tokens.
 INTROSPECT = "introspect"
@@ -111,27 +110,16 @@ async def load_presented(engine: AsyncEngine, keyring: KeyRing, issuer: str,
     jti, client_id = claims.get("jti"), claims.get("client_id")
     if not isinstance(jti, str) or not isinstance(client_id, str):
         return None
-    statement = (
-        select(IssuedToken.client_id, IssuedToken.tenant_id, IssuedToken.issued_at,
-               IssuedToken.expires_at, IssuedToken.revoked_at, Client.status,
-               Client.tokens_valid_after, Tenant.status, Tenant.tokens_valid_after)
-        .outerjoin(Client, Client.id == IssuedToken.client_id)
-        .outerjoin(Tenant, Tenant.id == IssuedToken.tenant_id)
-        .where(IssuedToken.jti == jti)
-    )
-    async with engine.connect() as connection:
-        row = (await connection.execute(statement)).first()
-    if row is None:
+    record = await issued_tokens.standing(engine, jti)
+    if record is None:
         return None
-    (row_client, row_tenant, issued_at, expires_at, revoked_at,
-     client_status, client_valid_after, tenant_status, tenant_valid_after) = row
-    if row_client != client_id or row_tenant != claims.get("tenant_id"):
+    if record.client_id != client_id or record.tenant_id != claims.get("tenant_id"):
         return None  # a signed token that disagrees with its record is not vouched for
     return PresentedToken(
-        claims=claims, jti=jti, client_id=row_client, tenant_id=row_tenant,
-        expires_at=expires_at.timestamp(), revoked=revoked_at is not None,
-        client_active=live(client_status, client_valid_after, issued_at),
-        tenant_active=live(tenant_status, tenant_valid_after, issued_at),
+        claims=claims, jti=jti, client_id=record.client_id, tenant_id=record.tenant_id,
+        expires_at=record.expires_at.timestamp(), revoked=record.revoked_at is not None,
+        client_active=live(record.client_status, record.client_valid_after, record.issued_at),
+        tenant_active=live(record.tenant_status, record.tenant_valid_after, record.issued_at),
     )
 
 
@@ -144,9 +132,7 @@ def live(status: str | None, tokens_valid_after: datetime | None, issued_at: dat
 
 async def is_platform_tenant(engine: AsyncEngine, tenant_id: str) -> bool:
     """Whether ``tenant_id`` is the platform (bootstrap) tenant."""
-    statement = select(Tenant.platform).where(Tenant.id == tenant_id)
-    async with engine.connect() as connection:
-        return bool((await connection.execute(statement)).scalar())
+    return await tenants.is_platform(engine, tenant_id)
 
 
 # The Authlib endpoints (sync, no I/O) ----------------------------------------------------

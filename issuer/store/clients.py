@@ -1,4 +1,5 @@
-"""Tenants and clients: queries and inserts."""
+"""The clients repository: every query and write of the ``clients`` table, and the
+token endpoint's cached view of it (:class:`ClientStore`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from issuer import tenant_names
 from issuer.clock import Clock, utc
+from issuer.store import tenants
+from issuer.store.cursor import INSTANT, Identifier, Key, Keyset, Page, page_of
 from issuer.store.models import Client, Tenant
 from issuer.store.records import ClientRecord, TenantRecord
+from issuer.store.tenants import OBJECT_ID
 
 #: Every client_id this issuer issues matches this; anything else is unknown without a query.
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-def tenant_record(row: Tenant) -> TenantRecord:
-    return TenantRecord(id=row.id, name=row.name, status=row.status,
-                        created_at=row.created_at.timestamp())
+CLIENT_ID = re.compile(rf"^{OBJECT_ID}$")
+#: The listing's order: oldest first, ties broken by client_id.
+ORDER = Keyset((Client.created_at, Client.id), (INSTANT, Identifier(OBJECT_ID)))
 
 
 def client_record(row: Client, tenant_status: str) -> ClientRecord:
@@ -53,15 +53,8 @@ def client_record(row: Client, tenant_status: str) -> ClientRecord:
 
 
 async def find_tenant(session: AsyncSession, name_or_id: str) -> TenantRecord | None:
-    statement = select(Tenant).where((Tenant.name_key == tenant_names.key(name_or_id))
-                                     | (Tenant.id == name_or_id))
-    row = (await session.execute(statement)).scalars().first()
-    return tenant_record(row) if row else None
-
-
-async def list_tenants(session: AsyncSession) -> list[TenantRecord]:
-    rows = (await session.execute(select(Tenant).order_by(Tenant.created_at))).scalars()
-    return [tenant_record(row) for row in rows]
+    """:func:`issuer.store.tenants.find`, under the name the connectors' CLI knows."""
+    return await tenants.find(session, name_or_id)
 
 
 async def get_client(session: AsyncSession, client_id: str) -> ClientRecord | None:
@@ -79,7 +72,44 @@ async def list_clients(session: AsyncSession, tenant_id: str | None = None) -> l
     return [client_record(client, status) for client, status in rows]
 
 
-# Keyset pagination for the admin API: pages in (created_at, id) order; a page's
+async def page(session: AsyncSession, *, after: Key | None, limit: int,
+               tenant_id: str | None = None) -> Page[ClientRecord]:
+    """Up to ``limit`` clients past ``after`` in :data:`ORDER` (of ``tenant_id`` when
+    given)."""
+    statement = select(Client, Tenant.status).join(Tenant, Tenant.id == Client.tenant_id)
+    if tenant_id is not None:
+        statement = statement.where(Client.tenant_id == tenant_id)
+    rows = (await session.execute(ORDER.page(statement, after, limit))).all()
+    return page_of(ORDER, rows, limit, lambda row: (row[0].created_at, row[0].id),
+                   lambda row: client_record(row[0], row[1]))
+
+
+async def lock(session: AsyncSession, client_id: str) -> Client | None:
+    """The row, locked for this transaction (PostgreSQL; SQLite serialises writers)."""
+    statement = select(Client).where(Client.id == client_id).with_for_update()
+    row: Client | None = (await session.execute(statement)).scalars().first()
+    return row
+
+
+async def add(session: AsyncSession, row: Client) -> None:
+    """Insert ``row`` in this transaction (flushed)."""
+    session.add(row)
+    await session.flush()
+
+
+async def remove(session: AsyncSession, row: Client) -> None:
+    """Delete ``row`` in this transaction (flushed)."""
+    await session.delete(row)
+    await session.flush()
+
+
+async def active_scopes(session: AsyncSession) -> list[list[str]]:
+    """The allowed scopes of every active client."""
+    statement = select(Client.allowed_scopes).where(Client.status == "active")
+    return [list(entries) for entries in (await session.execute(statement)).scalars().all()]
+
+
+# The connectors' listings page in (created_at, id) order too, through these: a page's
 # key is the last item's (created_at ISO 8601, id), opaque to callers.
 PageKey = tuple[datetime, str]
 
@@ -105,44 +135,8 @@ def keyset(statement: Select[Any], created_at: Any, object_id: Any,
            after: tuple[datetime, Any] | None, limit: int) -> Select[Any]:
     """``statement`` in (created_at, id) order after ``after``: ``limit`` + 1 rows, the
     extra one saying whether another page follows."""
-    if after is not None:
-        statement = statement.where(or_(created_at > after[0],
-                                        and_(created_at == after[0], object_id > after[1])))
-    return statement.order_by(created_at, object_id).limit(limit + 1)
-
-
-async def get_tenant(session: AsyncSession, tenant_id: str) -> TenantRecord | None:
-    row = await session.get(Tenant, tenant_id)
-    return tenant_record(row) if row else None
-
-
-async def tenant_page(session: AsyncSession, *, after: PageKey | None, limit: int,
-                      tenant_id: str | None = None) -> tuple[list[TenantRecord], list[str] | None]:
-    """Up to ``limit`` tenants after ``after`` (only ``tenant_id`` when given), and the
-    key of the next page (None on the last)."""
-    statement = select(Tenant)
-    if tenant_id is not None:
-        statement = statement.where(Tenant.id == tenant_id)
-    rows = (await session.execute(
-        keyset(statement, Tenant.created_at, Tenant.id, after, limit))).scalars().all()
-    records = [tenant_record(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return records, key_values(records[-1].created_at, records[-1].id) if more else None
-
-
-async def client_page(session: AsyncSession, *, after: PageKey | None, limit: int,
-                      tenant_id: str | None = None) -> tuple[list[ClientRecord], list[str] | None]:
-    """Up to ``limit`` clients after ``after`` (of ``tenant_id`` when given), and the key
-    of the next page (None on the last)."""
-    statement = select(Client, Tenant.status).join(Tenant, Tenant.id == Client.tenant_id)
-    if tenant_id is not None:
-        statement = statement.where(Client.tenant_id == tenant_id)
-    rows = (await session.execute(
-        keyset(statement, Client.created_at, Client.id, after, limit))).all()
-    records = [client_record(client, status) for client, status in rows[:limit]]
-    more = len(rows) > limit
-    return records, (key_values(records[-1].created_at, records[-1].client_id) if more
-                     else None)
+    order = Keyset((created_at, object_id), (INSTANT, Identifier(OBJECT_ID)))
+    return order.page(statement, after, limit)
 
 
 class ClientStore:
@@ -220,9 +214,8 @@ class ClientStore:
         if self._scopes is not None and self._scopes[0] > now:
             return self._scopes[1]
         generation = self._generation
-        statement = select(Client.allowed_scopes).where(Client.status == "active")
         async with self._sessions() as session:
-            rows = (await session.execute(statement)).scalars().all()
+            rows = await active_scopes(session)
         scopes = sorted({scope for entries in rows for scope in entries if "*" not in scope})
         if generation == self._generation:
             self._scopes = (now + self._ttl, scopes)

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -87,6 +87,12 @@ def create_engine(database_url: str, *, timeout: float | None = None,
 def is_sqlite_file(database_url: str) -> bool:
     """A SQLite database in a plain file, which a connection beside the engine's sees."""
     return database_url.startswith("sqlite") and not _in_memory(database_url)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (the readiness probe); raises if it fails."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 def _in_memory(database_url: str) -> bool:
