@@ -37,7 +37,8 @@ from connectors.netsuite import from_services as netsuite_service
 from connectors.netsuite import routes as netsuite
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
-from issuer.admin.http import Operation
+from issuer.admin.http import Endpoint
+from issuer.admin.http import routes as http_routes
 from issuer.background import every
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
@@ -53,7 +54,14 @@ from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
-from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
+from issuer.openapi import (
+    Health,
+    JWKSet,
+    Readiness,
+    TokenForm,
+    TokenResponse,
+    openapi_endpoint,
+)
 from issuer.outbound import OutboundPolicy, guarded_transport, tls_context
 from issuer.ratelimit import (
     MAINTAIN_EVERY,
@@ -184,28 +192,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 await redis.aclose()
             await engine.dispose()
 
-    routes = [
-        Route("/token", token, methods=["POST"]),
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route("/.well-known/oauth-authorization-server", authorization_server_metadata,
-              methods=["GET"]),
-        Route("/.well-known/openid-configuration", authorization_server_metadata,
-              methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *introspection.routes,
-        *revocation.routes,
-        *tenants.routes,
-        *clients.routes,
-        *m2m_tokens.routes,
-        *keys.routes,
-        *audit_events.routes,
-        *erp_routes.routes,
-        *netsuite.routes,
-    ]
-    routes.append(Route("/openapi.json",
-                        openapi_endpoint(settings.issuer_url, documented_operations()),
+    routes = http_routes(ENDPOINTS)
+    routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, ENDPOINTS),
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
@@ -226,12 +214,35 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     ))
 
 
-def documented_operations() -> list[Operation]:
-    """Every operation /openapi.json documents, in the order of the routes."""
-    return [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
-            *tenants.operations, *clients.operations, *m2m_tokens.operations,
-            *keys.operations, *audit_events.operations, *erp_routes.operations,
-            *netsuite.operations]
+#: Every endpoint but /openapi.json, in the order the routes match; the routes and the
+#: document are both built from these records.
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/token", token, "Get an access token (client_credentials, RFC 6749 "
+             "§4.4)", "oauth", request=TokenForm, response=TokenResponse, auth="client",
+             form=True, errors=(400, 401, 403, 429, 503)),
+    Endpoint("GET", "/.well-known/jwks.json", jwks, "Public signing keys (RFC 7517)",
+             "discovery", response=JWKSet, auth="none", errors=(),
+             media_type="application/jwk-set+json"),  # RFC 7517 §8.5.1
+    Endpoint("GET", "/.well-known/oauth-authorization-server", authorization_server_metadata,
+             "Authorization server metadata (RFC 8414)", "discovery", auth="none", errors=()),
+    Endpoint("GET", "/.well-known/openid-configuration", authorization_server_metadata,
+             "The same metadata", "discovery", auth="none", errors=()),
+    Endpoint("GET", "/healthz", healthz, "Liveness", "ops", response=Health, auth="none",
+             errors=()),
+    Endpoint("GET", "/readyz", readyz, "Readiness: database, Redis, signing key (503 when "
+             "not ready)", "ops", response=Readiness, auth="none", errors=()),
+    Endpoint("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition "
+             "format)", "ops", auth="none", errors=(), media_type="text/plain"),
+    *introspection.endpoints,
+    *revocation.endpoints,
+    *tenants.endpoints,
+    *clients.endpoints,
+    *m2m_tokens.endpoints,
+    *keys.endpoints,
+    *audit_events.endpoints,
+    *erp_routes.endpoints,
+    *netsuite.endpoints,
+)
 
 
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:

@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from connectors.netsuite.certificates_api import CertificateApiFailed
 from connectors.netsuite.connector import (
@@ -49,7 +48,7 @@ from connectors.netsuite.schemas import (
 from connectors.netsuite.service import NetsuiteM2MService
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
-from issuer.admin.auth import require_integrator
+from issuer.admin.auth import ADMIN, INTEGRATOR, require_integrator
 from issuer.admin.handlers import (
     actor,
     iso,
@@ -60,8 +59,8 @@ from issuer.admin.handlers import (
     parse_query,
 )
 from issuer.admin.http import (
+    Endpoint,
     InvalidBody,
-    Operation,
     json_response,
     parse_body,
 )
@@ -285,52 +284,42 @@ PATH = "/api/v1/ipaas/connectors"
 ITEM = PATH + "/{connector_id}"
 M2M = ITEM + "/m2m"
 
-routes: list[BaseRoute] = [
-    Route(PATH, create_connector, methods=["POST"]),
-    Route(PATH, list_connectors, methods=["GET"]),
-    Route(ITEM, get_connector, methods=["GET"]),
-    Route(ITEM, update_connector, methods=["PATCH"]),
-    Route(ITEM, delete_connector, methods=["DELETE"]),
-    Route(M2M + "/key-pair", create_key_pair, methods=["POST"]),
-    Route(M2M + "/certificate", get_certificate, methods=["GET"]),
-    Route(M2M + "/certificate-id", put_certificate_id, methods=["PUT"]),
-    Route(M2M + "/rotation/initiate", initiate_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/confirm", confirm_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/cancel", cancel_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/auto", auto_rotation, methods=["POST"]),
-    Route(M2M + "/verify", verify, methods=["POST"]),
+#: An ``admin`` or ``integrator`` of the connector's tenant.
+_ROLES = (ADMIN, INTEGRATOR)
+endpoints: list[Endpoint] = [
+    Endpoint("POST", PATH, create_connector, "Create a NetSuite M2M connector", TAG,
+             status=201, request=ConnectorCreate, response=Connector, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("GET", PATH, list_connectors, "List NetSuite connectors (a tenant's caller sees "
+             "its tenant's)", TAG, query=ConnectorQuery, response=ConnectorPage, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("GET", ITEM, get_connector, "Show a NetSuite connector", TAG, response=Connector,
+             roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("PATCH", ITEM, update_connector, "Change a NetSuite connector's settings", TAG,
+             request=ConnectorPatch, response=Connector, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("DELETE", ITEM, delete_connector, "Delete a NetSuite connector and its keys", TAG,
+             status=204, roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("POST", M2M + "/key-pair", create_key_pair, "Generate the key pair; download the "
+             "public certificate to upload to NetSuite", TAG, media_type=PEM, roles=_ROLES,
+             errors=(401, 403, 404, 409)),
+    Endpoint("GET", M2M + "/certificate", get_certificate, "The current public certificate "
+             "(PEM)", TAG, media_type=PEM, roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("PUT", M2M + "/certificate-id", put_certificate_id, "Record the Certificate ID "
+             "NetSuite assigned", TAG, request=CertificateIdBody, response=Connector,
+             roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/initiate", initiate_rotation, "Start a certificate "
+             "rotation: a new key pair and certificate", TAG, response=RotationStarted,
+             roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/confirm", confirm_rotation, "Switch to the new "
+             "certificate by its Certificate ID", TAG, request=CertificateIdBody,
+             response=Outcome, roles=_ROLES, errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", M2M + "/rotation/cancel", cancel_rotation, "Discard a pending rotation",
+             TAG, response=Outcome, roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/auto", auto_rotation, "Rotate through NetSuite's "
+             "certificate API; the old certificate is revoked after the overlap", TAG,
+             request=AutoRotation, response=AutoRotated, roles=_ROLES,
+             errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", M2M + "/verify", verify, "Fetch a fresh token from NetSuite", TAG,
+             response=Verified, roles=_ROLES, errors=(401, 403, 404, 422)),
 ]
-
-operations: list[Operation] = [
-    Operation("POST", PATH, "Create a NetSuite M2M connector", TAG, status=201,
-              request=ConnectorCreate, response=Connector, errors=(401, 403, 404, 422)),
-    Operation("GET", PATH, "List NetSuite connectors (a tenant's caller sees its tenant's)",
-              TAG, query=ConnectorQuery, response=ConnectorPage, errors=(401, 403, 404, 422)),
-    Operation("GET", ITEM, "Show a NetSuite connector", TAG, response=Connector,
-              errors=(401, 403, 404)),
-    Operation("PATCH", ITEM, "Change a NetSuite connector's settings", TAG,
-              request=ConnectorPatch, response=Connector, errors=(401, 403, 404, 422)),
-    Operation("DELETE", ITEM, "Delete a NetSuite connector and its keys", TAG, status=204,
-              errors=(401, 403, 404)),
-    Operation("POST", M2M + "/key-pair", "Generate the key pair; download the public "
-              "certificate to upload to NetSuite", TAG, media_type=PEM,
-              errors=(401, 403, 404, 409)),
-    Operation("GET", M2M + "/certificate", "The current public certificate (PEM)", TAG,
-              media_type=PEM, errors=(401, 403, 404)),
-    Operation("PUT", M2M + "/certificate-id", "Record the Certificate ID NetSuite assigned",
-              TAG, request=CertificateIdBody, response=Connector,
-              errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/initiate", "Start a certificate rotation: a new key "
-              "pair and certificate", TAG, response=RotationStarted, errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/confirm", "Switch to the new certificate by its "
-              "Certificate ID", TAG, request=CertificateIdBody, response=Outcome,
-              errors=(401, 403, 404, 422, 503)),
-    Operation("POST", M2M + "/rotation/cancel", "Discard a pending rotation", TAG,
-              response=Outcome, errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/auto", "Rotate through NetSuite's certificate API; "
-              "the old certificate is revoked after the overlap", TAG, request=AutoRotation,
-              response=AutoRotated, errors=(401, 403, 404, 422, 503)),
-    Operation("POST", M2M + "/verify", "Fetch a fresh token from NetSuite", TAG,
-              response=Verified, errors=(401, 403, 404, 422)),
-]
-

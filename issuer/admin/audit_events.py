@@ -18,14 +18,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import audit
 from issuer.admin.auth import ADMIN, require
 from issuer.admin.handlers import OBJECT_ID, parse_query, services
 from issuer.admin.http import (
+    Endpoint,
     InvalidBody,
-    Operation,
     RequestModel,
     ResponseModel,
     decode_cursor,
@@ -112,9 +111,8 @@ def _position(cursor: str | None) -> int | None:
     return position
 
 
-routes: list[BaseRoute] = [Route(PATH, list_audit_events, methods=["GET"])]
-
-operations: list[Operation] = [
-    Operation("GET", PATH, "Audit events, newest first (a tenant admin sees its tenant's)",
-              TAG, query=AuditEventsQuery, response=AuditEventPage, errors=(401, 403, 422)),
+endpoints: list[Endpoint] = [
+    Endpoint("GET", PATH, list_audit_events, "Audit events, newest first (a tenant admin "
+             "sees its tenant's)", TAG, query=AuditEventsQuery, response=AuditEventPage,
+             roles=(ADMIN,), errors=(401, 403, 422)),
 ]

@@ -51,14 +51,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import audit
 from issuer.admin.auth import ADMIN, Principal, require
 from issuer.admin.handlers import parse_query
 from issuer.admin.http import (
+    Endpoint,
     InvalidBody,
-    Operation,
     RequestModel,
     ResponseModel,
     decode_cursor,
@@ -365,20 +364,14 @@ def _store_errors_as_503() -> Iterator[None]:
 
 # Wiring -----------------------------------------------------------------------------
 
-routes: list[BaseRoute] = [
-    Route("/auth/m2m/token", mint_token, methods=["POST"]),
-    Route("/auth/m2m/tokens", list_tokens, methods=["GET"]),
-    Route("/auth/m2m/token/revoke", revoke_token, methods=["POST"]),
-]
-
-operations: list[Operation] = [
-    Operation("POST", "/auth/m2m/token", "Mint an access token for a client", TAG,
-              request=MintTokenRequest, response=MintTokenResponse,
-              errors=(400, 401, 403, 404, 422, 429, 503)),
-    Operation("GET", "/auth/m2m/tokens", "List issued tokens (metadata, never the token)",
-              TAG, query=ListTokensQuery, response=TokenPage,
-              errors=(401, 403, 404, 422, 503)),
-    Operation("POST", "/auth/m2m/token/revoke", "Revoke an issued token", TAG,
-              request=RevokeTokenRequest, response=RevokeTokenResponse,
-              errors=(400, 401, 403, 404, 422, 503)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", "/auth/m2m/token", mint_token, "Mint an access token for a client", TAG,
+             request=MintTokenRequest, response=MintTokenResponse, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 422, 429, 503)),
+    Endpoint("GET", "/auth/m2m/tokens", list_tokens, "List issued tokens (metadata, never "
+             "the token)", TAG, query=ListTokensQuery, response=TokenPage, roles=(ADMIN,),
+             errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", "/auth/m2m/token/revoke", revoke_token, "Revoke an issued token", TAG,
+             request=RevokeTokenRequest, response=RevokeTokenResponse, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 422, 503)),
 ]
