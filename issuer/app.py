@@ -1,8 +1,14 @@
 """The composition root: ``create_app(settings)`` builds everything, in one place.
 
 The lifespan is the dependency container (STYLE.md): it opens the database,
-loads the key ring and starts the group writer, and hands them to handlers as
-``request.state.services``. Nothing is built at import time.
+loads the key ring and starts the group writer, and hands them to handlers as the
+core's ``Services`` (read through ``issuer.services.services_of``); each connector's
+lifespan builds its own services beside them. Nothing is built at import time.
+
+The connectors are listed here (:data:`CONNECTORS`), explicitly: this module and
+``issuer.cli`` are the only ones of the core that import ``connectors``. Each is an
+``issuer.connector.Connector``: its endpoints join the routes and the document, its
+audit events the vocabulary, its error entries the error table.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ import gc
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
@@ -28,13 +34,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from connectors.erp import routes as erp_routes
-from connectors.erp.dropzone import DropzoneConnector
-from connectors.erp.mock import MockConnector
-from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
-from connectors.erp.service import ErpServices
-from connectors.netsuite import from_services as netsuite_service
-from connectors.netsuite import routes as netsuite
+from connectors.erp.plugin import ERP
+from connectors.netsuite.plugin import NETSUITE
+from issuer import audit
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Endpoint
@@ -42,8 +44,9 @@ from issuer.admin.http import routes as http_routes
 from issuer.background import every
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
+from issuer.connector import Connector, ConnectorContext
 from issuer.crypto import encryptor_for
-from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_response
+from issuer.errors import ErrorTable, OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
 from issuer.metrics import Metrics, metrics_endpoint
@@ -72,8 +75,10 @@ from issuer.ratelimit import (
     Unlimited,
 )
 from issuer.ratepolicy import RatePolicies
+from issuer.reencrypt import ENCRYPTED_COLUMNS as CORE_ENCRYPTED_COLUMNS
+from issuer.reencrypt import EncryptedColumn
 from issuer.retention import PRUNE_EVERY, prune
-from issuer.services import Services
+from issuer.services import SERVICES, Services, services_of
 from issuer.settings import Settings
 from issuer.store.bounds import unavailable
 from issuer.store.clients import ClientStore
@@ -150,23 +155,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
-                erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
                     ClientKeys(jwks_http, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
-            netsuite_connectors = netsuite_service(services, netsuite_http)
-            metrics.watch_value(
-                "issuer_netsuite_certificates_expiring",
-                "NetSuite connector certificates that expire within 60 days",
-                lambda: float(netsuite_connectors.expiring_certificates))
+            context = ConnectorContext(settings=settings, clock=clock, engine=engine,
+                                       encryptor=encryptor, metrics=metrics,
+                                       outbound=netsuite_http, redis=redis)
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
-            # NetSuite certificates' revocation after an overlap, expiry warnings;
-            # ended rate-limit leases' unused slots (issuer.ratelease); client
-            # and tenant change notices (issuer.changes).
+            # ended rate-limit leases' unused slots (issuer.ratelease); the
+            # connectors' own (their lifespans); client and tenant change notices
+            # (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
                     every(PRUNE_EVERY, lambda: prune(
@@ -174,10 +176,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                         name="retention"), \
                     every(PRUNE_INTERVAL, replay.prune, name="assertion-jtis"), \
                     every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
-                    netsuite_connectors.maintained(), \
+                    _started(CONNECTORS, context) as connector_state, \
                     notices.listening():
                 try:
-                    yield {"services": services, "netsuite": netsuite_connectors}
+                    yield {**SERVICES.entry(services), **connector_state}
                 finally:
                     # Leased rate-limit slots go back to Redis for the other processes.
                     await limiter.aclose()
@@ -192,6 +194,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 await redis.aclose()
             await engine.dispose()
 
+    errors = ErrorTable(connector.errors for connector in CONNECTORS)
     routes = http_routes(ENDPOINTS)
     routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, ENDPOINTS),
                         methods=["GET"]))
@@ -210,10 +213,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, HTTPException: http_exception,
                             SQLAlchemyError: _store_error, OSError: _store_error,
+                            **dict.fromkeys(errors.exceptions, _translated(errors)),
                             Exception: _server_error},
     ))
 
 
+#: The connectors this issuer hosts (``issuer.connector.Connector``), in order.
+CONNECTORS: tuple[Connector, ...] = (ERP, NETSUITE)
+#: Every audit event name: the core's, then each connector's.
+AUDIT_EVENTS = audit.vocabulary(*(connector.audit_events for connector in CONNECTORS))
 #: Every endpoint but /openapi.json, in the order the routes match; the routes and the
 #: document are both built from these records.
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -239,10 +247,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *clients.endpoints,
     *m2m_tokens.endpoints,
     *keys.endpoints,
-    *audit_events.endpoints,
-    *erp_routes.endpoints,
-    *netsuite.endpoints,
+    *audit_events.endpoints(AUDIT_EVENTS),
+    *(endpoint for connector in CONNECTORS for endpoint in connector.endpoints),
 )
+#: What ``issuer reencrypt`` rewraps: the core's columns and every connector's.
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    *CORE_ENCRYPTED_COLUMNS,
+    *(column for connector in CONNECTORS for column in connector.encrypted_columns),
+)
+
+
+@asynccontextmanager
+async def _started(connectors: Sequence[Connector], context: ConnectorContext
+                   ) -> AsyncIterator[Mapping[str, object]]:
+    """Every connector's lifespan, entered in order and left in reverse; the state
+    entries they yield, together."""
+    state: dict[str, object] = {}
+    async with AsyncExitStack() as stack:
+        for connector in connectors:
+            entries = await stack.enter_async_context(connector.lifespan(context))
+            if state.keys() & entries.keys():
+                raise ValueError(f"connector {connector.name} reuses a state key")
+            state.update(entries)
+        yield state
 
 
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:
@@ -279,17 +306,6 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
                                on_fallback=metrics.rate_limit_fallback.inc)
 
 
-def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
-    """The ERP connectors this issuer offers: built here, never by import side effect."""
-    registry = ConnectorRegistry()
-    registry.register(DROPZONE_JSON_V1, DropzoneConnector(
-        clock, settings.erp_dropzone_root,
-        outbound=OutboundPolicy.allowing(settings.outbound_allowed_networks)))
-    if settings.erp_mock_connector:  # tests and demos only (refused in production)
-        registry.register(MOCK, MockConnector())
-    return registry
-
-
 def create_app_from_env() -> Starlette:
     """The app factory ``issuer serve`` runs in each worker process (issuer.serving).
 
@@ -306,9 +322,8 @@ def create_app_from_env() -> Starlette:
 async def _oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
     if isinstance(exc, StoreUnavailable):
-        services: Services = request.state.services
-        services.store_failures.report(f"{request.method} {request.url.path}",
-                                       exc.__cause__ or exc)
+        services_of(request).store_failures.report(f"{request.method} {request.url.path}",
+                                                   exc.__cause__ or exc)
     return error_response(exc)
 
 
@@ -318,8 +333,7 @@ async def _store_error(request: Request, exc: Exception) -> Response:
     database or OS error is a bug: 500, its traceback in the log."""
     if not unavailable(exc):
         raise exc
-    services: Services = request.state.services
-    services.store_failures.report(f"{request.method} {request.url.path}", exc)
+    services_of(request).store_failures.report(f"{request.method} {request.url.path}", exc)
     return error_response(StoreUnavailable())
 
 
@@ -327,3 +341,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     # The traceback goes to the server log (ServerErrorMiddleware), never to the caller.
     return Response(json.dumps(ServerError().body()), status_code=500,
                     media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _translated(table: ErrorTable) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler of the connectors' exceptions: each answered as the row its
+    connector registered for it (``issuer.errors.ErrorTable``)."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        error = table.translate(exc)
+        if error is None:  # cannot happen: only registered classes reach this handler
+            raise exc
+        return error_response(error)
+
+    return handler

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from connectors.erp import store
 from connectors.erp.models import DraftOrder, DropzoneConfig
 from connectors.erp.service import TEST_PASSED, ErpServices
+from connectors.erp.state import ERP_SERVICES
 from issuer.admin.auth import ADMIN, INTEGRATOR, Principal, require_connector_role
 from issuer.admin.handlers import (
     OBJECT_ID,
@@ -133,8 +134,7 @@ class Export(ResponseModel):
 
 
 def _erp(request: Request) -> ErpServices:
-    erp: ErpServices = request.state.services.erp
-    return erp
+    return ERP_SERVICES(request)
 
 
 def _org(principal: Principal, org_id: str | None) -> str:
@@ -186,7 +186,7 @@ async def list_connections(request: Request) -> Response:
     if org_id is not None or not principal.platform:
         org_id = _org(principal, org_id)
     try:
-        async with AsyncSession(request.state.services.engine) as session:
+        async with AsyncSession(_erp(request).engine) as session:
             records, next_key = await store.connection_page(session, org_id=org_id,
                                                             after=after, limit=limit)
     except ValueError:  # a cursor whose id is not a UUID

@@ -3,14 +3,14 @@
 The caller is an ``admin`` or ``integrator`` of the connector's tenant (a platform
 admin: any tenant, naming it with ``tenant_id`` on create). Another tenant's connector
 answers 404 like a missing one. Handlers are thin: parse, call the service
-(``request.state.netsuite``), render. No answer carries key material, an assertion or a
-token -- only public certificates and the documented ``token_preview``.
+(:data:`connectors.netsuite.state.NETSUITE_SERVICE`), render; the service's errors
+reach the caller as the rows :data:`ERRORS` maps them onto. No answer carries key
+material, an assertion or a token -- only public certificates and the documented
+``token_preview``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import Request
@@ -28,6 +28,8 @@ from connectors.netsuite.errors import (
     InvalidConnector,
     KeyPairExists,
     NetSuiteError,
+    NetSuiteRequestFailed,
+    NoKeyPair,
     RotationBusy,
 )
 from connectors.netsuite.rotation import CONFIRMED
@@ -46,6 +48,7 @@ from connectors.netsuite.schemas import (
     Verified,
 )
 from connectors.netsuite.service import NetsuiteM2MService
+from connectors.netsuite.state import NETSUITE_SERVICE
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.admin.auth import ADMIN, INTEGRATOR, require_integrator
@@ -69,8 +72,8 @@ from issuer.errors import (
     Busy,
     Conflict,
     InvalidState,
-    NetSuiteRequestFailed,
     NotFound,
+    Translation,
 )
 
 TAG = "netsuite"
@@ -78,28 +81,23 @@ PEM = "application/x-pem-file"
 
 
 def _service(request: Request) -> NetsuiteM2MService:
-    service: NetsuiteM2MService = request.state.netsuite
-    return service
+    return NETSUITE_SERVICE(request)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    """The connector's errors as rows of the error table."""
-    try:
-        yield
-    except ConnectorNotFound:
-        raise NotFound(reason="unknown_or_other_tenant_connector") from None
-    except InvalidConnector as error:
-        raise InvalidBody(details={"errors": [{"field": error.field,
-                                               "message": str(error)}]}) from None
-    except (TokenRequestFailed, CertificateApiFailed) as error:  # NetSuite said no
-        raise NetSuiteRequestFailed(str(error)) from None
-    except KeyPairExists as error:
-        raise Conflict(str(error)) from None
-    except RotationBusy as error:
-        raise Busy(str(error), headers={"Retry-After": "1"}) from None
-    except NetSuiteError as error:  # a state that does not allow the operation
-        raise InvalidState(str(error)) from None
+#: The connector's errors as rows of the error table (``issuer.errors.ErrorTable``; the
+#: most specific class decides).
+ERRORS: dict[type[Exception], Translation] = {
+    ConnectorNotFound: lambda error: NotFound(reason="unknown_or_other_tenant_connector"),
+    InvalidConnector: lambda error: InvalidBody(details={"errors": [
+        {"field": error.field, "message": str(error)}]}),  # type: ignore[attr-defined]
+    # NetSuite said no.
+    TokenRequestFailed: lambda error: NetSuiteRequestFailed(str(error)),
+    CertificateApiFailed: lambda error: NetSuiteRequestFailed(str(error)),
+    KeyPairExists: lambda error: Conflict(str(error)),
+    RotationBusy: lambda error: Busy(str(error), headers={"Retry-After": "1"}),
+    # A state that does not allow the operation.
+    NetSuiteError: lambda error: InvalidState(str(error)),
+}
 
 
 def _id(request: Request) -> str:
@@ -151,8 +149,7 @@ async def create_connector(request: Request) -> Response:
         token_url=body.token_url, rest_base_url=body.rest_base_url,
         restlets_base_url=body.restlets_base_url, throttle_requests=throttle.requests,
         throttle_period=throttle.period_seconds, max_concurrency=body.max_concurrency)
-    with _errors():
-        created = await _service(request).create(spec, actor(request, principal))
+    created = await _service(request).create(spec, actor(request, principal))
     response = json_response(connector_json(created), 201)
     response.headers["Location"] = f"{PATH}/{created.id}"
     return response
@@ -169,8 +166,7 @@ async def list_connectors(request: Request) -> Response:
 
 async def get_connector(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        record = await _service(request).get(_id(request), principal.sees)
+    record = await _service(request).get(_id(request), principal.sees)
     return json_response(connector_json(record))
 
 
@@ -183,33 +179,29 @@ async def update_connector(request: Request) -> Response:
                            ("period_seconds", "throttle_period")):
         if member in throttle:
             changes[column] = throttle[member]
-    with _errors():
-        record = await _service(request).update(_id(request), changes,
-                                                actor(request, principal), principal.sees)
+    record = await _service(request).update(_id(request), changes,
+                                            actor(request, principal), principal.sees)
     return json_response(connector_json(record))
 
 
 async def delete_connector(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        await _service(request).delete(_id(request), actor(request, principal), principal.sees)
+    await _service(request).delete(_id(request), actor(request, principal), principal.sees)
     return Response(status_code=204, headers=NO_STORE)
 
 
 async def create_key_pair(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        pem = await _service(request).generate_key_pair(_id(request), actor(request, principal),
-                                                        principal.sees)
+    pem = await _service(request).generate_key_pair(_id(request), actor(request, principal),
+                                                    principal.sees)
     return pem_response(pem)
 
 
 async def get_certificate(request: Request) -> Response:
     principal = await require_integrator(request)
     try:
-        with _errors():
-            pem = await _service(request).certificate(_id(request), principal.sees)
-    except InvalidState:
+        pem = await _service(request).certificate(_id(request), principal.sees)
+    except NoKeyPair:
         raise NotFound(reason="no_key_pair") from None
     return pem_response(pem)
 
@@ -217,17 +209,15 @@ async def get_certificate(request: Request) -> Response:
 async def put_certificate_id(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, CertificateIdBody)
-    with _errors():
-        record = await _service(request).record_certificate_id(
-            _id(request), body.certificate_id, actor(request, principal), principal.sees)
+    record = await _service(request).record_certificate_id(
+        _id(request), body.certificate_id, actor(request, principal), principal.sees)
     return json_response(connector_json(record))
 
 
 async def initiate_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        pem = await _service(request).initiate_rotation(_id(request), actor(request, principal),
-                                                        principal.sees)
+    pem = await _service(request).initiate_rotation(_id(request), actor(request, principal),
+                                                    principal.sees)
     return json_response(RotationStarted(
         message="Upload this certificate to NetSuite for the same integration, entity and "
                 "role, then confirm the rotation with the Certificate ID NetSuite shows.",
@@ -237,17 +227,15 @@ async def initiate_rotation(request: Request) -> Response:
 async def confirm_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, CertificateIdBody)
-    with _errors():
-        await _service(request).confirm_rotation(_id(request), body.certificate_id,
-                                                 actor(request, principal), principal.sees)
+    await _service(request).confirm_rotation(_id(request), body.certificate_id,
+                                             actor(request, principal), principal.sees)
     return json_response(Outcome(success=True, message=CONFIRMED).model_dump(mode="json"))
 
 
 async def cancel_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        await _service(request).cancel_rotation(_id(request), actor(request, principal),
-                                                principal.sees)
+    await _service(request).cancel_rotation(_id(request), actor(request, principal),
+                                            principal.sees)
     return json_response(Outcome(success=True, message="Rotation cancelled; the pending key "
                                  "was discarded.").model_dump(mode="json"))
 
@@ -258,11 +246,10 @@ async def auto_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, AutoRotation)
     service = _service(request)
-    with _errors():
-        before = await service.get(_id(request), principal.sees)
-        record = await service.auto_rotate(
-            _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
-            actor=actor(request, principal), visible=principal.sees)
+    before = await service.get(_id(request), principal.sees)
+    record = await service.auto_rotate(
+        _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
+        actor=actor(request, principal), visible=principal.sees)
     assert record.active_certificate_id is not None
     return json_response(AutoRotated(
         success=True, message="Certificate rotated. The previous certificate is revoked at "
@@ -273,9 +260,8 @@ async def auto_rotation(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        token = await _service(request).verify(_id(request), actor(request, principal),
-                                               principal.sees)
+    token = await _service(request).verify(_id(request), actor(request, principal),
+                                           principal.sees)
     return json_response(Verified(success=True, token_preview=token.preview,
                                   expires_in=token.expires_in).model_dump(mode="json"))
 

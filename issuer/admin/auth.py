@@ -33,7 +33,7 @@ from issuer.errors import (
 from issuer.oauth.scopes import scope_allowed
 from issuer.oauth.tokens import live
 from issuer.ratepolicy import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store.models import Client, IssuedToken, Tenant
 from jwks.keys import KeyRing
@@ -87,7 +87,7 @@ async def verify_claims(token: str, services: Services) -> VerifiedToken:
 
 
 async def authenticate(request: Request) -> Principal:
-    services: Services = request.state.services
+    services = services_of(request)
     # RFC 6750 §3.1 invalid_request: "uses more than one method for including an access
     # token" -- two Authorization headers would leave open which one counts.
     if len(request.headers.getlist("authorization")) > 1:
@@ -138,7 +138,7 @@ async def _online_check(engine: AsyncEngine, jti: str, client_id: str,
 async def require(request: Request, *any_of: str) -> Principal:
     """The caller, if its token carries one of ``any_of`` scopes; else 401/403."""
     principal = await authenticate(request)
-    services: Services = request.state.services
+    services = services_of(request)
     # Per admin client, before the handler reads or writes anything (issue 4).
     try:
         await enforce(services.limiter, services.rate_policies.admin_client(

@@ -79,7 +79,7 @@ from issuer.errors import (
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
 from issuer.ratepolicy import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store.clients import get_client
 from issuer.store.models import Client, IssuedToken, Tenant
 from issuer.store.records import ClientRecord
@@ -166,7 +166,7 @@ class RevokeTokenResponse(ResponseModel):
 async def mint_token(request: Request) -> Response:
     principal = await require(request, ADMIN)
     body = await parse_body(request, MintTokenRequest)
-    services: Services = request.state.services
+    services = services_of(request)
     with _store_errors_as_503():
         record = await _visible_client(services, principal, body.clientId)
         if record.tenant_id != body.tenantId:
@@ -196,7 +196,7 @@ async def list_tokens(request: Request) -> Response:
     principal = await require(request, ADMIN)
     query = parse_query(request, ListTokensQuery)
     position = _decode_position(query.cursor)
-    services: Services = request.state.services
+    services = services_of(request)
     with _store_errors_as_503():
         client_id = None
         if query.clientId is not None:
@@ -218,7 +218,7 @@ async def revoke_token(request: Request) -> Response:
         message = "give exactly one of 'token' and 'jti'"
         raise InvalidBody(details={"errors": [{"field": "token", "message": message},
                                               {"field": "jti", "message": message}]})
-    services: Services = request.state.services
+    services = services_of(request)
     jti = body.jti if body.jti is not None else _jti_of(body.token or "", services)
     with _store_errors_as_503():
         await _revoke(services, request, principal, jti, body.clientId,
