@@ -123,7 +123,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 OutboundPolicy.allowing(settings.outbound_allowed_networks)),
             timeout=OUTBOUND_TIMEOUT,
             follow_redirects=False)
-        netsuite_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
+        outbound_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
                                                       follow_redirects=False,
                                                       verify=tls_context())
         try:
@@ -162,7 +162,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             )
             context = ConnectorContext(settings=settings, clock=clock, engine=engine,
                                        encryptor=encryptor, metrics=metrics,
-                                       outbound=netsuite_http, redis=redis)
+                                       outbound=outbound_http, redis=redis)
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
@@ -187,7 +187,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             if http_client is None:
                 await jwks_http.aclose()
             if outbound is None:
-                await netsuite_http.aclose()
+                await outbound_http.aclose()
             await writer.close()
             signer.close()
             if redis is not None:

@@ -130,7 +130,10 @@ def _operation(operation: Endpoint) -> dict[str, Any]:
         "responses": _responses(operation),
     }
     if operation.auth == "bearer":
-        document["security"] = [{"bearer": []}]
+        # OpenAPI 3.1 Security Requirement Object: for a non-OAuth scheme, the roles the
+        # call needs -- here
+        # the scopes of which the bearer token must carry one.
+        document["security"] = [{"bearer": list(operation.roles)}]
     elif operation.auth == "client":
         document["security"] = [{"clientBasic": []}, {}]
     if operation.form and operation.request is not None:

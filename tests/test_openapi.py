@@ -68,6 +68,13 @@ async def test_document_is_openapi_3_1_and_covers_every_endpoint(client):
     for path, methods in paths.items():
         for method, operation in methods.items():
             assert operation["responses"], f"{method} {path} documents no response"
+            # A bearer-token call names the scopes of which the token must carry one.
+            for requirement in operation.get("security", []):
+                if "bearer" in requirement:
+                    assert set(requirement["bearer"]) in ({"admin"}, {"admin", "integrator"})
+    assert paths["/api/v1/tenants"]["post"]["security"] == [{"bearer": ["admin"]}]
+    assert paths["/api/v1/ipaas/connectors"]["post"]["security"] == [
+        {"bearer": ["admin", "integrator"]}]
 
 
 @pytest.fixture(scope="module")

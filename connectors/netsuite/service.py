@@ -57,7 +57,6 @@ from issuer import audit
 from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
 from issuer.registration import Actor
-from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import PageKey
 from issuer.store.models import Tenant
@@ -400,12 +399,3 @@ def from_settings(settings: Settings, *, engine: AsyncEngine, encryptor: Encrypt
         allowed_hosts=settings.netsuite_allowed_hosts,
         profile=CertificateProfile(settings.platform_name, settings.netsuite_cert_organization,
                                    settings.netsuite_cert_country), **options)
-
-
-def from_services(services: Services, http: httpx.AsyncClient,
-                  **options: Any) -> NetsuiteM2MService:
-    """The service of the app's lifespan: the shared store, master key, Redis and clock,
-    plus the outbound HTTP client (tests give one bound to the NetSuite simulator)."""
-    return from_settings(services.settings, engine=services.engine,
-                         encryptor=services.encryptor, clock=services.clock, http=http,
-                         redis=services.redis, **options)
