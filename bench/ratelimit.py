@@ -1,5 +1,5 @@
 """Benchmark of one process's rate-limit checks: memory, Redis with leases, Redis
-without (issuer.ratelimit, issuer.ratelease).
+without (issuer.ratelimit).
 
 Not a test: CI does not run it. The token endpoint's check (the source address's
 failure guard, looked at, and the client's budget, charged) runs ``--checks``

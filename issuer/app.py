@@ -71,10 +71,10 @@ from issuer.ratelimit import (
     FallbackRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
+    RatePolicies,
     RedisRateLimiter,
     Unlimited,
 )
-from issuer.ratepolicy import RatePolicies
 from issuer.reencrypt import ENCRYPTED_COLUMNS as CORE_ENCRYPTED_COLUMNS
 from issuer.reencrypt import EncryptedColumn
 from issuer.retention import PRUNE_EVERY, prune
@@ -166,7 +166,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (jwks.keys); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
-            # ended rate-limit leases' unused slots (issuer.ratelease); the
+            # ended rate-limit leases' unused slots (issuer.ratelimit.leases); the
             # connectors' own (their lifespans); client and tenant change notices
             # (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,

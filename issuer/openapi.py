@@ -174,7 +174,7 @@ def _responses(operation: Endpoint) -> dict[str, Any]:
     elif operation.status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: dict[str, Any] = {str(operation.status): success}
-    # Every admin call is rate limited per admin client (issuer.ratepolicy).
+    # Every admin call is rate limited per admin client (issuer.ratelimit.policy).
     errors = (*operation.errors, 429) if operation.auth == "bearer" else operation.errors
     for status in dict.fromkeys(errors):
         responses[str(status)] = {

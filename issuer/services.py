@@ -16,8 +16,7 @@ from issuer.crypto import Encryptor
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
-from issuer.ratelimit import RateLimiter
-from issuer.ratepolicy import RatePolicies
+from issuer.ratelimit import RateLimiter, RatePolicies
 from issuer.settings import Settings
 from issuer.state import StateKey
 from issuer.store.clients import ClientStore

@@ -1,4 +1,4 @@
-"""The rate-limit policies through HTTP (issue 4), on the in-process backend and on
+"""The rate-limit policies through HTTP, on the in-process backend and on
 the real Redis (ISSUER_TEST_REDIS_URL), with exact bodies and headers.
 
 RFC 6585 §4 (429 Too Many Requests), RFC 9110 §10.2.3 (Retry-After) and the
@@ -164,7 +164,7 @@ async def test_concurrent_requests_never_exceed_the_client_budget(backend_settin
 async def test_a_busy_client_is_leased_and_its_slots_go_back_at_shutdown(settings, clock,
                                                                        register):
     # With Redis, a client that asks again and again is served from slots this
-    # process reserved in the shared log (issuer.ratelease); when the issuer stops,
+    # process reserved in the shared log (issuer.ratelimit.leases); when the issuer stops,
     # the unused ones are handed back: the log then holds exactly the tokens issued.
     prefix = f"test:{uuid.uuid4().hex}:"
     registered = await register(rate_limit="1000/minute")

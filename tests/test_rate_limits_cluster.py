@@ -1,4 +1,4 @@
-"""Rate limits across processes and through a Redis outage (issue 4).
+"""Rate limits across processes and through a Redis outage.
 
 - Two real ``issuer serve`` processes on two loopback ports, one store (the
   test's PostgreSQL, or SQLite without it) and one Redis, share one client budget.

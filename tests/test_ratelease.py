@@ -1,4 +1,4 @@
-"""Budget leases of the Redis limiter (issuer.ratelease): a busy budget is answered
+"""Budget leases of the Redis limiter (issuer.ratelimit.leases): a busy budget is answered
 in process, from slots reserved in Redis, and is still never overspent -- by one
 process or by two sharing one Redis.
 
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from issuer.ratelease import LEASE_LIFETIME, LEASE_MAX, LEASE_MIN, Lease, LeaseBook
 from issuer.ratelimit import Rate, RedisRateLimiter, Rule
+from issuer.ratelimit.leases import LEASE_LIFETIME, LEASE_MAX, LEASE_MIN, Lease, LeaseBook
 from tests.conftest import REDIS_URL, FakeClock, delete_redis_keys
 
 BUSY = Rate(limit=1000, period=60)
@@ -215,7 +215,7 @@ async def test_the_last_of_a_budget_is_decided_in_redis_check_by_check(alone):
 
 def _token_rules(address: str) -> tuple[Rule, Rule]:
     """The token endpoint's check: the address's failure guard (look only) and the
-    client's budget (issuer.ratepolicy)."""
+    client's budget (issuer.ratelimit.policy)."""
     return (Rule(f"auth-fail:{address}", Rate(3, 60), "failed_auth", count=False),
             Rule("token:client", BUSY, "client"))
 
@@ -234,7 +234,7 @@ async def test_a_failure_charged_here_ends_the_leases_that_looked_at_its_address
 
 
 async def test_a_failure_charged_elsewhere_is_seen_when_the_lease_ends(processes):
-    # The documented bound (issuer.ratelease): another process's failures reach a
+    # The documented bound (issuer.ratelimit.leases): another process's failures reach a
     # lease's look at the guard within one lease lifetime.
     here, elsewhere = processes.limiters
     for _ in range(10):

@@ -232,7 +232,7 @@ async def test_only_the_first_refusal_of_a_window_is_flagged(backend):
 
 
 async def test_redis_keys_expire_with_their_window_and_one_lease_lifetime():
-    # A leased slot is scored at its lease's end (issuer.ratelease): the key must
+    # A leased slot is scored at its lease's end (issuer.ratelimit.leases): the key must
     # outlive the window by that much.
     clock = FakeClock(1_000_000)
     redis = Redis.from_url(REDIS_URL)

@@ -32,7 +32,7 @@ from issuer.errors import (
 )
 from issuer.oauth.scopes import scope_allowed
 from issuer.oauth.tokens import live
-from issuer.ratepolicy import enforce
+from issuer.ratelimit import enforce
 from issuer.services import Services, services_of
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store.models import Client, IssuedToken, Tenant

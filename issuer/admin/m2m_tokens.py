@@ -78,7 +78,7 @@ from issuer.errors import (
 )
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
-from issuer.ratepolicy import enforce
+from issuer.ratelimit import enforce
 from issuer.services import Services, services_of
 from issuer.store.clients import get_client
 from issuer.store.models import Client, IssuedToken, Tenant

@@ -24,7 +24,7 @@ from issuer.oauth.client_auth import ClaimedClient, identify
 from issuer.oauth.endpoints import parse_form, request_source
 from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import client_error_response, load_presented
-from issuer.ratepolicy import enforce
+from issuer.ratelimit import enforce
 from issuer.services import Services
 from issuer.store.bounds import bounded, request_budget
 from issuer.store.records import ClientRecord

@@ -37,7 +37,7 @@ from issuer.errors import (
 from issuer.middleware import CLIENT_ID
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
-from issuer.ratepolicy import enforce
+from issuer.ratelimit import enforce
 from issuer.services import Services
 from issuer.store.bounds import bounded, request_budget
 from issuer.store.models import AuditEventRow

@@ -34,17 +34,15 @@ What it costs, and why that is acceptable:
   have just authenticated as the leased client from that same address.
 
 :class:`LeaseBook` is the bookkeeping alone (no I/O, time from the caller); the
-Redis limiter (:mod:`issuer.ratelimit`) sends the reservations and the hand-backs.
+Redis limiter (:mod:`issuer.ratelimit.redis_backend`) sends the reservations and the hand-backs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # issuer.ratelimit imports this module
-    from issuer.ratelimit import Rate, Rule
+from issuer.ratelimit.rates import Rate, Rule
 
 #: The most slots one lease reserves.
 LEASE_MAX = 64
@@ -59,7 +57,7 @@ MAX_TRACKED = 10_000
 #: Rule sets idle this long (seconds) are forgotten.
 IDLE_AFTER = 10.0
 
-Rules = tuple["Rule", ...]
+Rules = tuple[Rule, ...]
 
 
 def lifetime_ms(rate: Rate) -> int:

@@ -1,4 +1,4 @@
-"""The rate-limit policies (issue 4), as :class:`~issuer.ratelimit.Rule` builders.
+"""The rate-limit policies, as :class:`~issuer.ratelimit.rates.Rule` builders.
 
 - ``client``: a client's successful token requests at ``/token``: the client's
   own ``rate_limit``, else ``ISSUER_RATE_LIMIT`` (default ``1200/minute``).
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from issuer.errors import TooManyRequests
-from issuer.ratelimit import Decision, Rate, RateLimiter, Rule
+from issuer.ratelimit.protocol import RateLimiter
+from issuer.ratelimit.rates import Decision, Rate, Rule
 from issuer.settings import Settings
 from issuer.store.records import ClientRecord
 
