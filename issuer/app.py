@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 
 import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
@@ -44,11 +45,14 @@ from issuer.admin.http import routes as http_routes
 from issuer.background import every
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
-from issuer.connector import Connector, ConnectorContext
+from issuer.connector import Connector, ConnectorContext, Sleep
 from issuer.crypto import encryptor_for
 from issuer.errors import ErrorTable, OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
+from issuer.keys.endpoint import jwks
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics, metrics_endpoint
 from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, RequestIdMiddleware
 from issuer.oauth import introspection, revocation
@@ -85,8 +89,6 @@ from issuer.store.clients import ClientStore
 from issuer.store.db import create_engine
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.endpoint import jwks
-from jwks.keys import KeyRing, RotationPolicy, Signer
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +99,13 @@ OUTBOUND_TIMEOUT = 5.0
 
 def create_app(settings: Settings, *, clock: Clock | None = None,
                http_client: httpx.AsyncClient | None = None,
-               outbound: httpx.AsyncClient | None = None) -> Starlette:
+               outbound: httpx.AsyncClient | None = None,
+               sleep: Sleep | None = None) -> Starlette:
     """Outbound HTTP, each used as given (never closed here) or made per lifespan:
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
-    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators."""
+    (NetSuite; by default 30 s, no redirects). Tests bind them to simulators, and give
+    ``sleep`` (the connectors' back-off waits) one that moves their clock instead."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -162,9 +166,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             )
             context = ConnectorContext(settings=settings, clock=clock, engine=engine,
                                        encryptor=encryptor, metrics=metrics,
-                                       outbound=outbound_http, redis=redis)
+                                       outbound=outbound_http, redis=redis, sleep=sleep)
             # Background tasks: the key ring's reload, scheduled rotation and
-            # pruning (jwks.keys); expired token records and old audit events
+            # pruning (issuer.keys.ring); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
             # ended rate-limit leases' unused slots (issuer.ratelimit.leases); the
             # connectors' own (their lifespans); client and tenant change notices
@@ -219,7 +223,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
 
 
 #: The connectors this issuer hosts (``issuer.connector.Connector``), in order.
-CONNECTORS: tuple[Connector, ...] = (ERP, NETSUITE)
+CONNECTORS: tuple[Connector, ...] = (NETSUITE, ERP)  # ERP's NETSUITE_REST_V1 uses NetSuite's
 #: Every audit event name: the core's, then each connector's.
 AUDIT_EVENTS = audit.vocabulary(*(connector.audit_events for connector in CONNECTORS))
 #: Every endpoint but /openapi.json, in the order the routes match; the routes and the
@@ -265,7 +269,8 @@ async def _started(connectors: Sequence[Connector], context: ConnectorContext
     state: dict[str, object] = {}
     async with AsyncExitStack() as stack:
         for connector in connectors:
-            entries = await stack.enter_async_context(connector.lifespan(context))
+            entries = await stack.enter_async_context(
+                connector.lifespan(replace(context, state=dict(state))))
             if state.keys() & entries.keys():
                 raise ValueError(f"connector {connector.name} reuses a state key")
             state.update(entries)

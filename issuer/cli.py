@@ -23,6 +23,8 @@ from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
 from issuer.connector import CommandError
 from issuer.crypto import DecryptionError, Encryptor, check_master_key, encryptor_for
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing, RotationRefused, list_keys
 from issuer.logs import logging_config
 from issuer.reencrypt import BATCH_SIZE, reencrypt
 from issuer.registration import (
@@ -40,7 +42,6 @@ from issuer.store import clients as client_queries
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision, upgrade
 from issuer.store.records import ClientRecord
-from jwks.keys import KeyRing, RotationPolicy, RotationRefused, list_keys
 
 T = TypeVar("T")
 

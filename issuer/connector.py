@@ -11,9 +11,9 @@ the rest of the core knows none of them (a test walks the imports to hold this).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 import httpx
@@ -30,6 +30,8 @@ from issuer.metrics import Metrics
 from issuer.reencrypt import EncryptedColumn
 from issuer.settings import Settings
 
+#: A wait of so many seconds (``asyncio.sleep``; tests give one that moves their clock).
+Sleep = Callable[[float], Awaitable[None]]
 #: The ``issuer`` command's subcommand registry (argparse's).
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -51,6 +53,11 @@ class ConnectorContext:
     outbound: httpx.AsyncClient
     #: ISSUER_REDIS_URL's pool; None = a single process.
     redis: Redis | None = None
+    #: How connectors wait (back-offs, throttles); None = ``asyncio.sleep``.
+    sleep: Sleep | None = None
+    #: What the connectors started before this one yielded (their services, by state
+    #: key): a connector that builds on another's reads it here.
+    state: Mapping[str, object] = field(default_factory=dict)
 
 
 class Connector(Protocol):

@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from issuer.clock import Clock
 from issuer.errors import OAuthError, TooManyRequests
-from jwks.keys import KeyRing
+from issuer.keys.ring import KeyRing
 
 #: Server-side reasons worth a label of their own; any other failure is labelled
 #: with its RFC error code (``invalid_client``, ``invalid_scope``, ...).

@@ -29,9 +29,9 @@ from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
+from issuer.keys.ring import associated_data as signing_key_associated_data
 from issuer.secrets import secret_context
 from issuer.store.models import Client, SigningKeyRow
-from jwks.keys import associated_data as signing_key_associated_data
 
 BATCH_SIZE = 100
 

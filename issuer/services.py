@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
+from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
@@ -22,7 +23,6 @@ from issuer.state import StateKey
 from issuer.store.clients import ClientStore
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
-from jwks.keys import KeyRing, Signer
 from jwks.verifier import JWKSVerifier
 
 

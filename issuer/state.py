@@ -9,6 +9,7 @@ each feature declares the key of the narrow services it uses (the core's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from starlette.requests import HTTPConnection
@@ -25,6 +26,11 @@ class StateKey(Generic[T]):
     def __call__(self, connection: HTTPConnection) -> T:
         """The entry for this request; the lifespan that built the app put it there."""
         value: T = getattr(connection.state, self.name)
+        return value
+
+    def of(self, state: Mapping[str, object]) -> T | None:
+        """The entry in a lifespan state being built, or None if it is not there."""
+        value: T | None = state.get(self.name)  # type: ignore[assignment]
         return value
 
     def entry(self, value: T) -> dict[str, object]:

@@ -1,5 +1,7 @@
-"""jwks: the issuer's signing keys and their publication (``jwks.keys``, ``jwks.endpoint``),
-and the resource-server verifier (``jwks.verifier``, ``jwks.starlette``).
+"""jwks: the resource-server verifier (``jwks.verifier``) and its Starlette and FastAPI
+integrations (``jwks.starlette``, ``jwks.fastapi``); a distribution of its own,
+``m2m-jwks`` (``jwks/pyproject.toml``). The issuer's signing keys and their publication
+live in the issuer (``issuer.keys``).
 
 Only the verifier's names are re-exported here, and this module imports nothing from
 ``issuer`` (DESIGN §1): ``import jwks.verifier`` runs this file first, and a resource

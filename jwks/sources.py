@@ -16,7 +16,7 @@ DESIGN §1):
   by hand).
 
 The issuer itself verifies its own tokens through a third source that reads its key
-ring (``jwks.local``, on the issuer's side of the fence).
+ring (``issuer.keys.local``, on the issuer's side of the fence).
 
 Only verification keys are kept: RSA (2048 bits or more, RFC 7518 §3.3), EC and OKP
 members with ``use`` ``sig`` (or none) and, if ``key_ops`` is given, ``verify``;

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 Endpoint = Callable[..., Awaitable[Response]]
 
 _NO_STORE = {"Cache-Control": "no-store"}
-_MISSING_TOKEN = "A bearer access token is required"
+MISSING_TOKEN = "A bearer access token is required"
 #: Seconds a client should wait when the issuer's keys are unavailable (the verifier's
 #: default ``min_refetch_interval``).
 RETRY_AFTER = 30
@@ -178,7 +178,7 @@ def requires_scope(*scopes: str) -> Callable[[Endpoint], Endpoint]:
             if "user" not in request.scope:
                 raise RuntimeError("requires_scope needs BearerAuthMiddleware on the app")
             if not request.user.is_authenticated:
-                return invalid_token_response(_MISSING_TOKEN)
+                return invalid_token_response(MISSING_TOKEN)
             granted = set(request.auth.scopes)
             if not granted.issuperset(scopes):
                 return insufficient_scope_response(needed)

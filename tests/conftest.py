@@ -43,12 +43,12 @@ from issuer.app import create_app
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
 from issuer.crypto import Encryptor, encryptor_for
+from issuer.keys.ring import KeyRing
 from issuer.registration import ClientSpec, create_client, create_tenant
 from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
 from issuer.store.models import Client, Tenant
-from jwks.keys import KeyRing
 
 TEST_MASTER_KEY = bytes.fromhex("5f" * 16 + "a3" * 16)
 #: The master key rotation tests rotate to (and back from, see restore_master_key).

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, update
 
 from issuer.crypto import DecryptionError, Encryptor, default_key_file, encryptor_for
+from issuer.keys.ring import KeyRing, associated_data
 from issuer.settings import Settings, SettingsError
 from issuer.store.models import SigningKeyRow
-from jwks.keys import KeyRing, associated_data
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))

@@ -16,10 +16,13 @@ from connectors.erp import cli, routes, tables
 from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.events import ErpEvent
 from connectors.erp.mock import MockConnector
+from connectors.erp.netsuite_rest import NETSUITE_REST_V1, NetSuiteRequests, NetSuiteRestConnector
+from connectors.erp.netsuite_rest import routes as netsuite_rest_routes
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ErpServices
 from connectors.erp.state import ERP_SERVICES
 from connectors.erp.store import associated_data
+from connectors.netsuite.state import NETSUITE_SERVICE
 from issuer.admin.http import Endpoint
 from issuer.clock import Clock
 from issuer.connector import Commands, ConnectorContext
@@ -48,7 +51,8 @@ def registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
 @dataclass(frozen=True)
 class ErpConnector:
     name: str = "erp"
-    endpoints: tuple[Endpoint, ...] = tuple(routes.endpoints)
+    #: NETSUITE_REST_V1's ahead of the generic ``/api/v1/connectors/{connector}``.
+    endpoints: tuple[Endpoint, ...] = (*netsuite_rest_routes.endpoints, *routes.endpoints)
     tables: tuple[Table, ...] = tables.TABLES
     audit_events: tuple[ErpEvent, ...] = tuple(ErpEvent)
     encrypted_columns: tuple[EncryptedColumn, ...] = (CONFIG_COLUMN,)
@@ -65,9 +69,13 @@ class ErpConnector:
 
     @asynccontextmanager
     async def lifespan(self, context: ConnectorContext) -> AsyncIterator[Mapping[str, object]]:
-        yield ERP_SERVICES.entry(ErpServices.build(
-            context.engine, context.encryptor, registry(context.settings, context.clock),
-            context.clock))
+        built = registry(context.settings, context.clock)
+        netsuite = NETSUITE_SERVICE.of(context.state)
+        if netsuite is not None:  # NETSUITE_REST_V1 works through the NetSuite connector
+            built.register(NETSUITE_REST_V1, NetSuiteRestConnector(
+                netsuite, NetSuiteRequests(context.metrics.registry)))
+        yield ERP_SERVICES.entry(ErpServices.build(context.engine, context.encryptor, built,
+                                                   context.clock))
 
 
 ERP = ErpConnector()

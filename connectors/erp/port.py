@@ -50,6 +50,9 @@ class ExportResult:
     error_message: str | None = None
     storage_key: str | None = None
     connector_metadata: dict[str, Any] = field(default_factory=dict)
+    #: Facts the export's audit event carries besides the common ones (e.g. the ERP's
+    #: record id); never a credential.
+    audit_details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

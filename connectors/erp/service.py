@@ -302,7 +302,8 @@ class PushService(_Base):
                     "export_id": str(exported.id), "connection_id": str(record.id),
                     "connector_type": record.connector_type,
                     "draft_order_id": str(draft_order.id),
-                    "dropzone_path": exported.dropzone_path, "error": error},
+                    "dropzone_path": exported.dropzone_path, "error": error,
+                    **(result.audit_details if result is not None and not error else {})},
                 **actor.audit_fields())
         return exported
 

@@ -6,15 +6,18 @@ REST answers 429 and RESTlets 400 ``SSS_REQUEST_LIMIT_EXCEEDED``. Oracle's advic
 serialise requests. So each request passes the connector's throttle (default 20 per
 60 s, a sliding window) and its concurrency cap, and an over-limit answer is retried
 after an exponential delay with jitter (``Retry-After`` is honoured as a minimum).
-Sleep and jitter are injected: tests never wait.
+Sleep and jitter are injected: tests never wait. With Redis, ``gate`` (``slots.py``)
+makes the cap hold across processes too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,7 @@ from issuer.clock import Clock
 
 Sleep = Callable[[float], Awaitable[None]]
 Jitter = Callable[[], float]
+Gate = Callable[[], AbstractAsyncContextManager[None]]
 LIMIT_EXCEEDED = "SSS_REQUEST_LIMIT_EXCEEDED"
 
 
@@ -72,7 +76,7 @@ class NetSuiteClient:
     def __init__(self, http: httpx.AsyncClient, auth: httpx.Auth, *, rest_base_url: str,
                  restlets_base_url: str, throttle: Throttle, max_concurrency: int,
                  backoff: Backoff | None = None, sleep: Sleep = asyncio.sleep,
-                 jitter: Jitter = random.random) -> None:
+                 jitter: Jitter = random.random, gate: Gate | None = None) -> None:
         self._http = http
         self._auth = auth
         self._bases = {"rest": rest_base_url.rstrip("/"),
@@ -83,6 +87,7 @@ class NetSuiteClient:
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._jitter = jitter
+        self._gate = gate
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -95,7 +100,8 @@ class NetSuiteClient:
         attempt = 0
         while True:
             await self.throttle.acquire()
-            async with self._slots:
+            async with self._slots, (self._gate() if self._gate is not None
+                                     else contextlib.nullcontext()):
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:

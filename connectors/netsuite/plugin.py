@@ -61,7 +61,8 @@ class NetSuiteConnector:
     async def lifespan(self, context: ConnectorContext) -> AsyncIterator[Mapping[str, object]]:
         service = from_settings(context.settings, engine=context.engine,
                                 encryptor=context.encryptor, clock=context.clock,
-                                http=context.outbound, redis=context.redis)
+                                http=context.outbound, redis=context.redis,
+                                **({"sleep": context.sleep} if context.sleep else {}))
         context.metrics.watch_value(
             "issuer_netsuite_certificates_expiring",
             "NetSuite connector certificates that expire within 60 days",

@@ -51,6 +51,7 @@ from connectors.netsuite.keys import (
     new_key_id,
 )
 from connectors.netsuite.kms import KeyManagementService
+from connectors.netsuite.slots import SharedSlots
 from connectors.netsuite.strategies import NETSUITE_M2M, AuthStrategies, NetSuiteM2MStrategy
 from connectors.netsuite.token_client import AccessToken, TokenRequestFailed, request_token
 from issuer import audit
@@ -367,7 +368,8 @@ class NetsuiteM2MService:
     # Calling NetSuite ------------------------------------------------------------------
 
     async def client(self, connector_id: str) -> NetSuiteClient:
-        """This process's client of the connector: one throttle and concurrency cap."""
+        """This process's client of the connector: one throttle and concurrency cap (the
+        cap shared with every process through Redis when there is one)."""
         record = await self.get(connector_id)
         kept = self._clients.get(connector_id)
         if kept is not None and kept[0].updated_at == record.updated_at:
@@ -380,7 +382,9 @@ class NetsuiteM2MService:
             throttle=Throttle(record.throttle_requests, record.throttle_period, self.clock,
                               self._sleep),
             max_concurrency=record.max_concurrency, backoff=self._backoff, sleep=self._sleep,
-            jitter=self._jitter)
+            jitter=self._jitter,
+            gate=(SharedSlots(self.locks.redis, connector_id, record.max_concurrency)
+                  if self.locks.redis is not None else None))
         self._clients[connector_id] = (record, client)
         return client
 

@@ -1,7 +1,7 @@
 """Admin authorization (DESIGN §4.5): this issuer's own access tokens as Bearer tokens.
 
 The token is verified offline by ``jwks.verifier.JWKSVerifier`` -- the library resource
-servers use -- over the key ring (``jwks.local.KeyRingSource``) instead of HTTP: the
+servers use -- over the key ring (``issuer.keys.local.KeyRingSource``) instead of HTTP: the
 issuer eats its own cooking. That is every RFC 9068 §4 check (``typ`` at+jwt, ``alg``,
 signature by a published key, ``iss``, ``aud`` = ``ISSUER_URL``, ``exp``/``nbf``/``iat``
 with leeway, required claims). Then -- because the admin API is low volume and its
@@ -30,14 +30,14 @@ from issuer.errors import (
     NotFound,
     TooManyAdminRequests,
 )
+from issuer.keys.local import KeyRingSource
+from issuer.keys.ring import KeyRing
 from issuer.oauth.scopes import scope_allowed
 from issuer.oauth.tokens import live
 from issuer.ratelimit import enforce
 from issuer.services import Services, services_of
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store.models import Client, IssuedToken, Tenant
-from jwks.keys import KeyRing
-from jwks.local import KeyRingSource
 from jwks.verifier import JWKSVerifier, TokenError, VerifiedToken
 
 LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat

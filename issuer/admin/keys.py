@@ -3,7 +3,7 @@
 Platform admin only: the signing keys are the platform's, shared by every tenant.
 The listing shows metadata, never key material (the public halves are at
 ``/.well-known/jwks.json``). A rotation that would promote a ``next`` key younger
-than the pre-publication lead (``jwks.keys.RotationPolicy.min_next_age``) is
+than the pre-publication lead (``issuer.keys.policy.RotationPolicy.min_next_age``) is
 refused with 409 unless the body says ``{"force": true}``; this process signs with
 the new key at once, the others within their reload interval.
 """
@@ -21,8 +21,8 @@ from issuer.admin.auth import ADMIN, require_platform
 from issuer.admin.handlers import actor, iso, services
 from issuer.admin.http import Endpoint, RequestModel, ResponseModel, json_response, parse_body
 from issuer.errors import Conflict
+from issuer.keys.ring import RotationRefused, list_keys
 from issuer.store.models import SigningKeyRow
-from jwks.keys import RotationRefused, list_keys
 
 TAG = "keys"
 State = Literal["next", "active", "retired"]

@@ -24,6 +24,7 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 
 from issuer.clock import Clock
 from issuer.errors import InvalidClient, InvalidScope, UnauthorizedClient, from_authlib
+from issuer.keys.ring import KeyRing, SigningKey
 from issuer.oauth import client_auth
 from issuer.oauth.claims import access_token_claims, new_jti
 from issuer.oauth.client_auth import ClaimedClient
@@ -33,7 +34,6 @@ from issuer.oauth.scopes import is_scope_token
 from issuer.oauth.tokens import Introspection, Revocation
 from issuer.secrets import verify_secret
 from issuer.store.records import ClientRecord
-from jwks.keys import KeyRing, SigningKey
 
 
 @dataclass(frozen=True)

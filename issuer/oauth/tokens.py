@@ -39,10 +39,10 @@ from issuer.errors import (
     error_response,
     from_authlib,
 )
+from issuer.keys.ring import KeyRing
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge
 from issuer.oauth.scopes import scope_allowed
 from issuer.store.models import Client, IssuedToken, Tenant
-from jwks.keys import KeyRing
 
 #: The scope that lets a client of the platform tenant introspect every tenant's tokens.
 INTROSPECT = "introspect"

@@ -6,7 +6,8 @@ bounded amount of memory, never a pile of requests waiting forever:
 - every database call of the serving process is bounded by its engine
   (:func:`issuer.store.db.create_engine`): on PostgreSQL the driver's command
   timeout, the connect timeout and the pool's checkout timeout; on SQLite
-  ``busy_timeout``; each ``ISSUER_STORE_TIMEOUT``;
+  ``busy_timeout``; each ``ISSUER_STORE_TIMEOUT`` -- the group writer's own
+  connection too (issuer.store.db.store_options);
 - the group writer's queue is capped and a wait for it is bounded
   (:mod:`issuer.store.writer`);
 - a request's waits for the store draw on one :class:`StoreBudget` of

@@ -7,6 +7,10 @@ an error that reaches a log names the statement, never a value bound to it.
 passes ``ISSUER_STORE_TIMEOUT``. The CLI passes none -- a migration may rightly run
 for minutes -- and SQLite then waits :data:`SQLITE_BUSY_TIMEOUT` for a lock.
 
+The group writer makes connections of its own beside the engine's pool
+(issuer.store.writer): :func:`store_options` gives them what the engine was
+made with (the same timeouts), :func:`sqlite_pragmas` the same SQLite settings.
+
 A new SQLite file is created with mode 0600 before SQLite opens it: it holds the
 encrypted signing keys and the clients' secret digests. SQLite gives its ``-wal``
 and ``-shm`` files the database file's mode.
@@ -15,11 +19,13 @@ and ``-shm`` files the database file's mode.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -27,6 +33,29 @@ from sqlalchemy.pool import ConnectionPoolEntry
 #: Seconds SQLite waits for another connection's lock when no timeout is given
 #: (the CLI and the server share the file).
 SQLITE_BUSY_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What :func:`create_engine` was given, for connections made beside the engine's
+    pool (the group writer's own: issuer.store.pg_inserter, issuer.store.sqlite_inserter).
+    ``timeout`` is ``ISSUER_STORE_TIMEOUT`` (None: unbounded, as for the CLI);
+    ``connect_args`` the driver's keyword arguments (asyncpg's timeouts)."""
+
+    timeout: float | None = None
+    connect_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sqlite_busy_timeout(self) -> float:
+        return SQLITE_BUSY_TIMEOUT if self.timeout is None else self.timeout
+
+
+_OPTIONS: WeakKeyDictionary[Engine, StoreOptions] = WeakKeyDictionary()
+
+
+def store_options(engine: AsyncEngine) -> StoreOptions:
+    """The options ``engine`` was made with (defaults for an engine made elsewhere)."""
+    return _OPTIONS.get(engine.sync_engine, StoreOptions())
 
 
 def create_engine(database_url: str, *, timeout: float | None = None,
@@ -38,8 +67,10 @@ def create_engine(database_url: str, *, timeout: float | None = None,
         if not _in_memory(database_url):
             _create_private_file(make_url(database_url).database or "")
         engine = create_async_engine(database_url, **options)
-        busy = SQLITE_BUSY_TIMEOUT if timeout is None else timeout
-        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, busy))
+        stored = StoreOptions(timeout, dict(options.get("connect_args", {})))
+        _OPTIONS[engine.sync_engine] = stored
+        event.listen(engine.sync_engine, "connect",
+                     partial(_sqlite_pragmas, stored.sqlite_busy_timeout))
         return engine
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
@@ -48,7 +79,14 @@ def create_engine(database_url: str, *, timeout: float | None = None,
         # asyncpg: ``timeout`` bounds connecting, ``command_timeout`` every statement
         # (BEGIN, the ping, COMMIT included).
         options.setdefault("connect_args", {"timeout": timeout, "command_timeout": timeout})
-    return create_async_engine(database_url, **options)
+    engine = create_async_engine(database_url, **options)
+    _OPTIONS[engine.sync_engine] = StoreOptions(timeout, dict(options.get("connect_args", {})))
+    return engine
+
+
+def is_sqlite_file(database_url: str) -> bool:
+    """A SQLite database in a plain file, which a connection beside the engine's sees."""
+    return database_url.startswith("sqlite") and not _in_memory(database_url)
 
 
 def _in_memory(database_url: str) -> bool:
@@ -71,11 +109,20 @@ def _create_private_file(path: str) -> None:
 def _sqlite_pragmas(busy_timeout: float, dbapi_connection: DBAPIConnection,
                     _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets readers run while the group writer commits; synchronous=FULL keeps
-    # every commit durable (group commit pays one fsync per batch, not per token).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    # How long a statement waits for another connection's lock before "database is locked".
-    cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    for statement in sqlite_pragmas(busy_timeout):
+        cursor.execute(statement)
     cursor.close()
+
+
+def sqlite_pragmas(busy_timeout: float) -> list[str]:
+    """What every connection to a SQLite store runs first (the engine's and the
+    group writer's own)."""
+    return [
+        # WAL lets readers run while the group writer commits; synchronous=FULL keeps
+        # every commit durable (group commit pays one fsync per batch, not per token).
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        # How long a statement waits for another connection's lock before "database is locked".
+        f"PRAGMA busy_timeout={round(busy_timeout * 1000)}",
+        "PRAGMA foreign_keys=ON",
+    ]

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.admin import clients, tenants
 from issuer.crypto import encryptor_for
+from issuer.keys.ring import KeyRing
 from issuer.settings import Settings
-from jwks.keys import KeyRing
 from tests.admin.test_admin_auth import forged_token
 from tests.admin.test_tenants_api import INVALID_TOKEN, bearer, token_status
 from tests.conftest import FakeClock, Registered, issue_token

@@ -318,8 +318,12 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
         assert only_new.decrypt(value, context) == rotated.decrypt(before[name][1], context)
 
     again = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS)  # idempotent
-    assert [(item.rewrapped, item.current) for item in again.values()] == [
-        (0, len(before) - 4), (0, 1), (0, 0), (0, 3), (0, 0)]
+    assert {name: (item.rewrapped, item.current) for name, item in again.items()} == {
+        "signing_keys.private_jwk_encrypted": (0, len(before) - 4),
+        "erp_connection.config_encrypted": (0, 3),
+        "clients.secret_encrypted": (0, 1),
+        "clients.previous_secret_encrypted": (0, 0),
+        "encrypted_keys.private_key_encrypted": (0, 0)}
     assert await _envelopes(engine) == after
 
 

@@ -31,12 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from issuer.app import create_app
+from issuer.keys.policy import RotationPolicy
+from issuer.keys.ring import KeyRing
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
 from issuer.store.models import SigningKeyRow
-from jwks.keys import KeyRing, RotationPolicy
 from jwks.verifier import JWKSVerifier, UnknownKey
 from tests.admin.test_tenants_api import audit_events, bearer
 from tests.conftest import BACKENDS, ISSUER, FakeClock, Registered, issue_token, lifespan, run

@@ -9,7 +9,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from jwks.endpoint import JWKS_MAX_AGE
+from issuer.keys.endpoint import JWKS_MAX_AGE
 from jwks.verifier import JWKSVerifier, WrongAudience
 from tests.conftest import ISSUER, app_client, issue_token
 from tests.jwks.conftest import AUDIENCE, CountingTransport

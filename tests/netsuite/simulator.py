@@ -8,7 +8,8 @@ socket (``alias("127.0.0.1:PORT")`` then stands for the suitetalk host, and the
 assertion's ``aud`` is the URL it was posted to). The checks are independent of the
 client under test: signatures are verified with ``cryptography`` directly.
 
-Numbers in comments are the checklist's items.
+Numbers in comments are the checklist's items. The account's customers, items and
+sales orders, with the record and query services over them, are ``records.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from issuer.clock import Clock, utc
+from tests.netsuite.records import ALL_PERMISSIONS, Records
 
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -72,6 +75,8 @@ class Integration:
     scopes: set[str]
     m2m_enabled: bool = True
     blocked: bool = False
+    #: What the role mapped to the integration may see: customer, item, salesorder.
+    permissions: frozenset[str] = ALL_PERMISSIONS
 
 
 @dataclass
@@ -136,7 +141,11 @@ class NetSuiteSimulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.over_limit = 0
-        self.scripted: list[str] = []  # next resource answers: "401", "429", "SSS"
+        #: Next resource answers: "401", "429", "SSS", "503"; "timeout" does the work,
+        #: then the client times out waiting for the answer.
+        self.scripted: list[str] = []
+        self.retry_after: str | None = None  # the Retry-After of over-limit answers
+        self.records = Records()
         self.app = Starlette(routes=[
             Route("/{path:path}", self._dispatch,
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
@@ -328,11 +337,19 @@ class NetSuiteSimulator:
                                             else "restlets")
             if scripted == "401" or not self._authorized(request, scope):
                 return JSONResponse(INVALID_LOGIN, 401)
+            if scripted == "503":
+                return JSONResponse({"status": 503, "o:errorDetails": [
+                    {"detail": "Service Unavailable", "o:errorCode": "UNEXPECTED_ERROR"}]}, 503)
             if scope == "rest_webservices" and request.url.path.endswith("/suiteql") \
                     and request.headers.get("prefer") != "transient":
                 return JSONResponse({"status": 400, "o:errorDetails": [
                     {"detail": "Prefer: transient is required", "o:errorCode": "INVALID_HEADER"}]},
                     400)
+            if self.records.handles(request):
+                answer = await self.records.answer(request, self._permissions(request))
+                if scripted == "timeout":  # done, but the answer never arrives
+                    raise httpx.ReadTimeout("simulated: no answer in time")
+                return answer
             return JSONResponse({"ok": True, "path": request.url.path})
         finally:
             self.in_flight -= 1
@@ -341,8 +358,17 @@ class NetSuiteSimulator:
         if scope == "restlets":
             return JSONResponse({"error": {"code": "SSS_REQUEST_LIMIT_EXCEEDED",
                                            "message": "Request limit exceeded"}}, 400)
+        headers = {"Retry-After": self.retry_after} if self.retry_after else {}
         return JSONResponse({"type": "https://www.rfc-editor.org/rfc/rfc6585#section-4",
-                             "title": "Too Many Requests", "status": 429}, 429)
+                             "title": "Too Many Requests", "status": 429, "o:errorDetails": [
+                                 {"detail": "Concurrent request limit exceeded. Request "
+                                            "blocked.",
+                                  "o:errorCode": "CONCURRENCY_LIMIT_EXCEEDED"}]}, 429,
+                            headers=headers)
+
+    def _permissions(self, request: Request) -> frozenset[str]:
+        token = self.tokens[request.headers["authorization"].partition(" ")[2]]
+        return self.integrations[token.client_id].permissions
 
     def _authorized(self, request: Request, scope: str) -> bool:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")

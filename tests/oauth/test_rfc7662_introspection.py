@@ -20,9 +20,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from issuer.crypto import encryptor_for
+from issuer.keys.ring import KeyRing
 from issuer.registration import ClientSpec, create_client
 from issuer.store.models import AuditEventRow, Client
-from jwks.keys import KeyRing
 from tests.conftest import ISSUER, Registered, issue_token, store_independent
 
 INACTIVE = {"active": False}

@@ -2,7 +2,7 @@
 tokens it issued (the admin API's Bearer tokens) with the very verifier resource
 servers use, reading its keys from memory instead of over HTTP.
 
-This module is on the issuer's side (it reads :class:`jwks.keys.KeyRing`);
+This module is on the issuer's side (it reads :class:`issuer.keys.ring.KeyRing`);
 ``jwks.verifier`` itself imports nothing from ``issuer`` (DESIGN §1).
 
 The ring publishes what this process loaded from the store. A token signed a moment
@@ -18,7 +18,7 @@ import json
 
 from joserfc.jwk import Key
 
-from jwks.keys import KeyRing
+from issuer.keys.ring import KeyRing
 from jwks.sources import Clock, index_key_set
 
 

@@ -1,6 +1,6 @@
 """GET /.well-known/jwks.json (RFC 7517 §5): the published public keys, cacheable.
 
-The ``max-age`` comes from the rotation policy (``jwks.keys.RotationPolicy``):
+The ``max-age`` comes from the rotation policy (``issuer.keys.policy.RotationPolicy``):
 ``min(3600, rotation period / 10)``. A key is published as ``next`` for at least
 that long (plus the ring's reload interval) before it signs, so a resource server
 with a warm cache never meets an unknown ``kid``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jwks.keys import RotationPolicy
+from issuer.keys.policy import RotationPolicy
 
 #: The max-age under the default policy (and any rotation period of 10 hours or more).
 JWKS_MAX_AGE = RotationPolicy().jwks_max_age
