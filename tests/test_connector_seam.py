@@ -43,7 +43,7 @@ def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def test_only_the_composition_roots_of_the_core_import_connectors():
+def test_only_the_composition_roots_of_the_core_import_connectors() -> None:
     offenders = sorted(
         f"{path.relative_to(ROOT)} imports {module}"
         for path in _modules("issuer") if str(path.relative_to(ROOT)) not in COMPOSITION_ROOTS
@@ -55,7 +55,7 @@ def test_only_the_composition_roots_of_the_core_import_connectors():
     assert any(_within(module, "connectors") for module, _ in _imports(ROOT / "issuer/app.py"))
 
 
-def test_connectors_import_only_the_cores_public_names_and_no_composition_root():
+def test_connectors_import_only_the_cores_public_names_and_no_composition_root() -> None:
     offenders = sorted(
         f"{path.relative_to(ROOT)} imports {module}.{name}"
         for path in _modules("connectors")
@@ -67,7 +67,7 @@ def test_connectors_import_only_the_cores_public_names_and_no_composition_root()
     assert offenders == []
 
 
-def test_every_connector_brings_its_endpoints_events_tables_and_encrypted_columns():
+def test_every_connector_brings_its_endpoints_events_tables_and_encrypted_columns() -> None:
     served = {(endpoint.method, endpoint.path) for endpoint in ENDPOINTS}
     vocabulary = audit.vocabulary(*(connector.audit_events for connector in CONNECTORS))
     for connector in CONNECTORS:
@@ -79,7 +79,7 @@ def test_every_connector_brings_its_endpoints_events_tables_and_encrypted_column
             connector.tables)
 
 
-def test_the_audit_vocabulary_refuses_an_event_declared_twice():
+def test_the_audit_vocabulary_refuses_an_event_declared_twice() -> None:
     with pytest.raises(ValueError, match="TENANT_CREATED"):
         audit.vocabulary([audit.AuditEvent.TENANT_CREATED])
 
@@ -92,7 +92,7 @@ class _Specific(_Domain):
     pass
 
 
-def test_the_error_table_answers_with_the_most_specific_registered_entry():
+def test_the_error_table_answers_with_the_most_specific_registered_entry() -> None:
     table = ErrorTable([{_Domain: lambda error: InvalidRequest(str(error))},
                         {_Specific: lambda error: NotFound(reason="specific")}])
     assert isinstance(table.translate(_Specific()), NotFound)
