@@ -49,6 +49,7 @@ import httpx
 # the throwaway PostgreSQL database, the issuer CLI); it sits beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import token_endpoint as bench
+from procstats import RssSampler
 
 SCOPE = "read"
 BODY = "grant_type=client_credentials&scope=read"
@@ -156,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sign-seconds", type=float, default=2.0,
                         help="length of each raw signing loop, per algorithm and round "
                         "(default 2)")
+    parser.add_argument("--rss-every", type=float, default=10.0, metavar="SECONDS",
+                        help="sample the resident memory of each server process this often "
+                        "during each measured run (default 10); one line per process")
     parser.add_argument("--peer-dir", default=str(PEER_DIR), help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (server logs, wrk scripts) for inspection")
@@ -217,8 +221,9 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, node: str, peer_dir: P
                             issued += warm.ok
                             in_flight += connections
                     before = _cpu_by_pid(server.process.pid)
-                    result = bench._wrk(wrk, server.script, server.base_url, connections,
-                                        threads, args.duration)
+                    with RssSampler(server.process.pid, args.rss_every) as memory:
+                        result = bench._wrk(wrk, server.script, server.base_url, connections,
+                                            threads, args.duration)
                     spent = _cpu_delta(before, _cpu_by_pid(server.process.pid))
                     if server is ours:
                         issued += result.ok
@@ -228,6 +233,9 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, node: str, peer_dir: P
                               [share / total for share in spent] if total else [])
                     runs.setdefault((server.name, connections), []).append(run)
                     print(_run_line(run, server.alg, sign_costs[server.alg][-1]), flush=True)
+                    for line in bench._rss_lines(memory, server.process.pid, set()):
+                        print(f"round={round_} c={connections} server={server.name} "
+                              + line.replace("role=other", "role=worker"), flush=True)
                     _check_alive(server)
 
         for connections in levels:
@@ -485,7 +493,7 @@ def _count_stored(database_url: str) -> tuple[int, int]:
         with contextlib.closing(sqlite3.connect(path)) as connection:
             return (connection.execute(tokens_sql).fetchone()[0],
                     connection.execute(events_sql).fetchone()[0])
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     async def run() -> tuple[int, int]:
         connection = await asyncpg.connect(bench._asyncpg_dsn(database_url), timeout=10)

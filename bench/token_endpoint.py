@@ -41,6 +41,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+# The process-table and seeding helpers beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstats import RssSampler, cpu_seconds
+
 SCOPE = "orders:read"
 BODY = "grant_type=client_credentials&scope=orders%3Aread"
 WRK_INSTALL_HINT = (
@@ -124,7 +128,8 @@ class BenchError(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.sign_rate is not None:
-        print(f"{_signing_rate(args.sign_rate):.1f}")
+        rate, cpu_us = _signing_rate(args.sign_rate)
+        print(f"{rate:.1f} {cpu_us:.1f}")
         return 0
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -188,10 +193,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--load-cpus", metavar="LIST", default=None,
                         help="pin wrk to these CPUs (e.g. 1); pin a local redis-server there "
                         "too, by hand: taskset -a -p -c 1 $(pidof redis-server)")
+    parser.add_argument("--preload-rows", type=int, default=0, metavar="N",
+                        help="with --postgres: run every mode on two stores in alternating "
+                        "rounds, an empty one and one seeded with N issued_tokens rows and "
+                        "N audit_events (bench/preload.py), and print the ratio")
+    parser.add_argument("--expired-share", type=float, default=0.0,
+                        help="fraction of the preloaded rows already past retention "
+                        "(default 0: none, as in a store pruned every 10 minutes)")
+    parser.add_argument("--rss-every", type=float, default=10.0, metavar="SECONDS",
+                        help="sample the resident memory of each server process this often "
+                        "during each measured run (default 10); one line per process")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (server log, wrk script) for inspection")
     parser.add_argument("--sign-rate", type=float, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+@dataclass
+class Store:
+    """One throwaway store under test, with its bench client."""
+
+    label: str  # "empty", or "rows=N" when preloaded
+    database_url: str
+    pg_admin: tuple[str, str] | None
+    env: dict[str, str]
+    client_id: str = ""
+    script: Path = Path()
+    issued: int = 0  # 200s counted (probes, warm-ups, measured runs)
+    in_flight: int = 0  # requests possibly in flight when wrk stopped
 
 
 def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> int:
@@ -199,64 +228,73 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
     unknown = set(modes) - set(LIMITING_MODES)
     if unknown or not modes:
         raise BenchError(f"--limiting takes {', '.join(LIMITING_MODES)}; got {args.limiting!r}")
+    if args.preload_rows and not args.postgres:
+        raise BenchError("--preload-rows needs --postgres")
     redis_prefix = f"issuer-bench-{uuid.uuid4().hex[:12]}:"
     workdir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
     server: subprocess.Popen[bytes] | None = None
-    pg_admin: tuple[str, str] | None = None
+    stores: list[Store] = []
     try:
         port = _free_port()
         base_url = f"http://127.0.0.1:{port}"
-        if args.postgres:
-            pg_admin, database_url = _create_pg_database(args.postgres)
-            store = "postgresql"
-        else:
-            database_url = f"sqlite+aiosqlite:///{workdir / 'issuer.db'}"
-            store = "sqlite"
-        # Nothing of the caller's issuer configuration leaks in: defaults (RS256,
-        # RSA-2048, in-process cache) except for what is set here.
-        env = {
-            **{name: value for name, value in os.environ.items()
-               if not name.startswith(("ISSUER_", "ENCRYPTION_"))},
-            "ISSUER_URL": base_url,
-            "ISSUER_DATABASE_URL": database_url,
-            "ENCRYPTION_MASTER_KEY": secrets.token_hex(32),
-            # One client takes all the load: keep a per-client limit from answering 429.
-            "ISSUER_RATE_LIMIT": "1000000000/minute",
-            "PYTHONUNBUFFERED": "1",
-        }
-        # cwd=workdir: Settings also reads ./.env, which must not leak in from the caller.
-        _cli(issuer, ["migrate"], env, workdir)
-        _cli(issuer, ["tenants", "create", "bench"], env, workdir)
-        client = json.loads(_cli(issuer, ["clients", "create", "--tenant", "bench",
-                                          "--scope", SCOPE, "--json"], env, workdir))
-        authorization = "Basic " + base64.b64encode(
-            f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}"
-            .encode()).decode()
+        labels = ["empty", f"rows={args.preload_rows}"] if args.preload_rows else ["empty"]
+        for index, label in enumerate(labels):
+            if args.postgres:
+                pg_admin, database_url = _create_pg_database(args.postgres)
+            else:
+                pg_admin, database_url = None, f"sqlite+aiosqlite:///{workdir / 'issuer.db'}"
+            # Nothing of the caller's issuer configuration leaks in: defaults (RS256,
+            # RSA-2048, in-process cache) except for what is set here.
+            env = {
+                **{name: value for name, value in os.environ.items()
+                   if not name.startswith(("ISSUER_", "ENCRYPTION_"))},
+                "ISSUER_URL": base_url,
+                "ISSUER_DATABASE_URL": database_url,
+                "ENCRYPTION_MASTER_KEY": secrets.token_hex(32),
+                # One client takes all the load: keep a per-client limit from answering 429.
+                "ISSUER_RATE_LIMIT": "1000000000/minute",
+                "PYTHONUNBUFFERED": "1",
+            }
+            stores.append(Store(label, database_url, pg_admin, env))
+            # cwd=workdir: Settings also reads ./.env, which must not leak in from the caller.
+            _cli(issuer, ["migrate"], env, workdir)
+            _cli(issuer, ["tenants", "create", "bench"], env, workdir)
+            client = json.loads(_cli(issuer, ["clients", "create", "--tenant", "bench",
+                                              "--scope", SCOPE, "--json"], env, workdir))
+            authorization = "Basic " + base64.b64encode(
+                f"{quote(client['client_id'], safe='')}:{quote(client['client_secret'], safe='')}"
+                .encode()).decode()
+            stores[-1].client_id = client["client_id"]
+            stores[-1].script = workdir / f"token{index}.lua"
+            stores[-1].script.write_text(WRK_SCRIPT % {"body": BODY,
+                                                       "authorization": authorization})
+            if label != "empty":
+                print(_preload(database_url, args.preload_rows, args.expired_share), flush=True)
+        store = "postgresql" if args.postgres else "sqlite"
 
-        sign_rate = _measure_signing_rate(args.sign_seconds)
+        sign_rate, sign_cpu_us = _measure_signing_rate(args.sign_seconds)
         print(f"bench=token_endpoint store={store} workers={args.workers} "
               f"duration={args.duration:g}s warmup={args.warmup:g}s "
               f"wrk_threads={args.wrk_threads} cpus={os.cpu_count()} "
               f"server_cpus={args.server_cpus or 'any'} load_cpus={args.load_cpus or 'any'} "
+              f"stores={','.join(labels)} "
               f"python={platform.python_version()} "
-              f"raw_rs256_sign/s={sign_rate:.1f} (1 core, RSA-2048 PKCS1v15 SHA-256)",
-              flush=True)
+              f"raw_rs256_sign/s={sign_rate:.1f} sign_cpu_us={sign_cpu_us:.0f} "
+              "(1 core, RSA-2048 PKCS1v15 SHA-256)", flush=True)
 
-        script = workdir / "token.lua"
-        script.write_text(WRK_SCRIPT % {"body": BODY, "authorization": authorization})
-        issued = 0
-        in_flight = 0
-        rates: dict[tuple[str, int], list[float]] = {}
-        costs: dict[tuple[str, int], list[float]] = {}
+        rates: dict[tuple[str, str, int], list[float]] = {}
+        costs: dict[tuple[str, str, int], list[float]] = {}
+        db_costs: dict[tuple[str, str, int], list[float]] = {}
         log_path = workdir / "server.log"
-        # Modes alternate, round by round, so that a drift of the machine's speed
-        # during the run touches every mode alike; each round starts one mode later
-        # (off, memory, redis; then memory, redis, off; ...), so that no mode always
-        # runs first, on the smallest store and the coolest machine.
+        # Stores and modes alternate, round by round, so that a drift of the
+        # machine's speed during the run touches every one alike; each round starts
+        # one later (off, memory, redis; then memory, redis, off; ...), so that none
+        # always runs first, on the smallest store and the coolest machine.
+        runs = [(one, mode) for one in stores for mode in modes]
         for round_ in range(args.rounds):
-            shift = round_ % len(modes)
-            for mode in modes[shift:] + modes[:shift]:
-                mode_env = {**env, **_limiting_env(mode, args.redis, redis_prefix)}
+            shift = round_ % len(runs)
+            for one, mode in runs[shift:] + runs[:shift]:
+                mode_env = {**one.env, **_limiting_env(mode, args.redis, redis_prefix)}
                 with log_path.open("ab") as log:
                     server = subprocess.Popen(
                         [*_pinned(args.server_cpus), issuer, "serve", "--host", "127.0.0.1",
@@ -266,46 +304,61 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                         start_new_session=True,  # its own process group: workers die with it
                     )
                 _wait_healthy(base_url, server, log_path, deadline_s=60.0)
-                _probe_token(base_url, authorization, log_path)
-                issued += 1  # the probe
+                _probe_token(base_url, _authorization(one.script), log_path)
+                one.issued += 1  # the probe
+                prefix = (f"store={one.label} " if len(stores) > 1 else "") + f"limiting={mode}"
                 for index, connections in enumerate(levels):
                     threads = max(1, min(args.wrk_threads, connections))
                     if args.warmup > 0:
-                        warm = _wrk(wrk, script, base_url, connections, threads, args.warmup,
-                                    cpus=args.load_cpus)
-                        issued += warm.ok
-                        in_flight += connections
+                        warm = _wrk(wrk, one.script, base_url, connections, threads,
+                                    args.warmup, cpus=args.load_cpus)
+                        one.issued += warm.ok
+                        one.in_flight += connections
                     profiler = None
-                    if args.py_spy and index == 0 and round_ == 0 and mode == modes[0]:
+                    if args.py_spy and index == 0 and round_ == 0 and (one, mode) == runs[0]:
                         profiler = _start_py_spy(args.py_spy, server.pid, args.duration)
                     scripts = _redis_script_calls(args.redis) if mode == "redis" else 0
                     by_worker = _tokens_by_worker(base_url, args.workers)
                     cpu = _group_cpu_seconds(server.pid)
-                    result = _wrk(wrk, script, base_url, connections, threads, args.duration,
-                                  cpus=args.load_cpus)
+                    db_cpu = _db_cpu_by_pid(one.pg_admin)
+                    with RssSampler(server.pid, args.rss_every) as memory:
+                        result = _wrk(wrk, one.script, base_url, connections, threads,
+                                      args.duration, cpus=args.load_cpus)
                     cpu = _group_cpu_seconds(server.pid) - cpu
+                    db_cpu_s = _cpu_spent(db_cpu, _db_cpu_by_pid(one.pg_admin))
                     if mode == "redis":
                         scripts = _redis_script_calls(args.redis) - scripts
                     if profiler is not None:
                         profiler.wait(timeout=args.duration + 30)
-                    issued += result.ok
-                    in_flight += connections
-                    rates.setdefault((mode, connections), []).append(result.tokens_per_s)
+                    one.issued += result.ok
+                    one.in_flight += connections
+                    key = (one.label, mode, connections)
+                    rates.setdefault(key, []).append(result.tokens_per_s)
                     cpu_per_token = cpu / result.requests if result.requests else 0.0
-                    costs.setdefault((mode, connections), []).append(cpu_per_token)
+                    costs.setdefault(key, []).append(cpu_per_token)
                     ratio = result.tokens_per_s / sign_rate if sign_rate else 0.0
-                    print(f"limiting={mode} round={round_ + 1} c={connections} "
+                    if one.pg_admin is not None and result.requests:
+                        db_costs.setdefault(key, []).append(db_cpu_s / result.requests)
+                    print(f"{prefix} round={round_ + 1} c={connections} "
                           f"tokens/s={result.tokens_per_s:.1f} "
                           f"p50={result.p50_ms:.1f}ms p99={result.p99_ms:.1f}ms "
+                          f"max={result.max_ms:.1f}ms "
                           f"errors={result.errors} ratio={ratio:.2f} "
-                          f"server_cpu_us/token={cpu_per_token * 1e6:.0f}"
+                          f"server_cpu_us/token={cpu_per_token * 1e6:.0f} "
+                          f"excl_rs256_sign={cpu_per_token * 1e6 - sign_cpu_us:.0f}"
+                          + (f" db_cpu_us/token={db_cpu_s / result.requests * 1e6:.0f}"
+                             if one.pg_admin is not None and result.requests else "")
                           + (f" redis_scripts/token={scripts / result.requests:.3f}"
                              if mode == "redis" and result.requests else ""), flush=True)
-                    split = _split(by_worker, _tokens_by_worker(base_url, args.workers))
-                    print(f"limiting={mode} round={round_ + 1} c={connections} "
+                    after = _tokens_by_worker(base_url, args.workers)
+                    split = _split(by_worker, after)
+                    print(f"{prefix} round={round_ + 1} c={connections} "
                           f"workers_seen={len(split)}/{args.workers} tokens_by_worker="
                           f"{','.join(f'{count:.0f}' for count in split.values())} "
                           f"balance={_balance(split):.2f}", flush=True)
+                    for line in _rss_lines(memory, server.pid, set(after) | set(by_worker)):
+                        print(f"{prefix} round={round_ + 1} c={connections} {line}",
+                              flush=True)
                     if result.errors:
                         print(f"#   c={connections} non200={result.non200} "
                               f"socket_errors={result.socket_errors} of {result.requests} "
@@ -315,37 +368,59 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
         if "off" in modes:
             # Each mode against the "off" run of its own round (the same minutes of
             # the machine), then the median over the rounds.
-            for connections in levels:
-                others = [mode for mode in modes if mode != "off"]
-                compared = " ".join(
-                    f"{mode}/off={_paired_median(rates, mode, connections):.3f}"
-                    for mode in others)
-                print(f"limiting_ratio c={connections} {compared} (median of {args.rounds} "
-                      "paired rounds; 1.0 = limiting costs nothing)", flush=True)
-                compared = " ".join(
-                    f"{mode}/off={_paired_median(costs, mode, connections):.3f}"
-                    for mode in others)
-                print(f"server_cpu_ratio c={connections} {compared} (CPU time of the server "
-                      "per request, median of paired rounds; 1.0 = limiting costs nothing)",
-                      flush=True)
+            for one in stores:
+                for connections in levels:
+                    others = [mode for mode in modes if mode != "off"]
+                    at = (f"store={one.label} " if len(stores) > 1 else "") + f"c={connections}"
+                    c = connections
+                    off = (one.label, "off", c)
+                    compared = " ".join(
+                        f"{mode}/off={_paired_median(rates, (one.label, mode, c), off):.3f}"
+                        for mode in others)
+                    print(f"limiting_ratio {at} {compared} (median of {args.rounds} "
+                          "paired rounds; 1.0 = limiting costs nothing)", flush=True)
+                    compared = " ".join(
+                        f"{mode}/off={_paired_median(costs, (one.label, mode, c), off):.3f}"
+                        for mode in others)
+                    print(f"server_cpu_ratio {at} {compared} (CPU time of the server "
+                          "per request, median of paired rounds; 1.0 = limiting costs nothing)",
+                          flush=True)
+        if len(stores) > 1:
+            # The preloaded store against the empty one in the same round.
+            full = stores[1].label
+            for mode in modes:
+                for connections in levels:
+                    pair = ((full, mode, connections), ("empty", mode, connections))
+                    print(f"store_ratio limiting={mode} c={connections} "
+                          f"tokens/s {full}/empty={_paired_median(rates, *pair):.3f} "
+                          f"server_cpu_us/token {full}/empty={_paired_median(costs, *pair):.3f} "
+                          f"db_cpu_us/token {full}/empty={_paired_median(db_costs, *pair):.3f} "
+                          f"(median of {args.rounds} paired rounds; 1.0 = the rows cost "
+                          "nothing)", flush=True)
 
         # wrk counts only the responses that came back within its duration: the
         # requests still in flight when it stops (at most one per connection) were
         # issued and stored too, but are not among the counted 200s.
-        stored = _count_issued_tokens(database_url)
-        durable = issued <= stored <= issued + in_flight
-        print(f"stored issued_tokens={stored} counted_200={issued} in_flight<={in_flight} "
-              f"durable={'yes' if durable else 'NO'}", flush=True)
+        failed = False
+        for one in stores:
+            stored = _count_issued_tokens(one.database_url, one.client_id)
+            durable = one.issued <= stored <= one.issued + one.in_flight
+            failed = failed or not durable
+            print((f"store={one.label} " if len(stores) > 1 else "")
+                  + f"stored issued_tokens={stored} counted_200={one.issued} "
+                  f"in_flight<={one.in_flight} durable={'yes' if durable else 'NO'}",
+                  flush=True)
         if _server_log_has_errors(log_path):
             print(f"# the server logged errors; see {log_path} (kept)", flush=True)
             args.keep = True
-        return 0 if durable else 1
+        return 1 if failed else 0
     finally:
         if server is not None:
             _stop(server)
-        if pg_admin is not None:
-            with contextlib.suppress(Exception):
-                _drop_pg_database(*pg_admin)
+        for one in stores:
+            if one.pg_admin is not None:
+                with contextlib.suppress(Exception):
+                    _drop_pg_database(*one.pg_admin)
         if "redis" in modes:
             with contextlib.suppress(Exception):
                 _delete_redis_keys(args.redis, redis_prefix)
@@ -353,6 +428,60 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
             print(f"# kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _db_cpu_by_pid(pg_admin: tuple[str, str] | None) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to the bench database (from
+    /proc: the server must run on this machine; empty for SQLite)."""
+    if pg_admin is None:
+        return {}
+    import asyncpg  # type: ignore[import-untyped]
+
+    admin, name = pg_admin
+
+    async def run() -> list[int]:
+        connection = await asyncpg.connect(admin, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
+            return [row["pid"] for row in rows]
+        finally:
+            await connection.close()
+
+    return {pid: cpu_seconds(pid) for pid in asyncio.run(run())}
+
+
+def _cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes spent between two readings (new ones: all of theirs)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _authorization(script: Path) -> str:
+    """The Authorization header written into a wrk script."""
+    for line in script.read_text().splitlines():
+        if line.startswith('wrk.headers["Authorization"]'):
+            return line.split('"')[3]
+    raise BenchError(f"no Authorization header in {script}")
+
+
+def _preload(database_url: str, rows: int, expired_share: float) -> str:
+    """Seed the store (bench/preload.py); its one-line report."""
+    import preload
+
+    return preload.describe(asyncio.run(preload.preload(
+        _asyncpg_dsn(database_url), rows, expired_share=expired_share)))
+
+
+def _rss_lines(memory: RssSampler, supervisor: int, workers: set[str]) -> list[str]:
+    """One line per server process: its resident memory over the measured run."""
+    lines = []
+    for pid, series in sorted(memory.series.items()):
+        role = ("worker" if str(pid) in workers
+                else "supervisor" if pid == supervisor else "other")
+        lines.append(f"rss pid={pid} role={role} samples={len(series.samples)} "
+                     f"first_mb={series.first:.1f} last_mb={series.last:.1f} "
+                     f"max_mb={series.peak:.1f} drift={series.drift_percent:+.1f}%")
+    return lines
 
 
 # Setup -------------------------------------------------------------------------------
@@ -381,11 +510,11 @@ def _delete_redis_keys(url: str, prefix: str) -> None:
         client.close()
 
 
-def _paired_median(figures: dict[tuple[str, int], list[float]], mode: str,
-                   connections: int) -> float:
-    """The median over rounds of ``mode``'s figure over the same round's ``off``."""
-    pairs = zip(figures[(mode, connections)], figures[("off", connections)], strict=True)
-    return statistics.median(run / off if off else 0.0 for run, off in pairs)
+def _paired_median(figures: dict[tuple[str, str, int], list[float]], key: tuple[str, str, int],
+                   reference: tuple[str, str, int]) -> float:
+    """The median over rounds of ``key``'s figure over the same round's ``reference``."""
+    pairs = zip(figures[key], figures[reference], strict=True)
+    return statistics.median(run / ref if ref else 0.0 for run, ref in pairs)
 
 
 def _group_cpu_seconds(pgid: int) -> float:
@@ -580,18 +709,22 @@ def _drop_pg_database(admin: str, name: str) -> None:
     _pg_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _count_issued_tokens(database_url: str) -> int:
+def _count_issued_tokens(database_url: str, client_id: str) -> int:
+    """The bench client's token records (a preloaded store holds others)."""
     if database_url.startswith("sqlite"):
         path = database_url.split(":///", 1)[1]
         with contextlib.closing(sqlite3.connect(path)) as connection:
-            count: int = connection.execute("SELECT count(*) FROM issued_tokens").fetchone()[0]
+            count: int = connection.execute(
+                "SELECT count(*) FROM issued_tokens WHERE client_id = ?", (client_id,)
+            ).fetchone()[0]
             return count
     import asyncpg
 
     async def run() -> int:
         connection = await asyncpg.connect(_asyncpg_dsn(database_url), timeout=10)
         try:
-            value: int = await connection.fetchval("SELECT count(*) FROM issued_tokens")
+            value: int = await connection.fetchval(
+                "SELECT count(*) FROM issued_tokens WHERE client_id = $1", client_id)
             return value
         finally:
             await connection.close()
@@ -650,17 +783,19 @@ def _start_py_spy(output: str, pid: int, seconds: float) -> subprocess.Popen[byt
 # Raw signing rate ------------------------------------------------------------------------
 
 
-def _measure_signing_rate(seconds: float) -> float:
-    """One core's RS256 rate, in a fresh interpreter so nothing else shares it."""
+def _measure_signing_rate(seconds: float) -> tuple[float, float]:
+    """One core's RS256 rate, and the CPU microseconds of one signature, in a fresh
+    interpreter so nothing else shares it."""
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--sign-rate", str(seconds)],
         capture_output=True, text=True, timeout=seconds + 60, check=False)
     if completed.returncode != 0:
         raise BenchError(f"the signing-rate process failed:\n{completed.stderr}")
-    return float(completed.stdout.strip())
+    rate, cpu_us = completed.stdout.split()
+    return float(rate), float(cpu_us)
 
 
-def _signing_rate(seconds: float) -> float:
+def _signing_rate(seconds: float) -> tuple[float, float]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -673,13 +808,14 @@ def _signing_rate(seconds: float) -> float:
         key.sign(message, pad, digest)
     count = 0
     start = time.perf_counter()
+    cpu = time.process_time()
     end = start + seconds
     now = start
     while now < end:
         key.sign(message, pad, digest)
         count += 1
         now = time.perf_counter()
-    return count / (now - start)
+    return count / (now - start), (time.process_time() - cpu) / count * 1e6
 
 
 if __name__ == "__main__":

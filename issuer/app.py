@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import httpx
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
@@ -37,7 +38,7 @@ from starlette.types import ASGIApp
 
 from connectors.erp.plugin import ERP
 from connectors.netsuite.plugin import NETSUITE
-from issuer import audit
+from issuer import audit, serving
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Endpoint
@@ -61,6 +62,7 @@ from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
+from issuer.oauth.token_route import TokenRoute
 from issuer.openapi import (
     Health,
     JWKSet,
@@ -93,6 +95,8 @@ from issuer.store.writer import GroupWriter
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 1.0  # seconds, connect and each command
+#: The largest request body any route accepts (413 past it).
+MAX_BODY_BYTES = 1024 * 1024
 #: Outbound HTTP (a private_key_jwt client's jwks_uri): seconds before giving up.
 OUTBOUND_TIMEOUT = 5.0
 
@@ -100,12 +104,16 @@ OUTBOUND_TIMEOUT = 5.0
 def create_app(settings: Settings, *, clock: Clock | None = None,
                http_client: httpx.AsyncClient | None = None,
                outbound: httpx.AsyncClient | None = None,
-               sleep: Sleep | None = None) -> Starlette:
+               sleep: Sleep | None = None, sign_threads: int | None = None,
+               freeze_gc: bool = False) -> Starlette:
     """Outbound HTTP, each used as given (never closed here) or made per lifespan:
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
     (NetSuite; by default 30 s, no redirects). Tests bind them to simulators, and give
-    ``sleep`` (the connectors' back-off waits) one that moves their clock instead."""
+    ``sleep`` (the connectors' back-off waits) one that moves their clock instead.
+    ``sign_threads``: the :class:`Signer`'s threads (0: sign on the event loop);
+    ``freeze_gc``: once started, move what start-up built out of the garbage
+    collector's view (``gc.freeze``), as ``issuer serve`` does."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -115,7 +123,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         engine = create_engine(settings.database_url, timeout=settings.store_timeout)
         writer = GroupWriter(engine, max_pending=settings.store_max_pending_writes,
                              max_wait=settings.store_timeout)
-        signer = Signer()
+        signer = Signer(sign_threads)
         # Short timeouts: a hung Redis must cost a token request little (the limiter
         # then decides in memory, or refuses, for a second: issuer.ratelimit).
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT,
@@ -182,6 +190,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                     every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
                     _started(CONNECTORS, context) as connector_state, \
                     notices.listening():
+                if freeze_gc:
+                    gc.freeze()
                 try:
                     yield {**SERVICES.entry(services), **connector_state}
                 finally:
@@ -204,14 +214,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
-        Middleware(BodySizeLimitMiddleware, max_bytes=1024 * 1024),
+        Middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES),
         Middleware(BodyTimeoutMiddleware, seconds=settings.http_body_timeout),
     ]
-    if settings.trusted_proxies:
+    trusted = settings.trusted_proxies
+    if trusted:
         # X-Forwarded-For is believed only from these addresses (Granian's parser:
         # the right-most address not itself a trusted proxy is the client).
-        middleware.append(Middleware(_proxy_headers, trusted=settings.trusted_proxies))
-    return without_slash_redirects(Starlette(
+        middleware.append(Middleware(_proxy_headers, trusted=trusted))
+    return without_slash_redirects(_Issuer(
+        # POST /token is answered ahead of the stack, under the same rules.
+        lambda stack: TokenRoute(
+            stack, max_body=MAX_BODY_BYTES, body_timeout=settings.http_body_timeout,
+            wrap=(lambda handler: _proxy_headers(handler, trusted)) if trusted else None),
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -277,6 +292,17 @@ async def _started(connectors: Sequence[Connector], context: ConnectorContext
         yield state
 
 
+class _Issuer(Starlette):
+    """Starlette, with ``front`` put ahead of its middleware stack (the token route)."""
+
+    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self._front = front
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._front(super().build_middleware_stack())
+
+
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:
     # Networks in canonical form: the parser takes "10.1.2.3/8" for a host name.
     networks = [str(ipaddress.ip_network(value, strict=False)) for value in trusted]
@@ -314,11 +340,14 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
 def create_app_from_env() -> Starlette:
     """The app factory ``issuer serve`` runs in each worker process (issuer.serving).
 
-    Long-lived start-up objects (modules, settings, the app) leave the garbage
-    collector's view, and young collections run less often: the token path
-    allocates many short-lived objects and creates no cycles worth chasing.
+    Long-lived start-up objects (modules, settings, the app, and once the lifespan
+    has started, its services) leave the garbage collector's view, and young
+    collections run less often: the token path allocates many short-lived objects
+    and creates no cycles worth chasing. Tokens are signed on the event loop when
+    every CPU has a worker of its own (:func:`issuer.serving.sign_threads`).
     """
-    app = create_app(Settings.from_env())
+    app = create_app(Settings.from_env(), sign_threads=serving.sign_threads(),
+                     freeze_gc=True)
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     return app

@@ -36,7 +36,11 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return _ENCODER.encode(line)
+
+
+#: ``json.dumps(line, default=str, separators=(",", ":"))``, its encoder built once.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:

@@ -77,6 +77,9 @@ class Metrics:
             registry=registry)
         Info("issuer_process", "The process that answered this scrape",
              registry=registry).info({"pid": str(os.getpid())})
+        # The tokens-issued counter of each (tenant, grant) met so far: ``labels()``
+        # validates and looks its child up on every call (as many as there are tenants).
+        self._issued: dict[tuple[str, str], Counter] = {}
 
     def watch_keys(self, keyring: KeyRing, clock: Clock) -> None:
         """Report the active signing key's age at every scrape."""
@@ -86,6 +89,13 @@ class Metrics:
         """A gauge read at every scrape (e.g. a connector service's own figure)."""
         gauge = Gauge(name, documentation, registry=self.registry)
         gauge.set_function(read)
+
+    def token_issued(self, tenant: str, grant: str) -> None:
+        """Count one access token issued to ``tenant`` by ``grant``."""
+        child = self._issued.get((tenant, grant))
+        if child is None:
+            child = self._issued[tenant, grant] = self.tokens_issued.labels(tenant, grant)
+        child.inc()
 
     def token_failed(self, error: OAuthError) -> None:
         self.token_failures.labels(failure_reason(error)).inc()

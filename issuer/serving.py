@@ -47,6 +47,8 @@ BACKLOG = 1024
 SHUTDOWN_GRACE = 30
 #: Bytes a connection's read buffer holds: the largest request head (431 past it).
 MAX_HEAD_BYTES = 64 * 1024
+#: How ``issuer serve`` tells its workers how many of them there are.
+WORKERS_ENV = "ISSUER_SERVE_WORKERS"
 
 
 def default_workers() -> int:
@@ -56,10 +58,19 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def sign_threads() -> int | None:
+    """The signing threads of a worker (``issuer.keys.ring.Signer``): none -- sign on the event
+    loop -- when there are at least as many workers as CPUs, since a signing thread
+    would find no idle core and the hand-off would only cost; else one per CPU."""
+    workers = os.environ.get(WORKERS_ENV, "")
+    return 0 if workers.isdigit() and int(workers) >= default_workers() else None
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: str,
           log_config: dict[str, Any]) -> None:
     """Run until SIGTERM/SIGINT. Announces the bound address (the real port when
     ``port`` is 0) on stderr before the workers start."""
+    os.environ[WORKERS_ENV] = str(workers)  # inherited by the workers (sign_threads)
     server = _Server(
         APP, factory=True, address=host, port=port, interface=Interfaces.ASGI,
         workers=workers, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,

@@ -413,3 +413,17 @@ def test_sigterm_lets_the_request_in_flight_finish_and_runs_the_app_shutdown(tmp
     finally:
         server.stop()
         run(delete_redis_keys(prefix))
+
+
+def test_workers_sign_on_the_event_loop_only_when_every_cpu_has_one(monkeypatch):
+    # A signing thread helps only when a core is idle; with a worker per CPU there is none.
+    cpus = serving.default_workers()
+    monkeypatch.setenv(serving.WORKERS_ENV, str(cpus))
+    assert serving.sign_threads() == 0
+    monkeypatch.setenv(serving.WORKERS_ENV, str(cpus + 1))
+    assert serving.sign_threads() == 0
+    if cpus > 1:
+        monkeypatch.setenv(serving.WORKERS_ENV, str(cpus - 1))
+        assert serving.sign_threads() is None
+    monkeypatch.delenv(serving.WORKERS_ENV)
+    assert serving.sign_threads() is None  # not under `issuer serve`: threads

@@ -19,15 +19,16 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from joserfc import jwk, jws
+from joserfc import jwk
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
+from joserfc.util import urlsafe_b64encode
 from sqlalchemy import delete, false, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -94,36 +95,58 @@ class SigningKey:
     activated_at: float | None = None
 
     def sign(self, claims: dict[str, Any], typ: str = "at+jwt") -> str:
-        """A compact JWS over ``claims`` with ``alg``, ``kid`` and ``typ`` set."""
+        """A compact JWS over ``claims`` with ``alg``, ``kid`` and ``typ`` set.
+
+        The same bytes ``jws.serialize_compact`` makes (compact JSON, members in
+        this order), built from joserfc's algorithm primitive directly: the
+        protected header is encoded once per key (:attr:`_at_jwt_header`), not
+        checked and re-encoded for every token."""
         if self.private is None:
             raise RuntimeError(f"key {self.kid} has no private half loaded")
+        header = self._at_jwt_header if typ == "at+jwt" else self._header(typ)
+        signing_input = header + b"." + urlsafe_b64encode(_COMPACT.encode(claims).encode())
+        # RFC 9864 deprecates "EdDSA" for "Ed25519"; we keep "EdDSA" because
+        # resource-server libraries still expect it (joserfc's model signs either way).
+        signature = JWSRegistry.algorithms[self.alg].sign(signing_input, self.private)
+        return (signing_input + b"." + urlsafe_b64encode(signature)).decode("ascii")
+
+    @functools.cached_property
+    def _at_jwt_header(self) -> bytes:
+        """The base64url protected header of an RFC 9068 access token (``typ`` at+jwt)."""
+        return self._header("at+jwt")
+
+    def _header(self, typ: str) -> bytes:
         header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-        payload = json.dumps(claims, separators=(",", ":")).encode()
-        if self.alg == "EdDSA":
-            # RFC 9864 deprecates "EdDSA" for the fully specified "Ed25519"; we
-            # keep "EdDSA" because resource-server libraries still expect it.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", jwk.SecurityWarning)
-                return jws.serialize_compact(header, payload, self.private, algorithms=[self.alg])
-        return jws.serialize_compact(header, payload, self.private, algorithms=[self.alg])
+        return urlsafe_b64encode(_COMPACT.encode(header).encode("ascii"))
+
+
+#: Compact JSON, as ``json.dumps(..., separators=(",", ":"))`` writes it (ASCII only).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class Signer:
-    """Signs on a small thread pool so RSA work runs beside the event loop.
+    """Signs access tokens: on a small thread pool beside the event loop, or inline.
 
-    ``cryptography`` releases the GIL while it signs: with one issuer process,
-    two threads sign about twice as fast as the loop thread could alone.
+    ``cryptography`` releases the GIL while it signs: with one issuer process, two
+    threads sign about twice as fast as the loop thread could alone. When every CPU
+    has an issuer process of its own (``issuer serve --workers`` >= CPUs) the
+    threads have no idle core to use and the hand-off only costs: ``threads=0``
+    signs on the caller's thread (``inline``).
     """
 
     def __init__(self, threads: int | None = None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1,
-                                        thread_name_prefix="jws-sign")
+        self.inline = threads == 0
+        self._pool = None if self.inline else ThreadPoolExecutor(
+            max_workers=threads or os.cpu_count() or 1, thread_name_prefix="jws-sign")
 
     async def sign(self, key: SigningKey, claims: dict[str, Any]) -> str:
+        if self._pool is None:
+            return key.sign(claims)
         return await asyncio.get_running_loop().run_in_executor(self._pool, key.sign, claims)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def associated_data(kid: str) -> bytes:

@@ -48,7 +48,7 @@ def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Resp
             form, _ = await parse_form(request)
             claimed = identify(request.headers, form, request.query_params)
             # The brute-force guard of /token covers these endpoints too, or they
-            # would be the place to guess secrets (issuer.ratepolicy).
+            # would be the place to guess secrets (issuer.ratelimit.policy).
             await enforce(services.limiter, limits.guard(address))
             try:
                 caller = await bounded(services.clients.get(claimed.client_id))

@@ -10,16 +10,16 @@ A failure at any step is rendered by the one error table and audited.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from issuer.audit import AuditEvent, audit_row
 from issuer.clock import utc
@@ -37,6 +37,7 @@ from issuer.errors import (
 from issuer.middleware import CLIENT_ID
 from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
+from issuer.oauth.token_request import TokenRequest, check_content_type, read_form
 from issuer.ratelimit import enforce
 from issuer.services import Services
 from issuer.store.bounds import bounded, request_budget
@@ -49,75 +50,115 @@ from issuer.store.writer import Rows
 _ISSUED_TOKENS = cast(Table, IssuedTokenRow.__table__)
 _AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 
-MAX_FORM_BYTES = 16 * 1024
 #: The ``grant`` label of the tokens-issued metric for this endpoint.
 GRANT = "client_credentials"
-# RFC 8707 §2: "multiple 'resource' parameters MAY be used"; nothing else repeats.
-_MAY_REPEAT = frozenset({"resource"})
+
+
+#: A reply: status, raw headers (before ``x-request-id``), body.
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+#: The 200 answer's headers, as Starlette's ``Response`` writes them for
+#: ``media_type="application/json", headers=NO_STORE``.
+_GRANTED_HEADERS = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in NO_STORE.items()]
+_JSON = (b"content-type", b"application/json")
+_NO_QUERY: Mapping[str, str] = {}
 
 
 async def token(request: Request) -> Response:
-    services: Services = request.state.services
+    """POST /token as a Starlette endpoint (the route table's entry). The app serves
+    the same requests from ASGI first (``issuer.oauth.token_route``); both run
+    :func:`answer`."""
+    status, headers, body = await answer(request.state.services, request.scope,
+                                         request.headers, request.body)
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+async def answer(services: Services, scope: Scope, headers: Headers,
+                 body: Callable[[], Awaitable[bytes]]) -> Reply:
+    """Answer one POST /token. ``body`` reads the request body (called at most once,
+    after the content type was checked); ``scope`` gives the caller's address and
+    request id and receives the authenticated client id (for the access log)."""
     started = time.perf_counter()
     try:
         # Every wait for the store below draws on one budget (issuer.store.bounds).
         with request_budget(services.settings.store_timeout):
-            return await _token(request, services)
+            return await _answer(services, scope, headers, body)
     finally:
         services.metrics.token_latency.observe(time.perf_counter() - started)
 
 
-async def _token(request: Request, services: Services) -> Response:
+async def _answer(services: Services, scope: Scope, headers: Headers,
+                  body: Callable[[], Awaitable[bytes]]) -> Reply:
     claimed: ClaimedClient | None = None
     record: ClientRecord | None = None
+    source = scope_source(scope)
     try:
-        form, resources = await parse_form(request)
-        claimed = identify(request.headers, form, request.query_params)
+        check_content_type(headers.get("content-type"))
+        form, resources = read_form(await body())
+        query_string = scope.get("query_string")
+        claimed = identify(headers, form,
+                           QueryParams(query_string) if query_string else _NO_QUERY)
         grant_type = form.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("Missing 'grant_type' parameter", reason="missing_grant_type")
         if grant_type != "client_credentials":
             raise UnsupportedGrantType(reason=f"grant_type={grant_type[:64]}")
-        record = await bounded(services.clients.get(claimed.client_id))
-        issued = await _authenticated_grant(request, services, form, resources, claimed, record)
-        # Sign (on a thread) while the record and its audit event commit; answer
-        # only when both are done: nothing leaves before it is durable.
-        access_token, _ = await asyncio.gather(
-            services.signer.sign(issued.key, issued.claims),
-            services.writer.write(granted_rows(issued, request)),  # within the budget
-        )
+        # A client this process holds fresh needs no wait for the store.
+        record = services.clients.cached(claimed.client_id)
+        if record is None:
+            record = await bounded(services.clients.get(claimed.client_id))
+        issued = await _authenticated_grant(
+            services, scope, source, TokenRequest(form, tuple(resources), headers, claimed),
+            record)
+        rows = granted_rows_for(issued, source=source, request_id=scope.get("request_id"))
+        # Nothing leaves before it is durable: the answer waits for the record and its
+        # audit event to commit; the token is signed meanwhile (on a thread, or here
+        # on the loop when this process has a CPU to itself: ``Signer.inline``).
+        signer = services.signer
+        if signer.inline:
+            access_token = issued.key.sign(issued.claims)
+            await services.writer.write(rows)  # within the budget
+        else:
+            access_token, _ = await asyncio.gather(signer.sign(issued.key, issued.claims),
+                                                   services.writer.write(rows))
     except OAuthError as error:
-        await audit_denial(services, request, error, claimed, record)
-        headers = basic_challenge() if (
+        await record_denial(services, error, claimed, record, source=source,
+                            request_id=scope.get("request_id"))
+        challenge = basic_challenge() if (
             isinstance(error, InvalidClient) and claimed is not None
             and claimed.method == "client_secret_basic"
         ) else None
-        return error_response(error, headers=headers)
+        return _reply(error_response(error, headers=challenge))
     except (SQLAlchemyError, OSError) as failure:
         # Down, or slower than ISSUER_STORE_TIMEOUT: 503 with Retry-After, no denial
         # event (there is no store to write it to).
         services.store_failures.report("POST /token", failure)
         refusal = StoreUnavailable()
         services.metrics.token_failed(refusal)
-        return error_response(refusal)
-    services.metrics.tokens_issued.labels(record.tenant_id, GRANT).inc()
-    return Response(json.dumps(issued.response(access_token), separators=(",", ":")),
-                    status_code=200,
-                    media_type="application/json", headers=NO_STORE)
+        return _reply(error_response(refusal))
+    services.metrics.token_issued(issued.client.tenant_id, GRANT)
+    content = issued.response_body(access_token)
+    return 200, [*_GRANTED_HEADERS, (b"content-length", b"%d" % len(content)), _JSON], content
 
 
-async def _authenticated_grant(request: Request, services: Services, form: dict[str, str],
-                               resources: list[str], claimed: ClaimedClient,
-                               record: ClientRecord | None) -> IssuedToken:
+def _reply(response: Response) -> Reply:
+    return response.status_code, response.raw_headers, bytes(response.body)
+
+
+async def _authenticated_grant(services: Services, scope: Scope, source: str | None,
+                               request: TokenRequest, record: ClientRecord | None
+                               ) -> IssuedToken:
     """Authenticate the client and run the grant (Authlib, pure CPU), with the rate
-    limits (issuer.ratepolicy) checked in one atomic step before any signing or
+    limits (issuer.ratelimit.policy) checked in one atomic step before any signing or
     write: after the secret was verified, or for a client assertion (RFC 7523)
     after its signature and claims were and before its ``jti`` is spent.
 
     A failed authentication is charged to the source address; once the address
     has spent its budget it gets 429 whether or not its next secret is right.
     """
-    address = request_source(request) or "unknown"
+    address = source or "unknown"
     limits = services.rate_policies
     admitted = False
 
@@ -131,15 +172,15 @@ async def _authenticated_grant(request: Request, services: Services, form: dict[
         if record is None:
             raise InvalidClient(reason="unknown_client")
         authenticated = None
+        claimed = request.claimed
         if claimed.assertion is not None:
             authenticated = await services.assertions.authenticate(
-                form, request.headers, claimed, record, "token", admit=admit)
-        issued = services.token_issuer.issue(form, resources, request.headers, claimed, record,
-                                             authenticated=authenticated)
+                request.form, request.headers, claimed, record, "token", admit=admit)
+        issued = services.token_issuer.issue(request, record, authenticated=authenticated)
     except InvalidClient:
         await enforce(services.limiter, limits.failure(address))
         raise
-    request.scope[CLIENT_ID] = record.client_id
+    scope[CLIENT_ID] = record.client_id
     if not admitted:
         await admit()
     return issued
@@ -147,40 +188,20 @@ async def _authenticated_grant(request: Request, services: Services, form: dict[
 
 async def parse_form(request: Request) -> tuple[dict[str, str], list[str]]:
     """The body as single-valued parameters, plus the (repeatable) resources."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    # RFC 6749 §4.4.2: the request uses "application/x-www-form-urlencoded".
-    if content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest("The body must be application/x-www-form-urlencoded",
-                             reason="bad_content_type")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidRequest("The request body is too large", reason="body_too_large")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                          max_num_fields=64, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("The body is not valid form data", reason="bad_form") from None
-    form: dict[str, str] = {}
-    resources: list[str] = []
-    for name, value in pairs:
-        # RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if
-        # they were omitted from the request."
-        if value == "":
-            continue
-        if name in _MAY_REPEAT:
-            resources.append(value)
-            continue
-        # RFC 6749 §3.1/§3.2: "Request and response parameters MUST NOT be
-        # included more than once."
-        if name in form:
-            raise InvalidRequest(f"Parameter '{name[:64]}' is repeated",
-                                 reason="repeated_parameter")
-        form[name] = value
-    return form, resources
+    check_content_type(request.headers.get("content-type"))
+    return read_form(await request.body())
 
 
 def granted_rows(issued: IssuedToken, request: Request, *, actor: str | None = None,
                  details: Mapping[str, Any] | None = None) -> Rows:
+    """:func:`granted_rows_for` a Starlette request."""
+    return granted_rows_for(issued, source=request_source(request),
+                            request_id=request_id(request), actor=actor, details=details)
+
+
+def granted_rows_for(issued: IssuedToken, *, source: str | None, request_id: str | None,
+                     actor: str | None = None,
+                     details: Mapping[str, Any] | None = None) -> Rows:
     """The issued-token record and its ``M2M_TOKEN_GENERATED`` event, for one
     :meth:`GroupWriter.write` (DESIGN §3.7: both in one transaction).
 
@@ -189,21 +210,22 @@ def granted_rows(issued: IssuedToken, request: Request, *, actor: str | None = N
     who is also named in ``details``).
     """
     record = issued.client
+    expires_at = utc(issued.expires_at)
     token_row = {
         "jti": issued.jti, "client_id": record.client_id, "tenant_id": record.tenant_id,
         "scope": " ".join(issued.scopes), "audience": list(issued.audience),
         "kid": issued.key.kid, "issued_at": utc(issued.issued_at),
-        "expires_at": utc(issued.expires_at), "revoked_at": None,
+        "expires_at": expires_at, "revoked_at": None,
     }
     event = audit_row(
         AuditEvent.M2M_TOKEN_GENERATED, at=issued.issued_at,
         actor=actor if actor is not None else record.client_id,
         tenant_id=record.tenant_id, client_id=record.client_id,
-        source=request_source(request), request_id=request_id(request),
+        source=source, request_id=request_id,
         details={"client_id": record.client_id, "tenant_id": record.tenant_id,
                  "scopes": list(issued.scopes), "audience": list(issued.audience),
                  "jti": issued.jti, "kid": issued.key.kid,
-                 "expiresAt": utc(issued.expires_at).isoformat(),
+                 "expiresAt": expires_at.isoformat(),
                  "secret_used": issued.secret_used, **(details or {})},
     )
     return [(_ISSUED_TOKENS, token_row), (_AUDIT_EVENTS, event)]
@@ -213,6 +235,15 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
                        claimed: ClaimedClient | None, known: ClientRecord | None, *,
                        actor: str | None = None,
                        details: Mapping[str, Any] | None = None) -> None:
+    """:func:`record_denial` of a Starlette request."""
+    await record_denial(services, error, claimed, known, source=request_source(request),
+                        request_id=request_id(request), actor=actor, details=details)
+
+
+async def record_denial(services: Services, error: OAuthError, claimed: ClaimedClient | None,
+                        known: ClientRecord | None, *, source: str | None,
+                        request_id: str | None, actor: str | None = None,
+                        details: Mapping[str, Any] | None = None) -> None:
     """Count a refused token request and record its ``M2M_TOKEN_DENIED`` event with
     the server-side reason; never raises for the store (the denial is answered
     either way). ``actor`` defaults to the client when it is known, else nobody.
@@ -238,7 +269,7 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
         actor=actor if actor is not None else (known.client_id if known else None),
         tenant_id=known.tenant_id if known else None,
         client_id=known.client_id if known else None,
-        source=request_source(request), request_id=request_id(request),
+        source=source, request_id=request_id,
         details=event_details,
     )
     try:
@@ -249,7 +280,13 @@ async def audit_denial(services: Services, request: Request, error: OAuthError,
 
 def request_source(request: Request) -> str | None:
     """The caller's address, for audit events."""
-    return request.client.host if request.client else None
+    return scope_source(request.scope)
+
+
+def scope_source(scope: Scope) -> str | None:
+    """The caller's address (after any trusted proxy's ``X-Forwarded-For``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def request_id(request: Request) -> str | None:

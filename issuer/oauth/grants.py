@@ -7,6 +7,7 @@ default token lifetime is 10 days (we use the client's TTL).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
@@ -32,7 +33,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             return authenticated
         return super().authenticate_token_endpoint_client()
 
-    def validate_token_request(self) -> None:
+    def grant(self) -> Granted:
+        """Authenticate the client and decide the token's scopes and audience. Pure CPU."""
         # §4.4.2: "The authorization server MUST authenticate the client."
         client = self.authenticate_token_endpoint_client()
         record = client.record
@@ -43,27 +45,36 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClient(reason="grant_type_not_allowed")
         self.request.client = client
+        form = self.request.form
         try:
-            scopes = resolve_scopes(self.request.payload.scope, record.allowed_scopes,
+            scopes = resolve_scopes(form.get("scope"), record.allowed_scopes,
                                     record.default_scopes)
         except ScopeDenied as denied:
             raise InvalidScope(
                 "Scope not allowed for this client: " + " ".join(denied.denied),
                 reason="scope_not_allowed", details={"invalidScopes": denied.denied},
             ) from None
-        self.request.granted_scopes = scopes
-        audience = resolve_audience(
-            record, self.request.resources, self.request.payload.data.get("audience"),
-            self.server.default_audience,
-        )
+        audience = resolve_audience(record, self.request.resources, form.get("audience"),
+                                    self.server.default_audience)
         # DESIGN §4.5: the issuer is its own resource server; a token granting
         # an admin scope carries the issuer's URL among its audiences.
         if ADMIN_SCOPES & set(scopes) and self.server.issuer not in audience:
             audience.append(self.server.issuer)
-        self.request.audience = audience
+        return Granted(client, tuple(scopes), tuple(audience))
 
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        # The claims only: the endpoint signs and persists them after Authlib returns.
-        claims = self.server.issue_access_token(self.request)
-        self.save_token(claims)
-        return 200, claims, self.TOKEN_RESPONSE_HEADER
+    def validate_token_request(self) -> None:
+        """Authlib's entry point, kept for its interface: :meth:`grant` decides, and
+        ``TokenIssuer.issue`` builds the token from what it returns."""
+        self.grant()
+
+    def create_token_response(self) -> Any:
+        raise NotImplementedError("TokenIssuer.issue builds the token from grant()")
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """What the grant decided: the authenticated client, the scopes, the audience."""
+
+    client: Any  # issuer.oauth.server._Client (Authlib's view of the ClientRecord)
+    scopes: tuple[str, ...]
+    audience: tuple[str, ...]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
@@ -28,9 +29,10 @@ from issuer.keys.ring import KeyRing, SigningKey
 from issuer.oauth import client_auth
 from issuer.oauth.claims import access_token_claims, new_jti
 from issuer.oauth.client_auth import ClaimedClient
-from issuer.oauth.grants import ClientCredentialsGrant
+from issuer.oauth.grants import ClientCredentialsGrant, Granted
 from issuer.oauth.rfc7523 import AssertionKeys, ClientSecretJWT, PrivateKeyJWT
 from issuer.oauth.scopes import is_scope_token
+from issuer.oauth.token_request import TokenRequest
 from issuer.oauth.tokens import Introspection, Revocation
 from issuer.secrets import verify_secret
 from issuer.store.records import ClientRecord
@@ -39,7 +41,7 @@ from issuer.store.records import ClientRecord
 @dataclass(frozen=True)
 class IssuedToken:
     """A granted token, not yet signed: the endpoint signs ``claims`` with ``key``
-    (off the event loop) while it persists the record, then answers."""
+    and persists the record (concurrently), then answers."""
 
     claims: dict[str, Any]
     key: SigningKey
@@ -55,6 +57,13 @@ class IssuedToken:
         """RFC 6749 §5.1. §4.4.3: "A refresh token SHOULD NOT be included."."""
         return {"access_token": access_token, "token_type": "Bearer",
                 "expires_in": self.expires_at - self.issued_at, "scope": self.claims["scope"]}
+
+    def response_body(self, access_token: str) -> bytes:
+        """:meth:`response` as compact JSON: the bytes ``json.dumps(response,
+        separators=(",", ":"))`` makes, without building the dict and an encoder."""
+        return (f'{{"access_token":{_json_string(access_token)},"token_type":"Bearer",'
+                f'"expires_in":{self.expires_at - self.issued_at:d},'
+                f'"scope":{_json_string(self.claims["scope"])}}}').encode("ascii")
 
 
 class _Client(ClientMixin):  # type: ignore[misc]
@@ -115,9 +124,6 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         # Set when the client authenticated before the grant ran (a client assertion,
         # whose jti is spent between the two): the grant takes it as it is.
         self.authenticated: _Client | None = None
-        self.granted_scopes: list[str] = []
-        self.audience: list[str] = []
-        self.issued: IssuedToken | None = None
 
     @property
     def form(self) -> dict[str, str]:
@@ -161,50 +167,48 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
             raise from_authlib(error) from None
         return authenticated
 
-    def issue(self, form: Mapping[str, str], resources: Sequence[str],
-              headers: Mapping[str, str], claimed: ClaimedClient,
-              record: ClientRecord | None, *,
+    def issue(self, request: TokenRequest, record: ClientRecord, *,
               authenticated: _Client | None = None) -> IssuedToken:
-        """Run the grant on preloaded values. Pure CPU: no I/O, no await.
-        ``authenticated``: the client, already authenticated by :meth:`authenticate`."""
-        client = authenticated or (_Client(record, self.clock.now())
-                                   if record is not None else None)
-        request = _Request(form, resources, headers, claimed, client)
-        request.authenticated = authenticated
+        """Run the client_credentials grant on preloaded values. Pure CPU: no I/O, no
+        await. ``authenticated``: the client, already authenticated by
+        :meth:`authenticate` (a client assertion).
+
+        The grant is built directly (the endpoint already refused any other
+        ``grant_type``), on a request object Authlib's client authentication reads.
+        """
+        client = authenticated or _Client(record, self.clock.now())
+        oauth_request = _Request(request.form, request.resources, request.headers,
+                                 request.claimed, client)
+        oauth_request.authenticated = authenticated
         try:
-            grant = self.get_token_grant(request)
-            grant.validate_token_request()
-            grant.create_token_response()
+            granted = ClientCredentialsGrant(oauth_request, self).grant()
         except OAuth2Error as error:
             raise from_authlib(error) from None
-        assert request.issued is not None
-        return request.issued
+        return self.issue_access_token(granted)
 
-    def issue_access_token(self, request: _Request) -> dict[str, Any]:
-        """Build the RFC 9068 claims for the active key; called by the grant.
+    def issue_access_token(self, granted: Granted) -> IssuedToken:
+        """The RFC 9068 claims of what was granted, for the active key.
 
-        Signing happens after Authlib returns (``Signer``), on a thread: RSA
-        signing releases the GIL, so it need not hold up the event loop.
+        Signing happens after the grant returns (``Signer``), while the endpoint
+        persists the record: ``IssuedToken`` holds everything both need.
         """
-        client: _Client = request.client
+        client: _Client = granted.client
         record = client.record
-        key = self.keyring.active
         issued_at = int(self.clock.now())
         ttl = record.token_ttl or self.default_ttl
         jti = new_jti()
         claims = access_token_claims(
-            issuer=self.issuer, client=record, scopes=request.granted_scopes,
-            audience=request.audience, issued_at=issued_at, ttl=ttl, jti=jti,
+            issuer=self.issuer, client=record, scopes=granted.scopes,
+            audience=granted.audience, issued_at=issued_at, ttl=ttl, jti=jti,
         )
-        request.issued = IssuedToken(
-            claims=claims, key=key, jti=jti, client=record, scopes=tuple(request.granted_scopes),
-            audience=tuple(request.audience), issued_at=issued_at, expires_at=issued_at + ttl,
-            secret_used=client.secret_used,
+        return IssuedToken(
+            claims=claims, key=self.keyring.active, jti=jti, client=record,
+            scopes=granted.scopes, audience=granted.audience, issued_at=issued_at,
+            expires_at=issued_at + ttl, secret_used=client.secret_used,
         )
-        return claims
 
     def save_token(self, token: dict[str, Any], request: _Request) -> None:
-        """Nothing here: the endpoint persists ``request.issued`` after Authlib returns."""
+        """Nothing here: the endpoint persists the ``IssuedToken`` :meth:`issue` returns."""
 
     def query_client(self, client_id: str) -> None:
         """Unused: our client-auth methods read the preloaded client."""
@@ -235,17 +239,14 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
         client.secret_used = "none"  # no secret: an administrator asked for the token
         request = _Request(form, (), {}, ClaimedClient(record.client_id, "admin", ""), client)
         try:
-            grant = _AdminMintGrant(request, self)
-            grant.validate_token_request()
-            grant.create_token_response()
+            granted = _AdminMintGrant(request, self).grant()
         except InvalidClient as error:
             # Nothing authenticated, so nothing failed to: a disabled client or
             # tenant simply may not get tokens (403, not the 401 of /token).
             raise UnauthorizedClient(reason=error.reason) from None
         except OAuth2Error as error:
             raise from_authlib(error) from None
-        assert request.issued is not None
-        return request.issued
+        return self.issue_access_token(granted)
 
 
 class _AdminMintGrant(ClientCredentialsGrant):

@@ -167,6 +167,14 @@ class ClientStore:
         # old row, so its result answers its own callers but is not cached.
         self._generation = 0
 
+    def cached(self, client_id: str) -> ClientRecord | None:
+        """The client when this process holds a fresh entry for it (no store wait, no
+        await); None when :meth:`get` must load it."""
+        cached = self._cache.get(client_id)
+        if cached is not None and cached[0] > self._clock.now():
+            return cached[1]
+        return None
+
     async def get(self, client_id: str) -> ClientRecord | None:
         if not CLIENT_ID.match(client_id):
             return None  # cannot be one of ours (e.g. a NUL, which PostgreSQL refuses)

@@ -36,7 +36,8 @@ def test_the_whole_walk_key_pair_upload_certificate_id_verify_rotate(
     pem = run("key-pair", connector)
     assert x509.load_pem_x509_certificate(pem.encode())
     assert run("certificate", connector) == pem
-    run("certificate", connector, "--set-id", simulator.upload(pem, integration.client_id))
+    # A Certificate ID may start with "-": "--set-id=ID" and "--" keep it an argument.
+    run("certificate", connector, f"--set-id={simulator.upload(pem, integration.client_id)}")
     verified = json.loads(run("verify", connector))
     assert verified["success"] is True and verified["expires_in"] == 3600
     [token] = simulator.tokens
@@ -44,8 +45,8 @@ def test_the_whole_walk_key_pair_upload_certificate_id_verify_rotate(
 
     out = tmp_path / "new.pem"
     run("rotate", connector, "--out", str(out))
-    assert run("confirm", connector, simulator.upload(out.read_text(),
-                                                      integration.client_id)) == CONFIRMED
+    assert run("confirm", connector, "--", simulator.upload(out.read_text(),
+                                                            integration.client_id)) == CONFIRMED
     assert run("certificate", connector) == out.read_text()
     assert json.loads(run("verify", connector))["success"] is True
     assert simulator.granted == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -304,6 +305,35 @@ async def test_oversized_body_is_refused_before_parsing(client, register):
                                  headers={"Content-Type": FORM})
     assert response.status_code == 413
     assert response.json()["error"] == "invalid_request"
+
+
+async def test_a_streamed_body_past_the_limit_is_refused_while_it_is_read(client, register):
+    # No Content-Length to refuse it by: the limit holds as the body arrives.
+    c = await register()
+
+    async def chunks() -> Any:
+        yield b"grant_type=client_credentials&x="
+        for _ in range(17):
+            yield b"a" * (64 * 1024)
+
+    response = await client.post("/token", content=chunks(), auth=c.basic,
+                                 headers={"Content-Type": FORM})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert response.json()["error"] == "invalid_request"
+    assert response.headers["x-request-id"]
+
+
+async def test_s5_1_token_response_is_compact_json_in_the_rfc_order(client, register):
+    c = await register(allowed_scopes=["orders:read", "orders:write"])
+    response = await client.post("/token", data={"grant_type": "client_credentials",
+                                                 "scope": "orders:write orders:read"},
+                                 auth=c.basic)
+    body = response.json()
+    assert list(body) == ["access_token", "token_type", "expires_in", "scope"]
+    assert response.content == json.dumps(body, separators=(",", ":")).encode()
+    assert [name for name, _ in response.headers.raw][-5:] == [
+        b"cache-control", b"pragma", b"content-length", b"content-type", b"x-request-id"]
 
 
 async def test_ttl_override_per_client_sets_expires_in(client, register):
