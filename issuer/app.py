@@ -1,8 +1,14 @@
 """The composition root: ``create_app(settings)`` builds everything, in one place.
 
 The lifespan is the dependency container (STYLE.md): it opens the database,
-loads the key ring and starts the group writer, and hands them to handlers as
-``request.state.services``. Nothing is built at import time.
+loads the key ring and starts the group writer, and hands them to handlers as the
+core's ``Services`` (read through ``issuer.services.services_of``); each connector's
+lifespan builds its own services beside them. Nothing is built at import time.
+
+The connectors are listed here (:data:`CONNECTORS`), explicitly: this module and
+``issuer.cli`` are the only ones of the core that import ``connectors``. Each is an
+``issuer.connector.Connector``: its endpoints join the routes and the document, its
+audit events the vocabulary, its error entries the error table.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import gc
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -29,25 +36,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from connectors.erp import routes as erp_routes
-from connectors.erp.dropzone import DropzoneConnector
-from connectors.erp.mock import MockConnector
-from connectors.erp.netsuite_rest import NETSUITE_REST_V1, NetSuiteRequests, NetSuiteRestConnector
-from connectors.erp.netsuite_rest import routes as netsuite_erp_routes
-from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
-from connectors.erp.service import ErpServices
-from connectors.netsuite import from_services as netsuite_service
-from connectors.netsuite import routes as netsuite
-from connectors.netsuite.client import Sleep
-from issuer import serving
+from connectors.erp.plugin import ERP
+from connectors.netsuite.plugin import NETSUITE
+from issuer import audit, serving
 from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
 from issuer.admin.auth import admin_verifier
-from issuer.admin.http import Operation
+from issuer.admin.http import Endpoint
+from issuer.admin.http import routes as http_routes
 from issuer.background import every
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock, SystemClock
+from issuer.connector import Connector, ConnectorContext, Sleep
 from issuer.crypto import encryptor_for
-from issuer.errors import OAuthError, ServerError, StoreUnavailable, error_response
+from issuer.errors import ErrorTable, OAuthError, ServerError, StoreUnavailable, error_response
 from issuer.health import healthz, readyz
 from issuer.http_errors import http_exception, without_slash_redirects
 from issuer.keys.endpoint import jwks
@@ -62,7 +63,14 @@ from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import TokenIssuer
 from issuer.oauth.token_route import TokenRoute
-from issuer.openapi import CORE_OPERATIONS, openapi_endpoint
+from issuer.openapi import (
+    Health,
+    JWKSet,
+    Readiness,
+    TokenForm,
+    TokenResponse,
+    openapi_endpoint,
+)
 from issuer.outbound import OutboundPolicy, guarded_transport, tls_context
 from issuer.ratelimit import (
     MAINTAIN_EVERY,
@@ -73,8 +81,10 @@ from issuer.ratelimit import (
     RedisRateLimiter,
     Unlimited,
 )
+from issuer.reencrypt import ENCRYPTED_COLUMNS as CORE_ENCRYPTED_COLUMNS
+from issuer.reencrypt import EncryptedColumn
 from issuer.retention import PRUNE_EVERY, prune
-from issuer.services import Services
+from issuer.services import SERVICES, Services, services_of
 from issuer.settings import Settings
 from issuer.store.bounds import unavailable
 from issuer.store.clients import ClientStore
@@ -100,7 +110,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
     ``http_client`` fetches private_key_jwt clients' ``jwks_uri`` (by default
     :data:`OUTBOUND_TIMEOUT`, no redirects); ``outbound`` calls outside systems
     (NetSuite; by default 30 s, no redirects). Tests bind them to simulators, and give
-    ``sleep`` (NetSuite's back-off waits) one that moves their clock instead.
+    ``sleep`` (the connectors' back-off waits) one that moves their clock instead.
     ``sign_threads``: the :class:`Signer`'s threads (0: sign on the event loop);
     ``freeze_gc``: once started, move what start-up built out of the garbage
     collector's view (``gc.freeze``), as ``issuer serve`` does."""
@@ -125,7 +135,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 OutboundPolicy.allowing(settings.outbound_allowed_networks)),
             timeout=OUTBOUND_TIMEOUT,
             follow_redirects=False)
-        netsuite_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
+        outbound_http = outbound or httpx.AsyncClient(timeout=httpx.Timeout(30.0),
                                                       follow_redirects=False,
                                                       verify=tls_context())
         try:
@@ -157,26 +167,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
-                erp=ErpServices.build(engine, encryptor, erp_registry(settings, clock), clock),
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
                     ClientKeys(jwks_http, clock, encryptor), replay, token_issuer),
                 redis=redis,
             )
-            netsuite_connectors = netsuite_service(services, netsuite_http,
-                                                   **({"sleep": sleep} if sleep else {}))
-            services.erp.registry.register(NETSUITE_REST_V1, NetSuiteRestConnector(
-                netsuite_connectors, NetSuiteRequests(metrics.registry)))
-            metrics.watch_value(
-                "issuer_netsuite_certificates_expiring",
-                "NetSuite connector certificates that expire within 60 days",
-                lambda: float(netsuite_connectors.expiring_certificates))
+            context = ConnectorContext(settings=settings, clock=clock, engine=engine,
+                                       encryptor=encryptor, metrics=metrics,
+                                       outbound=outbound_http, redis=redis, sleep=sleep)
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (issuer.keys.ring); expired token records and old audit events
             # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
-            # NetSuite certificates' revocation after an overlap, expiry warnings;
-            # ended rate-limit leases' unused slots (issuer.ratelimit.leases); client
-            # and tenant change notices (issuer.changes).
+            # ended rate-limit leases' unused slots (issuer.ratelimit.leases); the
+            # connectors' own (their lifespans); client and tenant change notices
+            # (issuer.changes).
             async with every(lambda: keyring.policy.reload_every, keyring.maintain,
                              name="key-ring"), \
                     every(PRUNE_EVERY, lambda: prune(
@@ -184,12 +188,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                         name="retention"), \
                     every(PRUNE_INTERVAL, replay.prune, name="assertion-jtis"), \
                     every(MAINTAIN_EVERY, limiter.maintain, name="rate-limit-leases"), \
-                    netsuite_connectors.maintained(), \
+                    _started(CONNECTORS, context) as connector_state, \
                     notices.listening():
                 if freeze_gc:
                     gc.freeze()
                 try:
-                    yield {"services": services, "netsuite": netsuite_connectors}
+                    yield {**SERVICES.entry(services), **connector_state}
                 finally:
                     # Leased rate-limit slots go back to Redis for the other processes.
                     await limiter.aclose()
@@ -197,36 +201,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             if http_client is None:
                 await jwks_http.aclose()
             if outbound is None:
-                await netsuite_http.aclose()
+                await outbound_http.aclose()
             await writer.close()
             signer.close()
             if redis is not None:
                 await redis.aclose()
             await engine.dispose()
 
-    routes = [
-        Route("/token", token, methods=["POST"]),
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-        Route("/.well-known/oauth-authorization-server", authorization_server_metadata,
-              methods=["GET"]),
-        Route("/.well-known/openid-configuration", authorization_server_metadata,
-              methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *introspection.routes,
-        *revocation.routes,
-        *tenants.routes,
-        *clients.routes,
-        *m2m_tokens.routes,
-        *keys.routes,
-        *audit_events.routes,
-        *netsuite_erp_routes.routes,  # ahead of the generic /api/v1/connectors/{connector}
-        *erp_routes.routes,
-        *netsuite.routes,
-    ]
-    routes.append(Route("/openapi.json",
-                        openapi_endpoint(settings.issuer_url, documented_operations()),
+    errors = ErrorTable(connector.errors for connector in CONNECTORS)
+    routes = http_routes(ENDPOINTS)
+    routes.append(Route("/openapi.json", openapi_endpoint(settings.issuer_url, ENDPOINTS),
                         methods=["GET"]))
     middleware = [
         Middleware(RequestIdMiddleware),
@@ -248,8 +232,64 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
         lifespan=lifespan,
         exception_handlers={OAuthError: _oauth_error, HTTPException: http_exception,
                             SQLAlchemyError: _store_error, OSError: _store_error,
+                            **dict.fromkeys(errors.exceptions, _translated(errors)),
                             Exception: _server_error},
     ))
+
+
+#: The connectors this issuer hosts (``issuer.connector.Connector``), in order.
+CONNECTORS: tuple[Connector, ...] = (NETSUITE, ERP)  # ERP's NETSUITE_REST_V1 uses NetSuite's
+#: Every audit event name: the core's, then each connector's.
+AUDIT_EVENTS = audit.vocabulary(*(connector.audit_events for connector in CONNECTORS))
+#: Every endpoint but /openapi.json, in the order the routes match; the routes and the
+#: document are both built from these records.
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/token", token, "Get an access token (client_credentials, RFC 6749 "
+             "§4.4)", "oauth", request=TokenForm, response=TokenResponse, auth="client",
+             form=True, errors=(400, 401, 403, 429, 503)),
+    Endpoint("GET", "/.well-known/jwks.json", jwks, "Public signing keys (RFC 7517)",
+             "discovery", response=JWKSet, auth="none", errors=(),
+             media_type="application/jwk-set+json"),  # RFC 7517 §8.5.1
+    Endpoint("GET", "/.well-known/oauth-authorization-server", authorization_server_metadata,
+             "Authorization server metadata (RFC 8414)", "discovery", auth="none", errors=()),
+    Endpoint("GET", "/.well-known/openid-configuration", authorization_server_metadata,
+             "The same metadata", "discovery", auth="none", errors=()),
+    Endpoint("GET", "/healthz", healthz, "Liveness", "ops", response=Health, auth="none",
+             errors=()),
+    Endpoint("GET", "/readyz", readyz, "Readiness: database, Redis, signing key (503 when "
+             "not ready)", "ops", response=Readiness, auth="none", errors=()),
+    Endpoint("GET", "/metrics", metrics_endpoint, "Prometheus metrics (text exposition "
+             "format)", "ops", auth="none", errors=(), media_type="text/plain"),
+    *introspection.endpoints,
+    *revocation.endpoints,
+    *tenants.endpoints,
+    *clients.endpoints,
+    *m2m_tokens.endpoints,
+    *keys.endpoints,
+    *audit_events.endpoints(AUDIT_EVENTS),
+    *(endpoint for connector in CONNECTORS for endpoint in connector.endpoints),
+)
+#: What ``issuer reencrypt`` rewraps: the core's columns and every connector's.
+ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
+    *CORE_ENCRYPTED_COLUMNS,
+    *(column for connector in CONNECTORS for column in connector.encrypted_columns),
+)
+
+
+@asynccontextmanager
+async def _started(connectors: Sequence[Connector], context: ConnectorContext
+                   ) -> AsyncIterator[Mapping[str, object]]:
+    """Every connector's lifespan, entered in order and left in reverse; the state
+    entries they yield, together."""
+    state: dict[str, object] = {}
+    async with AsyncExitStack() as stack:
+        for connector in connectors:
+            entries = await stack.enter_async_context(
+                connector.lifespan(replace(context, state=dict(state))))
+            if state.keys() & entries.keys():
+                raise ValueError(f"connector {connector.name} reuses a state key")
+            state.update(entries)
+        yield state
 
 
 class _Issuer(Starlette):
@@ -261,14 +301,6 @@ class _Issuer(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         return self._front(super().build_middleware_stack())
-
-
-def documented_operations() -> list[Operation]:
-    """Every operation /openapi.json documents, in the order of the routes."""
-    return [*CORE_OPERATIONS, *introspection.operations, *revocation.operations,
-            *tenants.operations, *clients.operations, *m2m_tokens.operations,
-            *keys.operations, *audit_events.operations, *erp_routes.operations,
-            *netsuite_erp_routes.operations, *netsuite.operations]
 
 
 def _proxy_headers(app: ASGIApp, trusted: tuple[str, ...]) -> ASGIApp:
@@ -305,17 +337,6 @@ def _limiter(settings: Settings, clock: Clock, redis: Redis | None,
                                on_fallback=metrics.rate_limit_fallback.inc)
 
 
-def erp_registry(settings: Settings, clock: Clock) -> ConnectorRegistry:
-    """The ERP connectors this issuer offers: built here, never by import side effect."""
-    registry = ConnectorRegistry()
-    registry.register(DROPZONE_JSON_V1, DropzoneConnector(
-        clock, settings.erp_dropzone_root,
-        outbound=OutboundPolicy.allowing(settings.outbound_allowed_networks)))
-    if settings.erp_mock_connector:  # tests and demos only (refused in production)
-        registry.register(MOCK, MockConnector())
-    return registry
-
-
 def create_app_from_env() -> Starlette:
     """The app factory ``issuer serve`` runs in each worker process (issuer.serving).
 
@@ -335,9 +356,8 @@ def create_app_from_env() -> Starlette:
 async def _oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
     if isinstance(exc, StoreUnavailable):
-        services: Services = request.state.services
-        services.store_failures.report(f"{request.method} {request.url.path}",
-                                       exc.__cause__ or exc)
+        services_of(request).store_failures.report(f"{request.method} {request.url.path}",
+                                                   exc.__cause__ or exc)
     return error_response(exc)
 
 
@@ -347,8 +367,7 @@ async def _store_error(request: Request, exc: Exception) -> Response:
     database or OS error is a bug: 500, its traceback in the log."""
     if not unavailable(exc):
         raise exc
-    services: Services = request.state.services
-    services.store_failures.report(f"{request.method} {request.url.path}", exc)
+    services_of(request).store_failures.report(f"{request.method} {request.url.path}", exc)
     return error_response(StoreUnavailable())
 
 
@@ -356,3 +375,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     # The traceback goes to the server log (ServerErrorMiddleware), never to the caller.
     return Response(json.dumps(ServerError().body()), status_code=500,
                     media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _translated(table: ErrorTable) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler of the connectors' exceptions: each answered as the row its
+    connector registered for it (``issuer.errors.ErrorTable``)."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        error = table.translate(exc)
+        if error is None:  # cannot happen: only registered classes reach this handler
+            raise exc
+        return error_response(error)
+
+    return handler

@@ -8,7 +8,7 @@ and reasons only, and :func:`audit_row` refuses detail keys that name secrets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -29,7 +29,18 @@ class Severity(StrEnum):
     HIGH = "high"
 
 
-class AuditEvent(StrEnum):
+class Event(StrEnum):
+    """Base of every vocabulary of audit events: the core's :class:`AuditEvent`, and each
+    connector's own (``Connector.audit_events``). An event knows its severity."""
+
+    @property
+    def severity(self) -> Severity:
+        raise NotImplementedError
+
+
+class AuditEvent(Event):
+    """The core's events."""
+
     M2M_TOKEN_GENERATED = "M2M_TOKEN_GENERATED"
     M2M_TOKEN_DENIED = "M2M_TOKEN_DENIED"
     M2M_TOKEN_USED = "M2M_TOKEN_USED"
@@ -45,27 +56,7 @@ class AuditEvent(StrEnum):
     SIGNING_KEY_CREATED = "SIGNING_KEY_CREATED"
     SIGNING_KEY_ROTATED = "SIGNING_KEY_ROTATED"
     SIGNING_KEY_DELETED = "SIGNING_KEY_DELETED"
-    ERP_CONNECTION_CREATED = "ERP_CONNECTION_CREATED"
-    ERP_CONNECTION_UPDATED = "ERP_CONNECTION_UPDATED"
-    ERP_CONNECTION_ENABLED = "ERP_CONNECTION_ENABLED"
-    ERP_CONNECTION_DISABLED = "ERP_CONNECTION_DISABLED"
-    ERP_CONNECTION_TESTED = "ERP_CONNECTION_TESTED"
-    ERP_CONNECTION_DECRYPTED = "ERP_CONNECTION_DECRYPTED"
-    ERP_CONNECTION_BLOCKED = "ERP_CONNECTION_BLOCKED"
-    ERP_EXPORT_SUCCEEDED = "ERP_EXPORT_SUCCEEDED"
-    ERP_EXPORT_FAILED = "ERP_EXPORT_FAILED"
     SECRETS_REENCRYPTED = "SECRETS_REENCRYPTED"
-    NETSUITE_CONNECTOR_CREATED = "NETSUITE_CONNECTOR_CREATED"
-    NETSUITE_CONNECTOR_UPDATED = "NETSUITE_CONNECTOR_UPDATED"
-    NETSUITE_CONNECTOR_DELETED = "NETSUITE_CONNECTOR_DELETED"
-    NETSUITE_KEY_PAIR_GENERATED = "NETSUITE_KEY_PAIR_GENERATED"
-    NETSUITE_CERTIFICATE_ID_RECORDED = "NETSUITE_CERTIFICATE_ID_RECORDED"
-    NETSUITE_ROTATION_INITIATED = "NETSUITE_ROTATION_INITIATED"
-    NETSUITE_ROTATION_CONFIRMED = "NETSUITE_ROTATION_CONFIRMED"
-    NETSUITE_ROTATION_CANCELLED = "NETSUITE_ROTATION_CANCELLED"
-    NETSUITE_CERTIFICATE_REVOKED = "NETSUITE_CERTIFICATE_REVOKED"
-    NETSUITE_CERTIFICATE_EXPIRING = "NETSUITE_CERTIFICATE_EXPIRING"
-    NETSUITE_CONNECTION_VERIFIED = "NETSUITE_CONNECTION_VERIFIED"
 
     @property
     def severity(self) -> Severity:
@@ -88,34 +79,27 @@ _SEVERITY: dict[AuditEvent, Severity] = {
     AuditEvent.SIGNING_KEY_CREATED: Severity.HIGH,
     AuditEvent.SIGNING_KEY_ROTATED: Severity.HIGH,
     AuditEvent.SIGNING_KEY_DELETED: Severity.HIGH,
-    AuditEvent.ERP_CONNECTION_CREATED: Severity.MEDIUM,
-    AuditEvent.ERP_CONNECTION_UPDATED: Severity.MEDIUM,
-    AuditEvent.ERP_CONNECTION_ENABLED: Severity.MEDIUM,
-    AuditEvent.ERP_CONNECTION_DISABLED: Severity.MEDIUM,
-    AuditEvent.ERP_CONNECTION_TESTED: Severity.LOW,
-    AuditEvent.ERP_CONNECTION_DECRYPTED: Severity.HIGH,
-    AuditEvent.ERP_CONNECTION_BLOCKED: Severity.HIGH,
-    AuditEvent.ERP_EXPORT_SUCCEEDED: Severity.LOW,
-    AuditEvent.ERP_EXPORT_FAILED: Severity.MEDIUM,
     AuditEvent.SECRETS_REENCRYPTED: Severity.HIGH,
-    AuditEvent.NETSUITE_CONNECTOR_CREATED: Severity.MEDIUM,
-    AuditEvent.NETSUITE_CONNECTOR_UPDATED: Severity.MEDIUM,
-    AuditEvent.NETSUITE_CONNECTOR_DELETED: Severity.HIGH,
-    AuditEvent.NETSUITE_KEY_PAIR_GENERATED: Severity.HIGH,
-    AuditEvent.NETSUITE_CERTIFICATE_ID_RECORDED: Severity.HIGH,
-    AuditEvent.NETSUITE_ROTATION_INITIATED: Severity.HIGH,
-    AuditEvent.NETSUITE_ROTATION_CONFIRMED: Severity.HIGH,
-    AuditEvent.NETSUITE_ROTATION_CANCELLED: Severity.MEDIUM,
-    AuditEvent.NETSUITE_CERTIFICATE_REVOKED: Severity.HIGH,
-    AuditEvent.NETSUITE_CERTIFICATE_EXPIRING: Severity.HIGH,
-    AuditEvent.NETSUITE_CONNECTION_VERIFIED: Severity.LOW,
 }
+
+
+def vocabulary(*more: Iterable[Event]) -> tuple[str, ...]:
+    """Every event name the log may hold: the core's, then each connector's, in order.
+    Two vocabularies may not share a name (an event means one thing)."""
+    names = [event.value for event in AuditEvent]
+    for events in more:
+        for event in events:
+            if event.value in names:
+                raise ValueError(f"audit event {event.value} is declared twice")
+            names.append(event.value)
+    return tuple(names)
+
 
 _FORBIDDEN_DETAIL_KEYS = ("secret", "token", "hash", "password", "assertion", "private")
 
 
 def audit_row(
-    event: AuditEvent,
+    event: Event,
     *,
     at: float,
     actor: str | None = None,
@@ -146,7 +130,7 @@ def audit_row(
     }
 
 
-async def record(target: AsyncConnection | AsyncSession, event: AuditEvent,
+async def record(target: AsyncConnection | AsyncSession, event: Event,
                  **fields: Any) -> None:
     """Insert one audit event through ``target`` -- inside the caller's transaction."""
     await audit_events.insert(target, [audit_row(event, **fields)])

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import logging
 import logging.config
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -18,17 +16,13 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from connectors.erp import cli as erp_cli
-from connectors.erp.registry import ConnectorRegistry
-from connectors.erp.service import ConnectionService
-from connectors.netsuite import ConnectorNotFound, NetSuiteError, TokenRequestFailed
-from connectors.netsuite import cli as netsuite_cli
 from issuer import audit
-from issuer.audit import AuditEvent, AuditQuery
+from issuer.app import CONNECTORS, ENCRYPTED_COLUMNS
+from issuer.audit import AuditQuery
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock, utc
+from issuer.connector import CommandError
 from issuer.crypto import DecryptionError, Encryptor, check_master_key, encryptor_for
-from issuer.errors import OAuthError
 from issuer.keys.policy import RotationPolicy
 from issuer.keys.ring import KeyRing, RotationRefused, list_keys
 from issuer.logs import logging_config
@@ -53,10 +47,6 @@ from issuer.store.records import ClientRecord
 T = TypeVar("T")
 
 
-class CommandError(Exception):
-    """A one-line error for the user; exit status 1."""
-
-
 def decrypt_connector_config() -> int:
     """The ``decrypt_connector_config`` console script: ``issuer decrypt-connector-config``."""
     return main(["decrypt-connector-config", *sys.argv[1:]])
@@ -75,17 +65,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"issuer: configuration error: {error}", file=sys.stderr)
         return 2
-    except ConnectorNotFound as error:
-        print(f"issuer: error: no NetSuite connector {error}", file=sys.stderr)
-        return 1
-    except (CommandError, RegistrationError, DecryptionError, NetSuiteError,
-            TokenRequestFailed) as error:
+    except (CommandError, RegistrationError, DecryptionError) as error:
         print(f"issuer: error: {error}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as error:
         print(f"issuer: error: the store is unreachable: {type(error).__name__}: "
               f"{str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
         return 1
+    except Exception as error:
+        message = _connector_error(error)
+        if message is None:
+            raise
+        print(f"issuer: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _connector_error(error: Exception) -> str | None:
+    """A connector's one-line report of one of its errors (``Connector.command_errors``,
+    the most specific class first), or None for an error no connector knows."""
+    for kind in type(error).__mro__:
+        for connector in CONNECTORS:
+            describe = connector.command_errors.get(kind)
+            if describe is not None:
+                return describe(error)
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--until", default=None, type=_timestamp, metavar="ISO8601",
                         help="events before this time (default: now)")
     export.add_argument("--tenant", default=None, help="one tenant's events (name or id)")
-    export.add_argument("--event", default=None, choices=[event.value for event in AuditEvent])
+    export.add_argument("--event", default=None, choices=audit.vocabulary(
+        *(connector.audit_events for connector in CONNECTORS)))
     export.set_defaults(handler=_audit_export)
 
     rewrap = commands.add_parser("reencrypt", help="rewrap every stored secret under the "
@@ -188,13 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     rewrap.add_argument("--json", action="store_true")
     rewrap.set_defaults(handler=_reencrypt)
-    reveal = commands.add_parser("decrypt-connector-config",
-                                 help="print an ERP connection's decrypted config (audited)")
-    reveal.add_argument("connection_id")
-    reveal.set_defaults(handler=_decrypt_connector_config)
-
-    netsuite_cli.register(commands)
-    erp_cli.register(commands)
+    for connector in CONNECTORS:
+        connector.register_commands(commands)
     return parser
 
 
@@ -283,8 +282,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(engine: AsyncEngine) -> tuple[str | None, NewClient | None, list[str]]:
         await upgrade(engine)
-        return (await current_revision(engine), await bootstrap(engine, SystemClock()),
-                await erp_cli.migration_notes(settings, engine))
+        notes = [line for connector in CONNECTORS
+                 for line in await connector.migration_notes(settings, engine)]
+        return await current_revision(engine), await bootstrap(engine, SystemClock()), notes
 
     revision, created, notes = _with_engine(settings, work)
     print(f"database at revision {revision}")
@@ -533,7 +533,7 @@ def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         await _require_schema(engine)
         report = await reencrypt(engine, encryptor_for(settings), SystemClock(),
-                                 batch_size=args.batch_size)
+                                 columns=ENCRYPTED_COLUMNS, batch_size=args.batch_size)
         return {name: asdict(item) for name, item in report.items()}
 
     report = _with_engine(settings, work)
@@ -546,25 +546,3 @@ def _reencrypt(settings: Settings, args: argparse.Namespace) -> int:
             for key in item["failed"]:
                 print(f"  does not decrypt: {key}")
     return 1 if any(item["failed"] for item in report.values()) else 0
-
-
-def _decrypt_connector_config(settings: Settings, args: argparse.Namespace) -> int:
-    """For an operator: the config as the connector uses it, credentials included.
-    The audit event records who and which connection, never the config."""
-    try:
-        connection_id = uuid.UUID(args.connection_id)
-    except ValueError:
-        raise CommandError(f"{args.connection_id!r} is not a connection id (a UUID)") from None
-
-    async def work(engine: AsyncEngine) -> dict[str, Any]:
-        await _require_schema(engine)
-        # Decrypting needs no connector: the stored JSON is printed as it is.
-        service = ConnectionService(engine, encryptor_for(settings), ConnectorRegistry(),
-                                    SystemClock())
-        try:
-            return await service.decrypt_for_operator(connection_id, f"cli:{getpass.getuser()}")
-        except OAuthError as error:
-            raise CommandError(f"connection {connection_id}: {error.error_description}") from None
-
-    print(json.dumps(_with_engine(settings, work), indent=2))
-    return 0

@@ -5,13 +5,15 @@ generic where detail would help an attacker (every ``invalid_client`` reads the
 same, so nobody can probe which clients exist); the real reason travels in
 ``reason`` to the audit log and never to the caller.
 
-Deliberate departures from the RFCs are commented at the row.
+Deliberate departures from the RFCs are commented at the row. A connector's own
+exceptions reach the table through the entries it registers (:class:`ErrorTable`);
+its own rows are subclasses of :class:`OAuthError` like these.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from authlib.oauth2 import OAuth2Error
@@ -264,27 +266,7 @@ class Conflict(OAuthError):
     exposes_description = True
 
 
-# ERP connectors (connectors/erp) ------------------------------------------------------
-
-
-class ConnectionTestFailed(OAuthError):
-    """A connection test failed; the description is the connector's fixed message
-    ("Authentication failed", "Connection timeout", ...), never a credential."""
-
-    error = "connection_test_failed"
-    status = 400
-    public_text = "The connection test failed"
-    exposes_description = True
-
-
-class ConnectorBlocked(OAuthError):
-    """The stored configuration failed its AES-GCM integrity check (altered, or under
-    a master key this issuer no longer holds): nothing is sent through it."""
-
-    error = "connector_blocked"
-    status = 409
-    public_text = ("The connection's stored configuration failed its integrity check; the "
-                   "connection is blocked: disable it and configure a new one")
+# States and locks -----------------------------------------------------------------
 
 
 class InvalidState(OAuthError):
@@ -297,17 +279,6 @@ class InvalidState(OAuthError):
     exposes_description = True
 
 
-class NetSuiteRequestFailed(OAuthError):
-    """NetSuite refused a call the connector made for the caller (a token request, its
-    certificate API) or could not be reached; the description carries NetSuite's error
-    code and a hint, never an assertion or a token."""
-
-    error = "netsuite_request_failed"
-    status = 422
-    public_text = "The request to NetSuite failed"
-    exposes_description = True
-
-
 class Busy(OAuthError):
     """Another request holds the object's lock (e.g. a rotation being confirmed)."""
 
@@ -315,3 +286,36 @@ class Busy(OAuthError):
     status = 503
     public_text = "The object is being changed by another request, try again shortly"
     exposes_description = True
+
+
+# Connectors' entries -------------------------------------------------------------------
+
+#: One entry: an exception of a connector's domain onto a row of the table.
+Translation = Callable[[Exception], OAuthError]
+
+
+class ErrorTable:
+    """The connectors' exceptions onto rows of this table, registered by each connector
+    (``Connector.errors``) and applied by the app's exception handler: the most
+    specific registered class of an exception decides (as an ``except`` chain would,
+    subclasses first)."""
+
+    def __init__(self, entries: Iterable[Mapping[type[Exception], Translation]] = ()) -> None:
+        self._entries: dict[type[Exception], Translation] = {}
+        for mapping in entries:
+            for kind, translation in mapping.items():
+                if kind in self._entries:
+                    raise ValueError(f"{kind.__name__} has two entries in the error table")
+                self._entries[kind] = translation
+
+    @property
+    def exceptions(self) -> tuple[type[Exception], ...]:
+        return tuple(self._entries)
+
+    def translate(self, error: Exception) -> OAuthError | None:
+        """The row ``error`` is answered with; None for an exception with no entry."""
+        for kind in type(error).__mro__:
+            translation = self._entries.get(kind)
+            if translation is not None:
+                return translation(error)
+        return None

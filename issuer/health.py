@@ -22,7 +22,7 @@ import json
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store.db import ping
 
 PROBE_TIMEOUT = 2.0
@@ -33,7 +33,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    services: Services = request.state.services
+    services = services_of(request)
     database, redis = await asyncio.gather(_database(services), _redis(services))
     try:
         services.keyring.active  # noqa: B018 -- raises when no key is loaded

@@ -124,6 +124,8 @@ class _SigningKeyAge(Collector):
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.state.services.metrics
+    from issuer.services import services_of  # services.py imports this module
+
+    metrics = services_of(request).metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST,
                     headers={"Cache-Control": "no-store"})

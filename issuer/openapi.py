@@ -1,4 +1,5 @@
-"""GET /openapi.json: an OpenAPI 3.1 document built from every module's ``operations``.
+"""GET /openapi.json: an OpenAPI 3.1 document built from the app's endpoints
+(:class:`issuer.admin.http.Endpoint`, the records its routes are built from too).
 
 The pydantic models that validate the request bodies are the ones documented
 here, so the document cannot drift from what the server accepts.
@@ -15,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from issuer.admin.http import Operation, ResponseModel, without_null
+from issuer.admin.http import Endpoint, ResponseModel, without_null
 
 _PATH_PARAMETER = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 _REF = "#/components/schemas/{model}"
@@ -79,31 +80,12 @@ class Readiness(ResponseModel):
                                    "configured) redis: ok, or what is wrong")
 
 
-CORE_OPERATIONS = [
-    Operation("POST", "/token", "Get an access token (client_credentials, RFC 6749 §4.4)",
-              "oauth", request=TokenForm, response=TokenResponse, auth="client", form=True,
-              errors=(400, 401, 403, 429, 503)),
-    Operation("GET", "/.well-known/jwks.json", "Public signing keys (RFC 7517)", "discovery",
-              response=JWKSet, auth="none", errors=(),
-              media_type="application/jwk-set+json"),  # RFC 7517 §8.5.1
-    Operation("GET", "/.well-known/oauth-authorization-server",
-              "Authorization server metadata (RFC 8414)", "discovery", auth="none", errors=()),
-    Operation("GET", "/.well-known/openid-configuration", "The same metadata", "discovery",
-              auth="none", errors=()),
-    Operation("GET", "/healthz", "Liveness", "ops", response=Health, auth="none", errors=()),
-    Operation("GET", "/readyz", "Readiness: database, Redis, signing key (503 when not ready)",
-              "ops", response=Readiness, auth="none", errors=()),
-    Operation("GET", "/metrics", "Prometheus metrics (text exposition format)", "ops",
-              auth="none", errors=(), media_type="text/plain"),
-]
-
-
-def build_document(issuer_url: str, operations: Iterable[Operation]) -> dict[str, Any]:
-    operations = list(operations)
+def build_document(issuer_url: str, endpoints: Iterable[Endpoint]) -> dict[str, Any]:
+    operations = list(endpoints)
     schemas = _schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
-        path = _PATH_PARAMETER.sub(r"{\1}", operation.path)
+        path = _PATH_PARAMETER.sub(r"{\1}", operation.document_path)
         paths.setdefault(path, {})[operation.method.lower()] = _operation(operation)
     return {
         "openapi": "3.1.0",
@@ -123,7 +105,7 @@ def build_document(issuer_url: str, operations: Iterable[Operation]) -> dict[str
     }
 
 
-def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
+def _schemas(operations: Sequence[Endpoint]) -> dict[str, Any]:
     models: dict[type[BaseModel], None] = {ErrorBody: None}
     for operation in operations:
         for model in (None if operation.form else operation.request, operation.response):
@@ -139,16 +121,19 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _operation(operation: Operation) -> dict[str, Any]:
+def _operation(operation: Endpoint) -> dict[str, Any]:
     document: dict[str, Any] = {
         "summary": operation.summary,
         "tags": [operation.tag],
-        "operationId": f"{operation.method.lower()}_{_slug(operation.path)}",
+        "operationId": f"{operation.method.lower()}_{_slug(operation.document_path)}",
         "parameters": _parameters(operation),
         "responses": _responses(operation),
     }
     if operation.auth == "bearer":
-        document["security"] = [{"bearer": []}]
+        # OpenAPI 3.1 Security Requirement Object: for a non-OAuth scheme, the roles the
+        # call needs -- here
+        # the scopes of which the bearer token must carry one.
+        document["security"] = [{"bearer": list(operation.roles)}]
     elif operation.auth == "client":
         document["security"] = [{"clientBasic": []}, {}]
     if operation.form and operation.request is not None:
@@ -165,10 +150,10 @@ def _operation(operation: Operation) -> dict[str, Any]:
     return document
 
 
-def _parameters(operation: Operation) -> list[dict[str, Any]]:
+def _parameters(operation: Endpoint) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _PATH_PARAMETER.findall(operation.path)
+        for name in _PATH_PARAMETER.findall(operation.document_path)
     ]
     if operation.query is not None:
         schema = operation.query.model_json_schema(ref_template=_REF)
@@ -180,7 +165,7 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
     return parameters
 
 
-def _responses(operation: Operation) -> dict[str, Any]:
+def _responses(operation: Endpoint) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success"}
     if operation.response is not None:
         success["content"] = {operation.media_type: {"schema": _ref(operation.response)}}
@@ -209,7 +194,7 @@ def _slug(path: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "_", _PATH_PARAMETER.sub(r"\1", path)).strip("_")
 
 
-def openapi_endpoint(issuer_url: str, operations: Sequence[Operation]) -> Any:
+def openapi_endpoint(issuer_url: str, operations: Sequence[Endpoint]) -> Any:
     """The route handler; the document is built on first use and kept."""
     cache: dict[str, Any] = {}
 

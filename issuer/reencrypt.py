@@ -1,8 +1,9 @@
 """``issuer reencrypt``: rewrap every encrypted value the issuer stores under the
 current master key (DESIGN §5, §6; issue 7 "Encryption").
 
-The encrypted columns are listed once, in :data:`ENCRYPTED_COLUMNS`: a table that
-stores a new kind of secret adds one :class:`EncryptedColumn` there, nothing else.
+The core's encrypted columns are listed once, in :data:`ENCRYPTED_COLUMNS`; a connector
+lists its own (``Connector.encrypted_columns``) and the command rewraps both. A table
+that stores a new kind of secret adds one :class:`EncryptedColumn`, nothing else.
 
 - Idempotent: a value already under the current key (``Encryptor.is_current``) is
   left as it is; a second run rewraps nothing.
@@ -17,16 +18,13 @@ stores a new kind of secret adds one :class:`EncryptedColumn` there, nothing els
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.erp.store import associated_data as erp_connection_associated_data
-from connectors.netsuite.kms import bound as netsuite_key_associated_data
 from issuer import audit
 from issuer.audit import AuditEvent
 from issuer.clock import Clock
@@ -34,7 +32,7 @@ from issuer.crypto import DecryptionError, Encryptor
 from issuer.keys.ring import associated_data as signing_key_associated_data
 from issuer.secrets import secret_context
 from issuer.store import envelopes
-from issuer.store.models import Client, EncryptedKeyRow, ErpConnectionRow, SigningKeyRow
+from issuer.store.models import Client, SigningKeyRow
 
 BATCH_SIZE = 100
 
@@ -58,18 +56,11 @@ class EncryptedColumn:
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn(SigningKeyRow.__table__, "kid", "private_jwk_encrypted",  # type: ignore[arg-type]
                     lambda row: signing_key_associated_data(row["kid"])),
-    EncryptedColumn(ErpConnectionRow.__table__, "id", "config_encrypted",  # type: ignore[arg-type]
-                    lambda row: erp_connection_associated_data(uuid.UUID(str(row["id"])))),
     # Client secrets kept readable for client_secret_jwt (issuer/secrets.py).
     EncryptedColumn(Client.__table__, "id", "secret_encrypted",  # type: ignore[arg-type]
                     lambda row: secret_context(str(row["id"]))),
     EncryptedColumn(Client.__table__, "id", "previous_secret_encrypted",  # type: ignore[arg-type]
                     lambda row: secret_context(str(row["id"]))),
-    # NetSuite connectors' private keys (connectors/netsuite/kms.py).
-    EncryptedColumn(EncryptedKeyRow.__table__, "key_id", "private_key_encrypted",  # type: ignore[arg-type]
-                    lambda row: netsuite_key_associated_data(
-                        row["tenant_id"], row["connector_id"], row["key_id"]),
-                    context=("tenant_id", "connector_id")),
 )
 
 
@@ -81,7 +72,7 @@ class ColumnReport:
 
 
 async def reencrypt(engine: AsyncEngine, encryptor: Encryptor, clock: Clock, *,
-                    columns: tuple[EncryptedColumn, ...] = ENCRYPTED_COLUMNS,
+                    columns: Sequence[EncryptedColumn] = ENCRYPTED_COLUMNS,
                     batch_size: int = BATCH_SIZE, actor: str | None = "cli"
                     ) -> dict[str, ColumnReport]:
     report = {spec.name: await _column(engine, encryptor, spec, batch_size)

@@ -1,4 +1,6 @@
-"""What the lifespan builds and every handler reads from ``request.state.services``."""
+"""The core's services: what the lifespan builds and every core handler reads through
+:func:`services_of`. Connectors keep their own services under their own state keys
+(``issuer.connector``); nothing here knows of them."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
 
-from connectors.erp.service import ErpServices
 from issuer.changes import ChangeNotices
 from issuer.clock import Clock
 from issuer.crypto import Encryptor
@@ -17,6 +19,7 @@ from issuer.oauth.assertions import AssertionAuthenticator
 from issuer.oauth.server import TokenIssuer
 from issuer.ratelimit import RateLimiter, RatePolicies
 from issuer.settings import Settings
+from issuer.state import StateKey
 from issuer.store.clients import ClientStore
 from issuer.store.failures import StoreFailures
 from issuer.store.writer import GroupWriter
@@ -41,10 +44,18 @@ class Services:
     metrics: Metrics
     #: Requests refused for an unavailable store: counted, logged once per interval.
     store_failures: StoreFailures
-    erp: ErpServices  # the ERP connector registry, connections and pushes (connectors/erp)
     # The admin API's bearer-token verifier: jwks.verifier over the key ring.
     admin_verifier: JWKSVerifier
     # private_key_jwt / client_secret_jwt: keys, Authlib's check, the jti replay store.
     assertions: AssertionAuthenticator
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None
+
+
+#: Where the lifespan state keeps the core's services.
+SERVICES: StateKey[Services] = StateKey("services")
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    """The core's services, typed, for a request of the app that built them."""
+    return SERVICES(connection)

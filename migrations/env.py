@@ -13,10 +13,12 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from issuer.app import CONNECTORS  # noqa: F401 (their tables join Base.metadata)
 from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.models import Base
 
+#: The core's tables and every connector's (defined on the same MetaData).
 target_metadata = Base.metadata
 
 

@@ -313,10 +313,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 async def restore_master_key(engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[None]:
     """Rotation tests rewrap the store's signing key, which the PostgreSQL session
     database keeps between tests: rewrap it back under the test master key after."""
+    from issuer.app import ENCRYPTED_COLUMNS
     from issuer.reencrypt import reencrypt
 
     yield
-    await reencrypt(engine, Encryptor(current=TEST_MASTER_KEY, previous=NEW_KEY), clock)
+    await reencrypt(engine, Encryptor(current=TEST_MASTER_KEY, previous=NEW_KEY), clock,
+                    columns=ENCRYPTED_COLUMNS)
 
 
 @pytest.fixture

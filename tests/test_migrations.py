@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from issuer.app import CONNECTORS
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision, upgrade
 from issuer.store.models import Base
@@ -27,6 +28,13 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     fresh: Callable[[], str] = request.getfixturevalue("fresh_postgres")
     return fresh()
+
+
+def test_every_connector_defines_its_tables_on_the_issuers_metadata():
+    connector_tables = {table.name for connector in CONNECTORS for table in connector.tables}
+    assert connector_tables == {"erp_connection", "erp_export", "netsuite_connectors",
+                                "encrypted_keys"}
+    assert connector_tables <= set(Base.metadata.tables)
 
 
 async def test_upgrade_from_empty_to_head_then_models_match_schema(empty_database_url):

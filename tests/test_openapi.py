@@ -19,7 +19,7 @@ from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.python.asgi import shutdown_lifespans
 from starlette.applications import Starlette
 
-from issuer.app import create_app, documented_operations
+from issuer.app import ENDPOINTS, create_app
 from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
 from issuer.openapi import build_document
@@ -60,7 +60,7 @@ async def test_document_is_openapi_3_1_and_covers_every_endpoint(client):
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"] == "3.1.0"
-    assert document == build_document(ISSUER, documented_operations())
+    assert document == build_document(ISSUER, ENDPOINTS)
     paths = document["paths"]
     for path in ("/token", "/.well-known/jwks.json", "/.well-known/oauth-authorization-server",
                  "/healthz"):
@@ -68,6 +68,13 @@ async def test_document_is_openapi_3_1_and_covers_every_endpoint(client):
     for path, methods in paths.items():
         for method, operation in methods.items():
             assert operation["responses"], f"{method} {path} documents no response"
+            # A bearer-token call names the scopes of which the token must carry one.
+            for requirement in operation.get("security", []):
+                if "bearer" in requirement:
+                    assert set(requirement["bearer"]) in ({"admin"}, {"admin", "integrator"})
+    assert paths["/api/v1/tenants"]["post"]["security"] == [{"bearer": ["admin"]}]
+    assert paths["/api/v1/ipaas/connectors"]["post"]["security"] == [
+        {"bearer": ["admin", "integrator"]}]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +106,7 @@ def api(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 #: The document the app serves (the first test proves it is the same).
-schema = schemathesis.openapi.from_dict(build_document(ISSUER, documented_operations()))
+schema = schemathesis.openapi.from_dict(build_document(ISSUER, ENDPOINTS))
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                                 max_examples=EXAMPLES, deterministic=True)
 # A request the document allows is never refused as malformed (422); it may still be

@@ -1,18 +1,28 @@
-"""``issuer erp check-dropzone-paths``: the operator's report on filesystem-mode
-dropzone connections now that each org writes inside its own folder
-(:mod:`connectors.erp.pathcheck`); ``issuer migrate`` prints the same findings."""
+"""The ERP connector's commands. ``issuer decrypt-connector-config``: a connection's
+config, decrypted, for an operator (audited). ``issuer erp check-dropzone-paths``: the
+operator's report on filesystem-mode dropzone connections now that each org writes
+inside its own folder (:mod:`connectors.erp.pathcheck`); ``issuer migrate`` prints the
+same findings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
+import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.erp import pathcheck
+from connectors.erp.registry import ConnectorRegistry
+from connectors.erp.service import ConnectionService
+from issuer.clock import SystemClock
+from issuer.connector import CommandError
 from issuer.crypto import encryptor_for
+from issuer.errors import OAuthError
 from issuer.settings import Settings, SettingsError
 from issuer.store.db import create_engine
 from issuer.store.migrate import current_revision, head_revision
@@ -21,6 +31,10 @@ COMMAND = "issuer erp check-dropzone-paths"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reveal = commands.add_parser("decrypt-connector-config",
+                                 help="print an ERP connection's decrypted config (audited)")
+    reveal.add_argument("connection_id")
+    reveal.set_defaults(handler=_decrypt_connector_config)
     erp = commands.add_parser("erp", help="ERP connectors")
     actions = erp.add_subparsers(metavar="ACTION")
     paths = actions.add_parser(
@@ -62,6 +76,36 @@ def _check_dropzone_paths(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{len(checks)} filesystem dropzone path(s) checked, {len(pending)} need action",
           file=sys.stderr)
     return 1 if pending else 0
+
+
+def _decrypt_connector_config(settings: Settings, args: argparse.Namespace) -> int:
+    """For an operator: the config as the connector uses it, credentials included.
+    The audit event records who and which connection, never the config."""
+    try:
+        connection_id = uuid.UUID(args.connection_id)
+    except ValueError:
+        raise CommandError(f"{args.connection_id!r} is not a connection id (a UUID)") from None
+
+    async def work() -> dict[str, Any]:
+        engine = create_engine(settings.database_url)
+        try:
+            if await current_revision(engine) != head_revision():
+                raise CommandError("the database schema is not up to date: run "
+                                   "`issuer migrate`")
+            # Decrypting needs no connector: the stored JSON is printed as it is.
+            service = ConnectionService(engine, encryptor_for(settings), ConnectorRegistry(),
+                                        SystemClock())
+            try:
+                return await service.decrypt_for_operator(connection_id,
+                                                          f"cli:{getpass.getuser()}")
+            except OAuthError as error:
+                raise CommandError(f"connection {connection_id}: "
+                                   f"{error.error_description}") from None
+        finally:
+            await engine.dispose()
+
+    print(json.dumps(asyncio.run(work()), indent=2))
+    return 0
 
 
 async def migration_notes(settings: Settings, engine: AsyncEngine) -> list[str]:

@@ -35,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from connectors.erp import orgfolder, store
 from connectors.erp.registry import DROPZONE_JSON_V1
+from connectors.erp.tables import ErpConnectionRow
 from issuer.crypto import DecryptionError, Encryptor
-from issuer.store.models import ErpConnectionRow
 
 OK = "ok"
 FIELDS = ("export_path", "ack_path")

@@ -17,12 +17,12 @@ from pydantic import ConfigDict, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from connectors.erp import store
 from connectors.erp.models import DraftOrder, DropzoneConfig
 from connectors.erp.service import TEST_PASSED, ErpServices
-from issuer.admin.auth import Principal, require_connector_role
+from connectors.erp.state import ERP_SERVICES
+from issuer.admin.auth import ADMIN, INTEGRATOR, Principal, require_connector_role
 from issuer.admin.handlers import (
     OBJECT_ID,
     PageQuery,
@@ -32,7 +32,7 @@ from issuer.admin.handlers import (
     page_params,
     parse_query,
 )
-from issuer.admin.http import Operation, RequestModel, ResponseModel, json_response, parse_body
+from issuer.admin.http import Endpoint, RequestModel, ResponseModel, json_response, parse_body
 from issuer.errors import NotFound
 
 TAG = "erp-connectors"
@@ -134,8 +134,7 @@ class Export(ResponseModel):
 
 
 def _erp(request: Request) -> ErpServices:
-    erp: ErpServices = request.state.services.erp
-    return erp
+    return ERP_SERVICES(request)
 
 
 def _org(principal: Principal, org_id: str | None) -> str:
@@ -187,7 +186,7 @@ async def list_connections(request: Request) -> Response:
     if org_id is not None or not principal.platform:
         org_id = _org(principal, org_id)
     try:
-        async with AsyncSession(request.state.services.engine) as session:
+        async with AsyncSession(_erp(request).engine) as session:
             records, next_key = await store.connection_page(session, org_id=org_id,
                                                             after=after, limit=limit)
     except ValueError:  # a cursor whose id is not a UUID
@@ -268,38 +267,36 @@ EXPORTS = "/api/v1/erp-exports"
 EXPORT = "/api/v1/erp-exports/{export_id}"
 DROPZONE = "/api/v1/connectors/dropzone-json-v1"
 
-routes: list[BaseRoute] = [
-    Route(CONNECTIONS, list_connections, methods=["GET"]),
-    Route(CREATE, create_connection, methods=["POST"]),
-    Route(ITEM, get_connection, methods=["GET"]),
-    Route(ITEM, update_connection, methods=["PATCH"]),
-    Route(TEST, test_connection, methods=["POST"]),
-    Route(f"{ITEM}/disable", _status_change(store.DISABLED), methods=["POST"]),
-    Route(f"{ITEM}/enable", _status_change(store.ACTIVE), methods=["POST"]),
-    Route(EXPORTS, create_export, methods=["POST"]),
-    Route(EXPORT, get_export, methods=["GET"]),
-]
-
 _ERRORS = (400, 401, 403, 404, 409, 422)
-operations: list[Operation] = [
-    Operation("POST", DROPZONE, "Create the org's DROPZONE_JSON_V1 connection (ACTIVE; one "
-              "active per org)", TAG, status=201, request=DropzoneCreate,
-              response=ConnectionCreated, errors=_ERRORS),
-    Operation("POST", f"{DROPZONE}/test", "Test a dropzone config, or the org's active "
-              "dropzone connection: write and delete a test file", TAG, request=DropzoneTest,
-              response=TestPassed, errors=_ERRORS),
-    Operation("GET", CONNECTIONS, "List connections (never their config)", TAG,
-              query=ConnectionQuery, response=ConnectionPage, errors=(401, 403, 404, 422)),
-    Operation("GET", ITEM, "Show a connection (never its config)", TAG, response=Connection,
-              errors=(401, 403, 404)),
-    Operation("PATCH", ITEM, "Change a connection's config (merge patch; re-encrypted)", TAG,
-              request=DropzonePatch, response=Connection, errors=_ERRORS),
-    Operation("POST", f"{ITEM}/disable", "Disable a connection", TAG, response=Connection,
-              errors=(401, 403, 404, 409)),
-    Operation("POST", f"{ITEM}/enable", "Enable a connection (409 if another is active)", TAG,
-              response=Connection, errors=(401, 403, 404, 409)),
-    Operation("POST", EXPORTS, "Push a draft order through the org's active connection "
-              "(status SUCCESS or FAILED)", TAG, status=201, request=_PushRequest,
-              response=Export, errors=_ERRORS),
-    Operation("GET", EXPORT, "Show an export", TAG, response=Export, errors=(401, 403, 404)),
+#: Admins and integrators of the org (FR-020).
+_ROLES = (ADMIN, INTEGRATOR)
+#: In the order the routes match; ``{connector}`` is documented as the dropzone's slug.
+endpoints: list[Endpoint] = [
+    Endpoint("GET", CONNECTIONS, list_connections, "List connections (never their config)",
+             TAG, query=ConnectionQuery, response=ConnectionPage, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("POST", CREATE, create_connection, "Create the org's DROPZONE_JSON_V1 "
+             "connection (ACTIVE; one active per org)", TAG, status=201,
+             request=DropzoneCreate, response=ConnectionCreated, roles=_ROLES,
+             errors=_ERRORS, documented_path=DROPZONE),
+    Endpoint("GET", ITEM, get_connection, "Show a connection (never its config)", TAG,
+             response=Connection, roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("PATCH", ITEM, update_connection, "Change a connection's config (merge patch; "
+             "re-encrypted)", TAG, request=DropzonePatch, response=Connection, roles=_ROLES,
+             errors=_ERRORS),
+    Endpoint("POST", TEST, test_connection, "Test a dropzone config, or the org's active "
+             "dropzone connection: write and delete a test file", TAG, request=DropzoneTest,
+             response=TestPassed, roles=_ROLES, errors=_ERRORS,
+             documented_path=f"{DROPZONE}/test"),
+    Endpoint("POST", f"{ITEM}/disable", _status_change(store.DISABLED), "Disable a "
+             "connection", TAG, response=Connection, roles=_ROLES,
+             errors=(401, 403, 404, 409)),
+    Endpoint("POST", f"{ITEM}/enable", _status_change(store.ACTIVE), "Enable a connection "
+             "(409 if another is active)", TAG, response=Connection, roles=_ROLES,
+             errors=(401, 403, 404, 409)),
+    Endpoint("POST", EXPORTS, create_export, "Push a draft order through the org's active "
+             "connection (status SUCCESS or FAILED)", TAG, status=201, request=_PushRequest,
+             response=Export, roles=_ROLES, errors=_ERRORS),
+    Endpoint("GET", EXPORT, get_export, "Show an export", TAG, response=Export, roles=_ROLES,
+             errors=(401, 403, 404)),
 ]

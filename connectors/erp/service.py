@@ -4,7 +4,7 @@ Each change commits with its audit event. Configurations are validated by their
 connector (FR-015, 400 naming the field), encrypted with a fresh nonce on every
 write and bound to their row (``store.associated_data``), and decrypted only to
 be used. A ciphertext that fails its integrity check blocks the connection: the
-caller gets :class:`~issuer.errors.ConnectorBlocked`, the log and the audit log
+caller gets :class:`~connectors.erp.errors.ConnectorBlocked`, the log and the audit log
 get the connection id and the request id (never anything of the config).
 """
 
@@ -22,20 +22,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from connectors.erp import store
+from connectors.erp.errors import ConnectionTestFailed, ConnectorBlocked
+from connectors.erp.events import ErpEvent
 from connectors.erp.models import ConnectorConfig, DraftOrder
 from connectors.erp.port import ConfigError, ConnectorError, ERPConnectorPort, TestResult
 from connectors.erp.registry import ConnectorRegistry, UnknownConnectorType
 from issuer import audit
-from issuer.audit import AuditEvent
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
-from issuer.errors import (
-    Conflict,
-    ConnectionTestFailed,
-    ConnectorBlocked,
-    InvalidRequest,
-    NotFound,
-)
+from issuer.errors import Conflict, InvalidRequest, NotFound
 from issuer.registration import Actor
 from issuer.store.models import Tenant
 
@@ -91,7 +86,7 @@ class _Base:
                       "integrity check (%s) request_id=%s", record.id, record.org_id, error,
                       actor.request_id)
             async with self._sessions() as session, session.begin():
-                await audit.record(session, AuditEvent.ERP_CONNECTION_BLOCKED,
+                await audit.record(session, ErpEvent.ERP_CONNECTION_BLOCKED,
                                    at=self._clock.now(), tenant_id=record.org_id,
                                    details={"connection_id": str(record.id),
                                             "connector_type": record.connector_type,
@@ -148,7 +143,7 @@ class ConnectionService(_Base):
                     connector_type=connector_type, config_encrypted=self.seal(connection_id,
                                                                               config),
                     now=now, tested=result is not None)
-                await self._audit(session, AuditEvent.ERP_CONNECTION_CREATED, org_id, actor,
+                await self._audit(session, ErpEvent.ERP_CONNECTION_CREATED, org_id, actor,
                                   connection_id=str(connection_id),
                                   connector_type=connector_type, tested=result is not None)
                 created = await store.get_connection(session, connection_id)
@@ -173,7 +168,7 @@ class ConnectionService(_Base):
                                               new=self.seal(record.id, config),
                                               now=self._clock.now()):
                 raise Conflict("The connection changed meanwhile; retry")
-            await self._audit(session, AuditEvent.ERP_CONNECTION_UPDATED, record.org_id, actor,
+            await self._audit(session, ErpEvent.ERP_CONNECTION_UPDATED, record.org_id, actor,
                               connection_id=str(record.id), fields=changed)
             updated = await store.get_connection(session, record.id)
         assert updated is not None
@@ -184,8 +179,8 @@ class ConnectionService(_Base):
         record = await self.visible(connection_id, sees)
         if record.status == status:
             return record
-        event = (AuditEvent.ERP_CONNECTION_ENABLED if status == store.ACTIVE
-                 else AuditEvent.ERP_CONNECTION_DISABLED)
+        event = (ErpEvent.ERP_CONNECTION_ENABLED if status == store.ACTIVE
+                 else ErpEvent.ERP_CONNECTION_DISABLED)
         try:
             async with self._sessions() as session, session.begin():
                 if not await store.set_status(session, record.id, old=record.status, new=status,
@@ -228,7 +223,7 @@ class ConnectionService(_Base):
         async with self._sessions() as session, session.begin():
             if record is not None and result.success:
                 await store.record_test(session, record.id, self._clock.now())
-            await self._audit(session, AuditEvent.ERP_CONNECTION_TESTED, org_id, actor,
+            await self._audit(session, ErpEvent.ERP_CONNECTION_TESTED, org_id, actor,
                               connection_id=str(record.id) if record else None,
                               connector_type=connector_type, success=result.success,
                               error=result.error_message, latency_ms=result.latency_ms)
@@ -247,12 +242,12 @@ class ConnectionService(_Base):
         actor = Actor(operator)
         data = await self.decrypt(record, actor)
         async with self._sessions() as session, session.begin():
-            await self._audit(session, AuditEvent.ERP_CONNECTION_DECRYPTED, record.org_id,
+            await self._audit(session, ErpEvent.ERP_CONNECTION_DECRYPTED, record.org_id,
                               actor, connection_id=str(record.id),
                               connector_type=record.connector_type)
         return data
 
-    async def _audit(self, session: AsyncSession, event: AuditEvent, org_id: str,
+    async def _audit(self, session: AsyncSession, event: ErpEvent, org_id: str,
                      actor: Actor, **details: Any) -> None:
         await audit.record(session, event, at=self._clock.now(), tenant_id=org_id,
                            details=details, **actor.audit_fields())
@@ -302,7 +297,7 @@ class PushService(_Base):
         async with self._sessions() as session, session.begin():
             await store.insert_export(session, exported)
             await audit.record(
-                session, AuditEvent.ERP_EXPORT_FAILED if error else AuditEvent.ERP_EXPORT_SUCCEEDED,
+                session, ErpEvent.ERP_EXPORT_FAILED if error else ErpEvent.ERP_EXPORT_SUCCEEDED,
                 at=exported.completed_at, tenant_id=org_id, details={
                     "export_id": str(exported.id), "connection_id": str(record.id),
                     "connector_type": record.connector_type,
@@ -322,8 +317,9 @@ class PushService(_Base):
 
 @dataclass(frozen=True)
 class ErpServices:
-    """What ``issuer.app`` builds for the ERP routes (``Services.erp``)."""
+    """What the ERP routes use (``connectors.erp.connector.ERP``), built by its lifespan."""
 
+    engine: AsyncEngine
     registry: ConnectorRegistry
     connections: ConnectionService
     pushes: PushService
@@ -331,5 +327,5 @@ class ErpServices:
     @classmethod
     def build(cls, engine: AsyncEngine, encryptor: Encryptor, registry: ConnectorRegistry,
               clock: Clock) -> ErpServices:
-        return cls(registry, ConnectionService(engine, encryptor, registry, clock),
+        return cls(engine, registry, ConnectionService(engine, encryptor, registry, clock),
                    PushService(engine, encryptor, registry, clock))

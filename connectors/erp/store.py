@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connectors.erp.tables import ErpConnectionRow, ErpExportRow
 from issuer.clock import utc
 from issuer.store.clients import PageKey, key_values, keyset
-from issuer.store.models import ErpConnectionRow, ErpExportRow
 
 ACTIVE = "ACTIVE"
 DISABLED = "DISABLED"

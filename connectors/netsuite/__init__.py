@@ -21,7 +21,7 @@ from connectors.netsuite.errors import (
 )
 from connectors.netsuite.keys import CertificateSubject, generate_certificate, generate_key_pair
 from connectors.netsuite.kms import KeyManagementService
-from connectors.netsuite.service import CertificateProfile, NetsuiteM2MService, from_services
+from connectors.netsuite.service import CertificateProfile, NetsuiteM2MService, from_settings
 from connectors.netsuite.strategies import (
     NETSUITE_M2M,
     AuthStrategies,
@@ -62,7 +62,7 @@ __all__ = [
     "UnknownAuthType",
     "check_account_id",
     "create_assertion",
-    "from_services",
+    "from_settings",
     "generate_certificate",
     "generate_key_pair",
 ]

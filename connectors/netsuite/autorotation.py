@@ -32,8 +32,8 @@ from connectors.netsuite.errors import (
     NoCertificateId,
     RotationBusy,
 )
+from connectors.netsuite.events import NetSuiteEvent
 from connectors.netsuite.token_client import TokenRequestFailed
-from issuer.audit import AuditEvent
 from issuer.background import every
 from issuer.clock import utc
 from issuer.registration import Actor
@@ -122,7 +122,7 @@ async def revoke_due(service: NetsuiteM2MService) -> list[str]:
                                              "retiring_certificate_revoke_at": None},
                         service.clock.now(), expect={"retiring_certificate_id": old})
                     if won:
-                        await service.audit(session, AuditEvent.NETSUITE_CERTIFICATE_REVOKED,
+                        await service.audit(session, NetSuiteEvent.NETSUITE_CERTIFICATE_REVOKED,
                                             record, SCHEDULER, certificate_id=old)
                         revoked.append(old)
         except LockHeld:
@@ -152,7 +152,7 @@ async def check_expiry(service: NetsuiteM2MService) -> list[ConnectorRecord]:
                 now, expect={"expiry_warned_certificate_id": record.expiry_warned_certificate_id})
             if not won:
                 continue
-            await service.audit(session, AuditEvent.NETSUITE_CERTIFICATE_EXPIRING, record,
+            await service.audit(session, NetSuiteEvent.NETSUITE_CERTIFICATE_EXPIRING, record,
                                 SCHEDULER, certificate_id=record.active_certificate_id,
                                 expires_at=utc(record.certificate_expires_at).isoformat(),
                                 days_left=days)

@@ -1,7 +1,11 @@
-"""The connector's typed errors. ``routes.py`` maps them onto the issuer's error table;
-their messages are safe to show (no key material, assertion or token in any)."""
+"""The connector's typed errors, and its own row of the issuer's error table
+(:class:`NetSuiteRequestFailed`). ``routes.py`` registers how each maps onto the table
+(``ERRORS``); their messages are safe to show (no key material, assertion or token in
+any)."""
 
 from __future__ import annotations
+
+from issuer.errors import OAuthError
 
 
 class NetSuiteError(Exception):
@@ -50,3 +54,14 @@ class RotationBusy(NetSuiteError):
     def __init__(self) -> None:
         super().__init__("The rotation is being confirmed by another request; try again "
                          "shortly")
+
+
+class NetSuiteRequestFailed(OAuthError):
+    """NetSuite refused a call the connector made for the caller (a token request, its
+    certificate API) or could not be reached; the description carries NetSuite's error
+    code and a hint, never an assertion or a token."""
+
+    error = "netsuite_request_failed"
+    status = 422
+    public_text = "The request to NetSuite failed"
+    exposes_description = True

@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from connectors.netsuite.keys import PrivateKey, certificate_pem, load_private_pem, private_pem
+from connectors.netsuite.tables import EncryptedKeyRow
 from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
-from issuer.store.models import EncryptedKeyRow
 
 
 class KeyNotFound(LookupError):

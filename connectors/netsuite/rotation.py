@@ -31,8 +31,8 @@ from connectors.netsuite.errors import (
     RotationBusy,
     RotationInProgress,
 )
+from connectors.netsuite.events import NetSuiteEvent
 from connectors.netsuite.keys import certificate_pem, new_key_id
-from issuer.audit import AuditEvent
 from issuer.registration import Actor
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ async def initiate(service: NetsuiteM2MService, connector_id: str, actor: Actor,
         if not won:
             raise RotationInProgress()
         await service.store_key(session, record, key_id, key, certificate)
-        await service.audit(session, AuditEvent.NETSUITE_ROTATION_INITIATED, record, actor,
+        await service.audit(session, NetSuiteEvent.NETSUITE_ROTATION_INITIATED, record, actor,
                             key_id=key_id, certificate_not_after=certificate
                             .not_valid_after_utc.isoformat())
     return certificate_pem(certificate)
@@ -108,7 +108,7 @@ async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id
                     "rotation_initiated_at": current.rotation_initiated_at})
         if not won:  # another confirmation or a cancellation came first
             raise NoRotationInProgress()
-        await service.audit(session, AuditEvent.NETSUITE_ROTATION_CONFIRMED, current, actor,
+        await service.audit(session, NetSuiteEvent.NETSUITE_ROTATION_CONFIRMED, current, actor,
                             key_id=new_key, previous_key_id=current.primary_key_id,
                             certificate_id=certificate_id,
                             previous_certificate_id=current.active_certificate_id,
@@ -135,7 +135,7 @@ async def cancel(service: NetsuiteM2MService, connector_id: str, actor: Actor,
                                  service.clock.now(), expect={"secondary_key_id": secondary})
         if not won:
             raise NoRotationInProgress()
-        await service.audit(session, AuditEvent.NETSUITE_ROTATION_CANCELLED, record, actor,
+        await service.audit(session, NetSuiteEvent.NETSUITE_ROTATION_CANCELLED, record, actor,
                             key_id=secondary)
         cancelled = await service.load(session, connector_id)
     await _delete_key(service, record, secondary)

@@ -3,19 +3,18 @@
 The caller is an ``admin`` or ``integrator`` of the connector's tenant (a platform
 admin: any tenant, naming it with ``tenant_id`` on create). Another tenant's connector
 answers 404 like a missing one. Handlers are thin: parse, call the service
-(``request.state.netsuite``), render. No answer carries key material, an assertion or a
-token -- only public certificates and the documented ``token_preview``.
+(:data:`connectors.netsuite.state.NETSUITE_SERVICE`), render; the service's errors
+reach the caller as the rows :data:`ERRORS` maps them onto. No answer carries key
+material, an assertion or a token -- only public certificates and the documented
+``token_preview``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from connectors.netsuite.certificates_api import CertificateApiFailed
 from connectors.netsuite.connector import (
@@ -29,6 +28,8 @@ from connectors.netsuite.errors import (
     InvalidConnector,
     KeyPairExists,
     NetSuiteError,
+    NetSuiteRequestFailed,
+    NoKeyPair,
     RotationBusy,
 )
 from connectors.netsuite.rotation import CONFIRMED
@@ -47,9 +48,10 @@ from connectors.netsuite.schemas import (
     Verified,
 )
 from connectors.netsuite.service import NetsuiteM2MService
+from connectors.netsuite.state import NETSUITE_SERVICE
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
-from issuer.admin.auth import require_integrator
+from issuer.admin.auth import ADMIN, INTEGRATOR, require_integrator
 from issuer.admin.handlers import (
     actor,
     iso,
@@ -60,8 +62,8 @@ from issuer.admin.handlers import (
     parse_query,
 )
 from issuer.admin.http import (
+    Endpoint,
     InvalidBody,
-    Operation,
     json_response,
     parse_body,
 )
@@ -70,8 +72,8 @@ from issuer.errors import (
     Busy,
     Conflict,
     InvalidState,
-    NetSuiteRequestFailed,
     NotFound,
+    Translation,
 )
 
 TAG = "netsuite"
@@ -79,28 +81,23 @@ PEM = "application/x-pem-file"
 
 
 def _service(request: Request) -> NetsuiteM2MService:
-    service: NetsuiteM2MService = request.state.netsuite
-    return service
+    return NETSUITE_SERVICE(request)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    """The connector's errors as rows of the error table."""
-    try:
-        yield
-    except ConnectorNotFound:
-        raise NotFound(reason="unknown_or_other_tenant_connector") from None
-    except InvalidConnector as error:
-        raise InvalidBody(details={"errors": [{"field": error.field,
-                                               "message": str(error)}]}) from None
-    except (TokenRequestFailed, CertificateApiFailed) as error:  # NetSuite said no
-        raise NetSuiteRequestFailed(str(error)) from None
-    except KeyPairExists as error:
-        raise Conflict(str(error)) from None
-    except RotationBusy as error:
-        raise Busy(str(error), headers={"Retry-After": "1"}) from None
-    except NetSuiteError as error:  # a state that does not allow the operation
-        raise InvalidState(str(error)) from None
+#: The connector's errors as rows of the error table (``issuer.errors.ErrorTable``; the
+#: most specific class decides).
+ERRORS: dict[type[Exception], Translation] = {
+    ConnectorNotFound: lambda error: NotFound(reason="unknown_or_other_tenant_connector"),
+    InvalidConnector: lambda error: InvalidBody(details={"errors": [
+        {"field": error.field, "message": str(error)}]}),  # type: ignore[attr-defined]
+    # NetSuite said no.
+    TokenRequestFailed: lambda error: NetSuiteRequestFailed(str(error)),
+    CertificateApiFailed: lambda error: NetSuiteRequestFailed(str(error)),
+    KeyPairExists: lambda error: Conflict(str(error)),
+    RotationBusy: lambda error: Busy(str(error), headers={"Retry-After": "1"}),
+    # A state that does not allow the operation.
+    NetSuiteError: lambda error: InvalidState(str(error)),
+}
 
 
 def _id(request: Request) -> str:
@@ -152,8 +149,7 @@ async def create_connector(request: Request) -> Response:
         token_url=body.token_url, rest_base_url=body.rest_base_url,
         restlets_base_url=body.restlets_base_url, throttle_requests=throttle.requests,
         throttle_period=throttle.period_seconds, max_concurrency=body.max_concurrency)
-    with _errors():
-        created = await _service(request).create(spec, actor(request, principal))
+    created = await _service(request).create(spec, actor(request, principal))
     response = json_response(connector_json(created), 201)
     response.headers["Location"] = f"{PATH}/{created.id}"
     return response
@@ -170,8 +166,7 @@ async def list_connectors(request: Request) -> Response:
 
 async def get_connector(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        record = await _service(request).get(_id(request), principal.sees)
+    record = await _service(request).get(_id(request), principal.sees)
     return json_response(connector_json(record))
 
 
@@ -184,33 +179,29 @@ async def update_connector(request: Request) -> Response:
                            ("period_seconds", "throttle_period")):
         if member in throttle:
             changes[column] = throttle[member]
-    with _errors():
-        record = await _service(request).update(_id(request), changes,
-                                                actor(request, principal), principal.sees)
+    record = await _service(request).update(_id(request), changes,
+                                            actor(request, principal), principal.sees)
     return json_response(connector_json(record))
 
 
 async def delete_connector(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        await _service(request).delete(_id(request), actor(request, principal), principal.sees)
+    await _service(request).delete(_id(request), actor(request, principal), principal.sees)
     return Response(status_code=204, headers=NO_STORE)
 
 
 async def create_key_pair(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        pem = await _service(request).generate_key_pair(_id(request), actor(request, principal),
-                                                        principal.sees)
+    pem = await _service(request).generate_key_pair(_id(request), actor(request, principal),
+                                                    principal.sees)
     return pem_response(pem)
 
 
 async def get_certificate(request: Request) -> Response:
     principal = await require_integrator(request)
     try:
-        with _errors():
-            pem = await _service(request).certificate(_id(request), principal.sees)
-    except InvalidState:
+        pem = await _service(request).certificate(_id(request), principal.sees)
+    except NoKeyPair:
         raise NotFound(reason="no_key_pair") from None
     return pem_response(pem)
 
@@ -218,17 +209,15 @@ async def get_certificate(request: Request) -> Response:
 async def put_certificate_id(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, CertificateIdBody)
-    with _errors():
-        record = await _service(request).record_certificate_id(
-            _id(request), body.certificate_id, actor(request, principal), principal.sees)
+    record = await _service(request).record_certificate_id(
+        _id(request), body.certificate_id, actor(request, principal), principal.sees)
     return json_response(connector_json(record))
 
 
 async def initiate_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        pem = await _service(request).initiate_rotation(_id(request), actor(request, principal),
-                                                        principal.sees)
+    pem = await _service(request).initiate_rotation(_id(request), actor(request, principal),
+                                                    principal.sees)
     return json_response(RotationStarted(
         message="Upload this certificate to NetSuite for the same integration, entity and "
                 "role, then confirm the rotation with the Certificate ID NetSuite shows.",
@@ -238,17 +227,15 @@ async def initiate_rotation(request: Request) -> Response:
 async def confirm_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, CertificateIdBody)
-    with _errors():
-        await _service(request).confirm_rotation(_id(request), body.certificate_id,
-                                                 actor(request, principal), principal.sees)
+    await _service(request).confirm_rotation(_id(request), body.certificate_id,
+                                             actor(request, principal), principal.sees)
     return json_response(Outcome(success=True, message=CONFIRMED).model_dump(mode="json"))
 
 
 async def cancel_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        await _service(request).cancel_rotation(_id(request), actor(request, principal),
-                                                principal.sees)
+    await _service(request).cancel_rotation(_id(request), actor(request, principal),
+                                            principal.sees)
     return json_response(Outcome(success=True, message="Rotation cancelled; the pending key "
                                  "was discarded.").model_dump(mode="json"))
 
@@ -259,11 +246,10 @@ async def auto_rotation(request: Request) -> Response:
     principal = await require_integrator(request)
     body = await parse_body(request, AutoRotation)
     service = _service(request)
-    with _errors():
-        before = await service.get(_id(request), principal.sees)
-        record = await service.auto_rotate(
-            _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
-            actor=actor(request, principal), visible=principal.sees)
+    before = await service.get(_id(request), principal.sees)
+    record = await service.auto_rotate(
+        _id(request), entity=body.entity, role=body.role, overlap=body.overlap_seconds,
+        actor=actor(request, principal), visible=principal.sees)
     assert record.active_certificate_id is not None
     return json_response(AutoRotated(
         success=True, message="Certificate rotated. The previous certificate is revoked at "
@@ -274,9 +260,8 @@ async def auto_rotation(request: Request) -> Response:
 
 async def verify(request: Request) -> Response:
     principal = await require_integrator(request)
-    with _errors():
-        token = await _service(request).verify(_id(request), actor(request, principal),
-                                               principal.sees)
+    token = await _service(request).verify(_id(request), actor(request, principal),
+                                           principal.sees)
     return json_response(Verified(success=True, token_preview=token.preview,
                                   expires_in=token.expires_in).model_dump(mode="json"))
 
@@ -285,52 +270,42 @@ PATH = "/api/v1/ipaas/connectors"
 ITEM = PATH + "/{connector_id}"
 M2M = ITEM + "/m2m"
 
-routes: list[BaseRoute] = [
-    Route(PATH, create_connector, methods=["POST"]),
-    Route(PATH, list_connectors, methods=["GET"]),
-    Route(ITEM, get_connector, methods=["GET"]),
-    Route(ITEM, update_connector, methods=["PATCH"]),
-    Route(ITEM, delete_connector, methods=["DELETE"]),
-    Route(M2M + "/key-pair", create_key_pair, methods=["POST"]),
-    Route(M2M + "/certificate", get_certificate, methods=["GET"]),
-    Route(M2M + "/certificate-id", put_certificate_id, methods=["PUT"]),
-    Route(M2M + "/rotation/initiate", initiate_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/confirm", confirm_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/cancel", cancel_rotation, methods=["POST"]),
-    Route(M2M + "/rotation/auto", auto_rotation, methods=["POST"]),
-    Route(M2M + "/verify", verify, methods=["POST"]),
+#: An ``admin`` or ``integrator`` of the connector's tenant.
+_ROLES = (ADMIN, INTEGRATOR)
+endpoints: list[Endpoint] = [
+    Endpoint("POST", PATH, create_connector, "Create a NetSuite M2M connector", TAG,
+             status=201, request=ConnectorCreate, response=Connector, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("GET", PATH, list_connectors, "List NetSuite connectors (a tenant's caller sees "
+             "its tenant's)", TAG, query=ConnectorQuery, response=ConnectorPage, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("GET", ITEM, get_connector, "Show a NetSuite connector", TAG, response=Connector,
+             roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("PATCH", ITEM, update_connector, "Change a NetSuite connector's settings", TAG,
+             request=ConnectorPatch, response=Connector, roles=_ROLES,
+             errors=(401, 403, 404, 422)),
+    Endpoint("DELETE", ITEM, delete_connector, "Delete a NetSuite connector and its keys", TAG,
+             status=204, roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("POST", M2M + "/key-pair", create_key_pair, "Generate the key pair; download the "
+             "public certificate to upload to NetSuite", TAG, media_type=PEM, roles=_ROLES,
+             errors=(401, 403, 404, 409)),
+    Endpoint("GET", M2M + "/certificate", get_certificate, "The current public certificate "
+             "(PEM)", TAG, media_type=PEM, roles=_ROLES, errors=(401, 403, 404)),
+    Endpoint("PUT", M2M + "/certificate-id", put_certificate_id, "Record the Certificate ID "
+             "NetSuite assigned", TAG, request=CertificateIdBody, response=Connector,
+             roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/initiate", initiate_rotation, "Start a certificate "
+             "rotation: a new key pair and certificate", TAG, response=RotationStarted,
+             roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/confirm", confirm_rotation, "Switch to the new "
+             "certificate by its Certificate ID", TAG, request=CertificateIdBody,
+             response=Outcome, roles=_ROLES, errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", M2M + "/rotation/cancel", cancel_rotation, "Discard a pending rotation",
+             TAG, response=Outcome, roles=_ROLES, errors=(401, 403, 404, 422)),
+    Endpoint("POST", M2M + "/rotation/auto", auto_rotation, "Rotate through NetSuite's "
+             "certificate API; the old certificate is revoked after the overlap", TAG,
+             request=AutoRotation, response=AutoRotated, roles=_ROLES,
+             errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", M2M + "/verify", verify, "Fetch a fresh token from NetSuite", TAG,
+             response=Verified, roles=_ROLES, errors=(401, 403, 404, 422)),
 ]
-
-operations: list[Operation] = [
-    Operation("POST", PATH, "Create a NetSuite M2M connector", TAG, status=201,
-              request=ConnectorCreate, response=Connector, errors=(401, 403, 404, 422)),
-    Operation("GET", PATH, "List NetSuite connectors (a tenant's caller sees its tenant's)",
-              TAG, query=ConnectorQuery, response=ConnectorPage, errors=(401, 403, 404, 422)),
-    Operation("GET", ITEM, "Show a NetSuite connector", TAG, response=Connector,
-              errors=(401, 403, 404)),
-    Operation("PATCH", ITEM, "Change a NetSuite connector's settings", TAG,
-              request=ConnectorPatch, response=Connector, errors=(401, 403, 404, 422)),
-    Operation("DELETE", ITEM, "Delete a NetSuite connector and its keys", TAG, status=204,
-              errors=(401, 403, 404)),
-    Operation("POST", M2M + "/key-pair", "Generate the key pair; download the public "
-              "certificate to upload to NetSuite", TAG, media_type=PEM,
-              errors=(401, 403, 404, 409)),
-    Operation("GET", M2M + "/certificate", "The current public certificate (PEM)", TAG,
-              media_type=PEM, errors=(401, 403, 404)),
-    Operation("PUT", M2M + "/certificate-id", "Record the Certificate ID NetSuite assigned",
-              TAG, request=CertificateIdBody, response=Connector,
-              errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/initiate", "Start a certificate rotation: a new key "
-              "pair and certificate", TAG, response=RotationStarted, errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/confirm", "Switch to the new certificate by its "
-              "Certificate ID", TAG, request=CertificateIdBody, response=Outcome,
-              errors=(401, 403, 404, 422, 503)),
-    Operation("POST", M2M + "/rotation/cancel", "Discard a pending rotation", TAG,
-              response=Outcome, errors=(401, 403, 404, 422)),
-    Operation("POST", M2M + "/rotation/auto", "Rotate through NetSuite's certificate API; "
-              "the old certificate is revoked after the overlap", TAG, request=AutoRotation,
-              response=AutoRotated, errors=(401, 403, 404, 422, 503)),
-    Operation("POST", M2M + "/verify", "Fetch a fresh token from NetSuite", TAG,
-              response=Verified, errors=(401, 403, 404, 422)),
-]
-

@@ -41,6 +41,7 @@ from connectors.netsuite.errors import (
     NoCertificateId,
     NoKeyPair,
 )
+from connectors.netsuite.events import NetSuiteEvent
 from connectors.netsuite.keys import (
     CertificateSubject,
     PrivateKey,
@@ -54,11 +55,9 @@ from connectors.netsuite.slots import SharedSlots
 from connectors.netsuite.strategies import NETSUITE_M2M, AuthStrategies, NetSuiteM2MStrategy
 from connectors.netsuite.token_client import AccessToken, TokenRequestFailed, request_token
 from issuer import audit
-from issuer.audit import AuditEvent
 from issuer.clock import Clock, utc
 from issuer.crypto import Encryptor
 from issuer.registration import Actor
-from issuer.services import Services
 from issuer.settings import Settings
 from issuer.store.clients import PageKey
 from issuer.store.models import Tenant
@@ -133,7 +132,7 @@ class NetsuiteM2MService:
             raise ConnectorNotFound(connector_id)
         return found
 
-    async def audit(self, session: AsyncSession, event: AuditEvent, record: ConnectorRecord,
+    async def audit(self, session: AsyncSession, event: NetSuiteEvent, record: ConnectorRecord,
                     actor: Actor, **details: Any) -> None:
         await audit.record(session, event, at=self.clock.now(), tenant_id=record.tenant_id,
                            details={"connector_id": record.id, **details},
@@ -147,7 +146,7 @@ class NetsuiteM2MService:
             if await session.get(Tenant, spec.tenant_id) is None:
                 raise ConnectorNotFound("unknown tenant")
             created = await store.insert(session, spec.tenant_id, columns, self.clock.now())
-            await self.audit(session, AuditEvent.NETSUITE_CONNECTOR_CREATED, created, actor,
+            await self.audit(session, NetSuiteEvent.NETSUITE_CONNECTOR_CREATED, created, actor,
                              name=created.name, account_id=created.account_id,
                              algorithm=created.algorithm, scopes=list(created.scopes))
         return created
@@ -176,7 +175,7 @@ class NetsuiteM2MService:
                     if value != _column(current, name)}
             if diff:
                 await store.change(session, connector_id, diff, self.clock.now())
-                await self.audit(session, AuditEvent.NETSUITE_CONNECTOR_UPDATED, current, actor,
+                await self.audit(session, NetSuiteEvent.NETSUITE_CONNECTOR_UPDATED, current, actor,
                                  changes=sorted(diff))
             updated = await self.load(session, connector_id)
         self._clients.pop(connector_id, None)
@@ -189,7 +188,7 @@ class NetsuiteM2MService:
         async with self.transaction() as session:
             current = await self.load(session, connector_id, visible, for_update=True)
             await store.delete(session, connector_id)
-            await self.audit(session, AuditEvent.NETSUITE_CONNECTOR_DELETED, current, actor,
+            await self.audit(session, NetSuiteEvent.NETSUITE_CONNECTOR_DELETED, current, actor,
                              name=current.name)
         self._clients.pop(connector_id, None)
         await self.bust_token_cache(connector_id)
@@ -228,7 +227,7 @@ class NetsuiteM2MService:
             if not won:  # another request made one meanwhile
                 raise KeyPairExists()
             await self.store_key(session, record, key_id, key, certificate)
-            await self.audit(session, AuditEvent.NETSUITE_KEY_PAIR_GENERATED, record, actor,
+            await self.audit(session, NetSuiteEvent.NETSUITE_KEY_PAIR_GENERATED, record, actor,
                              key_id=key_id, algorithm=record.algorithm,
                              certificate_not_after=utc(not_after).isoformat())
         return certificate_pem(certificate)
@@ -255,7 +254,7 @@ class NetsuiteM2MService:
             await store.change(session, connector_id,
                                {"active_certificate_id": certificate_id,
                                 "active_key_id": record.primary_key_id}, self.clock.now())
-            await self.audit(session, AuditEvent.NETSUITE_CERTIFICATE_ID_RECORDED, record, actor,
+            await self.audit(session, NetSuiteEvent.NETSUITE_CERTIFICATE_ID_RECORDED, record, actor,
                              certificate_id=certificate_id, key_id=record.primary_key_id)
             updated = await self.load(session, connector_id)
         await self.bust_token_cache(connector_id)
@@ -376,7 +375,7 @@ class NetsuiteM2MService:
 
     async def _verified(self, record: ConnectorRecord, actor: Actor, **details: Any) -> None:
         async with self.transaction() as session:
-            await self.audit(session, AuditEvent.NETSUITE_CONNECTION_VERIFIED, record, actor,
+            await self.audit(session, NetSuiteEvent.NETSUITE_CONNECTION_VERIFIED, record, actor,
                              **details)
 
     # Calling NetSuite ------------------------------------------------------------------
@@ -417,12 +416,3 @@ def from_settings(settings: Settings, *, engine: AsyncEngine, encryptor: Encrypt
         allowed_hosts=settings.netsuite_allowed_hosts,
         profile=CertificateProfile(settings.platform_name, settings.netsuite_cert_organization,
                                    settings.netsuite_cert_country), **options)
-
-
-def from_services(services: Services, http: httpx.AsyncClient,
-                  **options: Any) -> NetsuiteM2MService:
-    """The service of the app's lifespan: the shared store, master key, Redis and clock,
-    plus the outbound HTTP client (tests give one bound to the NetSuite simulator)."""
-    return from_settings(services.settings, engine=services.engine,
-                         encryptor=services.encryptor, clock=services.clock, http=http,
-                         redis=services.redis, **options)

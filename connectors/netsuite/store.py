@@ -11,9 +11,9 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.netsuite.connector import ConnectorRecord
+from connectors.netsuite.tables import NetSuiteConnectorRow
 from issuer.clock import utc
 from issuer.store.clients import PageKey, key_values, keyset
-from issuer.store.models import NetSuiteConnectorRow
 
 _TIMES = ("certificate_expires_at", "rotation_initiated_at", "retiring_certificate_revoke_at",
           "created_at", "updated_at")

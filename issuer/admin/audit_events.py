@@ -12,25 +12,25 @@ with ``tenant_id``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, create_model
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import audit
 from issuer.admin.auth import ADMIN, require
 from issuer.admin.handlers import OBJECT_ID, parse_query, services
 from issuer.admin.http import (
-    Operation,
+    Endpoint,
     RequestModel,
     ResponseModel,
     json_response,
     read_cursor,
 )
-from issuer.audit import AuditEvent, AuditQuery
+from issuer.audit import AuditQuery
 from issuer.store import audit_events
 
 TAG = "audit"
@@ -51,11 +51,12 @@ def _date_time(value: Any) -> Any:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_date_time)]
-EventName = Literal[tuple(event.value for event in AuditEvent)]  # type: ignore[valid-type]
 
 
 class AuditEventsQuery(RequestModel):
-    event: EventName | None = Field(None, description="Only this event")
+    """The filters; ``event`` is one of the app's vocabulary (:func:`query_model`)."""
+
+    event: str | None = Field(None, description="Only this event")
     severity: Literal["low", "medium", "high"] | None = None
     client_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID)
     tenant_id: str | None = Field(None, max_length=64, pattern=OBJECT_ID,
@@ -84,9 +85,19 @@ class AuditEventPage(ResponseModel):
     next_cursor: str | None
 
 
-async def list_audit_events(request: Request) -> Response:
+def query_model(events: Sequence[str]) -> type[AuditEventsQuery]:
+    """The filters of an app whose audit vocabulary is ``events`` (the core's and its
+    connectors', ``issuer.audit.vocabulary``): any other ``event`` is a 422."""
+    name = Literal[tuple(events)]  # type: ignore[valid-type]  # built at run time
+    model: type[AuditEventsQuery] = create_model(
+        "AuditEventsQuery", __base__=AuditEventsQuery,
+        event=(name | None, Field(None, description="Only this event")))  # type: ignore[arg-type]
+    return model
+
+
+async def list_audit_events(request: Request, query_model: type[AuditEventsQuery]) -> Response:
     principal = await require(request, ADMIN)
-    params = parse_query(request, AuditEventsQuery)
+    params = parse_query(request, query_model)
     tenant_id = params.tenant_id if principal.platform else principal.tenant_id
     query = AuditQuery(tenant_id=tenant_id, event=params.event, severity=params.severity,
                        client_id=params.client_id, since=params.since, until=params.until)
@@ -97,9 +108,13 @@ async def list_audit_events(request: Request) -> Response:
                           "next_cursor": page.next_cursor})
 
 
-routes: list[BaseRoute] = [Route(PATH, list_audit_events, methods=["GET"])]
+def endpoints(events: Sequence[str]) -> list[Endpoint]:
+    """The endpoint of an app whose audit vocabulary is ``events``."""
+    query = query_model(events)
 
-operations: list[Operation] = [
-    Operation("GET", PATH, "Audit events, newest first (a tenant admin sees its tenant's)",
-              TAG, query=AuditEventsQuery, response=AuditEventPage, errors=(401, 403, 422)),
-]
+    async def handler(request: Request) -> Response:
+        return await list_audit_events(request, query)
+
+    return [Endpoint("GET", PATH, handler, "Audit events, newest first (a tenant admin sees "
+                     "its tenant's)", TAG, query=query, response=AuditEventPage,
+                     roles=(ADMIN,), errors=(401, 403, 422))]

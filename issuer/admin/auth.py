@@ -34,7 +34,7 @@ from issuer.keys.ring import KeyRing
 from issuer.oauth.scopes import scope_allowed
 from issuer.oauth.tokens import live
 from issuer.ratelimit import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store import issued_tokens
 from jwks.verifier import JWKSVerifier, TokenError, VerifiedToken
@@ -86,7 +86,7 @@ async def verify_claims(token: str, services: Services) -> VerifiedToken:
 
 
 async def authenticate(request: Request) -> Principal:
-    services: Services = request.state.services
+    services = services_of(request)
     # RFC 6750 §3.1 invalid_request: "uses more than one method for including an access
     # token" -- two Authorization headers would leave open which one counts.
     if len(request.headers.getlist("authorization")) > 1:
@@ -125,7 +125,7 @@ async def _online_check(engine: AsyncEngine, jti: str, client_id: str,
 async def require(request: Request, *any_of: str) -> Principal:
     """The caller, if its token carries one of ``any_of`` scopes; else 401/403."""
     principal = await authenticate(request)
-    services: Services = request.state.services
+    services = services_of(request)
     # Per admin client, before the handler reads or writes anything (issue 4).
     try:
         await enforce(services.limiter, services.rate_policies.admin_client(

@@ -23,7 +23,6 @@ from pydantic import ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import changes, registration
 from issuer.admin.auth import ADMIN, require
@@ -42,7 +41,7 @@ from issuer.admin.handlers import (
     transaction,
 )
 from issuer.admin.http import (
-    Operation,
+    Endpoint,
     RequestModel,
     ResponseModel,
     json_response,
@@ -301,30 +300,23 @@ ITEM = "/api/v1/clients/{client_id}"
 SECRET = "/api/v1/clients/{client_id}/secret"
 PREVIOUS = "/api/v1/clients/{client_id}/secret/previous"
 
-routes: list[BaseRoute] = [
-    Route(PATH, create_client, methods=["POST"]),
-    Route(PATH, list_clients, methods=["GET"]),
-    Route(ITEM, get_client, methods=["GET"]),
-    Route(ITEM, update_client, methods=["PATCH"]),
-    Route(ITEM, delete_client, methods=["DELETE"]),
-    Route(SECRET, rotate_secret, methods=["POST"]),
-    Route(PREVIOUS, revoke_previous_secret, methods=["DELETE"]),
-]
-
-operations: list[Operation] = [
-    Operation("POST", PATH, "Register a client; its secret is shown once", TAG, status=201,
-              request=ClientCreate, response=ClientWithSecret),
-    Operation("GET", PATH, "List clients (a tenant admin sees its tenant's)", TAG,
-              query=ClientQuery, response=ClientPage, errors=(401, 403, 404, 422)),
-    Operation("GET", ITEM, "Show a client", TAG, response=Client, errors=(401, 403, 404)),
-    Operation("PATCH", ITEM, "Change a client's metadata or status", TAG, request=ClientPatch,
-              response=Client, errors=(400, 401, 403, 404, 409, 422)),
-    Operation("DELETE", ITEM, "Delete a client and revoke its live tokens", TAG, status=204,
-              errors=(401, 403, 404, 409)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", PATH, create_client, "Register a client; its secret is shown once", TAG,
+             status=201, request=ClientCreate, response=ClientWithSecret, roles=(ADMIN,)),
+    Endpoint("GET", PATH, list_clients, "List clients (a tenant admin sees its tenant's)", TAG,
+             query=ClientQuery, response=ClientPage, roles=(ADMIN,),
+             errors=(401, 403, 404, 422)),
+    Endpoint("GET", ITEM, get_client, "Show a client", TAG, response=Client, roles=(ADMIN,),
+             errors=(401, 403, 404)),
+    Endpoint("PATCH", ITEM, update_client, "Change a client's metadata or status", TAG,
+             request=ClientPatch, response=Client, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 409, 422)),
+    Endpoint("DELETE", ITEM, delete_client, "Delete a client and revoke its live tokens", TAG,
+             status=204, roles=(ADMIN,), errors=(401, 403, 404, 409)),
     # 409: a private_key_jwt-only client has no secret; or a concurrent change.
-    Operation("POST", SECRET, "Rotate the secret; the previous one stays valid for a grace",
-              TAG, request=SecretRotation, response=ClientWithSecret,
-              errors=(400, 401, 403, 404, 409, 422)),
-    Operation("DELETE", PREVIOUS, "End the previous secret's grace period now", TAG,
-              status=204, errors=(401, 403, 404, 409)),
+    Endpoint("POST", SECRET, rotate_secret, "Rotate the secret; the previous one stays valid "
+             "for a grace", TAG, request=SecretRotation, response=ClientWithSecret,
+             roles=(ADMIN,), errors=(400, 401, 403, 404, 409, 422)),
+    Endpoint("DELETE", PREVIOUS, revoke_previous_secret, "End the previous secret's grace "
+             "period now", TAG, status=204, roles=(ADMIN,), errors=(401, 403, 404, 409)),
 ]

@@ -29,7 +29,7 @@ from issuer.admin.http import (
 )
 from issuer.clock import utc
 from issuer.errors import Conflict, InvalidRequest, NotFound
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store import clients as queries
 
 Q = TypeVar("Q", bound=BaseModel)
@@ -61,8 +61,8 @@ class PageQuery(RequestModel):
 
 
 def services(request: Request) -> Services:
-    found: Services = request.state.services
-    return found
+    """The core's services, typed (``issuer.services.services_of``)."""
+    return services_of(request)
 
 
 def actor(request: Request, principal: Principal) -> registration.Actor:

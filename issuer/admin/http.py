@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from issuer.errors import OAuthError
 from issuer.store import cursor
@@ -33,24 +35,47 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_A_BRACKET = bytes(set(range(256)) - set(b"[]{}"))
 
 
+#: A route handler: a request in, a response out.
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 @dataclass(frozen=True)
-class Operation:
-    """One documented HTTP operation; ``issuer/openapi.py`` builds /openapi.json from
-    every module's ``operations`` list (the same models validate the bodies)."""
+class Endpoint:
+    """One HTTP endpoint, declared once: the Starlette route (:meth:`route`) and the
+    OpenAPI operation (``issuer/openapi.py``) are both built from it, so the served
+    API and its document cannot diverge (the same models validate the bodies)."""
 
     method: str  # "GET", "POST", ...
     path: str  # Starlette path syntax, e.g. "/api/v1/clients/{client_id}"
+    handler: Handler
     summary: str
     tag: str
     status: int = 200  # the success status
     request: type[BaseModel] | None = None  # JSON body
     query: type[BaseModel] | None = None  # query parameters, one field each
     response: type[BaseModel] | None = None  # None = no body (e.g. 204)
-    auth: str = "bearer"  # "bearer" (admin token) | "client" (client authentication)
+    auth: str = "bearer"  # "bearer" (admin token) | "client" (client authentication) | "none"
+    #: Bearer endpoints: the scopes of which the caller's token must carry one.
+    roles: tuple[str, ...] = ()
     form: bool = False  # request body is application/x-www-form-urlencoded
     errors: tuple[int, ...] = (400, 401, 403, 404, 422)
     #: The success body's media type (e.g. a PEM download, a JWK Set).
     media_type: str = "application/json"
+    #: The path the document shows, where the route's is a template it instantiates
+    #: (a connector type's slug in place of ``{connector}``).
+    documented_path: str | None = None
+
+    def route(self) -> Route:
+        return Route(self.path, self.handler, methods=[self.method])
+
+    @property
+    def document_path(self) -> str:
+        return self.documented_path or self.path
+
+
+def routes(endpoints: Iterable[Endpoint]) -> list[BaseRoute]:
+    """The Starlette routes of ``endpoints``, in their order (the order routes match in)."""
+    return [endpoint.route() for endpoint in endpoints]
 
 
 class ResponseModel(BaseModel):

@@ -16,11 +16,10 @@ from pydantic import ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from issuer.admin.auth import require_platform
+from issuer.admin.auth import ADMIN, require_platform
 from issuer.admin.handlers import actor, iso, services
-from issuer.admin.http import Operation, RequestModel, ResponseModel, json_response, parse_body
+from issuer.admin.http import Endpoint, RequestModel, ResponseModel, json_response, parse_body
 from issuer.errors import Conflict
 from issuer.keys.ring import RotationRefused, list_keys
 from issuer.store.models import SigningKeyRow
@@ -98,15 +97,10 @@ def key_json(row: SigningKeyRow) -> dict[str, Any]:
 PATH = "/api/v1/keys"
 ROTATE = "/api/v1/keys/rotate"
 
-routes: list[BaseRoute] = [
-    Route(PATH, get_keys, methods=["GET"]),
-    Route(ROTATE, rotate_keys, methods=["POST"]),
-]
-
-operations: list[Operation] = [
-    Operation("GET", PATH, "List signing keys: metadata only (platform admin)", TAG,
-              response=KeyList, errors=(401, 403)),
-    Operation("POST", ROTATE, "Rotate the signing key: next -> active -> retired "
-              "(platform admin)", TAG, request=RotateRequest, response=RotationResult,
-              errors=(401, 403, 409, 422)),
+endpoints: list[Endpoint] = [
+    Endpoint("GET", PATH, get_keys, "List signing keys: metadata only (platform admin)", TAG,
+             response=KeyList, roles=(ADMIN,), errors=(401, 403)),
+    Endpoint("POST", ROTATE, rotate_keys, "Rotate the signing key: next -> active -> retired "
+             "(platform admin)", TAG, request=RotateRequest, response=RotationResult,
+             roles=(ADMIN,), errors=(401, 403, 409, 422)),
 ]

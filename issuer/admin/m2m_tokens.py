@@ -49,14 +49,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import audit
 from issuer.admin.auth import ADMIN, Principal, require
 from issuer.admin.handlers import parse_query
 from issuer.admin.http import (
+    Endpoint,
     InvalidBody,
-    Operation,
     RequestModel,
     ResponseModel,
     json_response,
@@ -77,7 +76,7 @@ from issuer.errors import (
 from issuer.oauth.endpoints import audit_denial, granted_rows, request_id, request_source
 from issuer.oauth.tokens import decode_access_token
 from issuer.ratelimit import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store import issued_tokens
 from issuer.store.clients import get_client
 from issuer.store.records import ClientRecord
@@ -163,7 +162,7 @@ class RevokeTokenResponse(ResponseModel):
 async def mint_token(request: Request) -> Response:
     principal = await require(request, ADMIN)
     body = await parse_body(request, MintTokenRequest)
-    services: Services = request.state.services
+    services = services_of(request)
     with _store_errors_as_503():
         record = await _visible_client(services, principal, body.clientId)
         if record.tenant_id != body.tenantId:
@@ -193,7 +192,7 @@ async def list_tokens(request: Request) -> Response:
     principal = await require(request, ADMIN)
     query = parse_query(request, ListTokensQuery)
     after = read_cursor(issued_tokens.ORDER, query.cursor)
-    services: Services = request.state.services
+    services = services_of(request)
     with _store_errors_as_503():
         client_id = None
         if query.clientId is not None:
@@ -219,7 +218,7 @@ async def revoke_token(request: Request) -> Response:
         message = "give exactly one of 'token' and 'jti'"
         raise InvalidBody(details={"errors": [{"field": "token", "message": message},
                                               {"field": "jti", "message": message}]})
-    services: Services = request.state.services
+    services = services_of(request)
     jti = body.jti if body.jti is not None else _jti_of(body.token or "", services)
     with _store_errors_as_503():
         await _revoke(services, request, principal, jti, body.clientId,
@@ -294,20 +293,14 @@ def _store_errors_as_503() -> Iterator[None]:
 
 # Wiring -----------------------------------------------------------------------------
 
-routes: list[BaseRoute] = [
-    Route("/auth/m2m/token", mint_token, methods=["POST"]),
-    Route("/auth/m2m/tokens", list_tokens, methods=["GET"]),
-    Route("/auth/m2m/token/revoke", revoke_token, methods=["POST"]),
-]
-
-operations: list[Operation] = [
-    Operation("POST", "/auth/m2m/token", "Mint an access token for a client", TAG,
-              request=MintTokenRequest, response=MintTokenResponse,
-              errors=(400, 401, 403, 404, 422, 429, 503)),
-    Operation("GET", "/auth/m2m/tokens", "List issued tokens (metadata, never the token)",
-              TAG, query=ListTokensQuery, response=TokenPage,
-              errors=(401, 403, 404, 422, 503)),
-    Operation("POST", "/auth/m2m/token/revoke", "Revoke an issued token", TAG,
-              request=RevokeTokenRequest, response=RevokeTokenResponse,
-              errors=(400, 401, 403, 404, 422, 503)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", "/auth/m2m/token", mint_token, "Mint an access token for a client", TAG,
+             request=MintTokenRequest, response=MintTokenResponse, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 422, 429, 503)),
+    Endpoint("GET", "/auth/m2m/tokens", list_tokens, "List issued tokens (metadata, never "
+             "the token)", TAG, query=ListTokensQuery, response=TokenPage, roles=(ADMIN,),
+             errors=(401, 403, 404, 422, 503)),
+    Endpoint("POST", "/auth/m2m/token/revoke", revoke_token, "Revoke an issued token", TAG,
+             request=RevokeTokenRequest, response=RevokeTokenResponse, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 422, 503)),
 ]

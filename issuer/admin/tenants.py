@@ -18,7 +18,6 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import changes, registration, tenant_names
 from issuer.admin.auth import ADMIN, require, require_platform
@@ -35,7 +34,7 @@ from issuer.admin.handlers import (
     transaction,
 )
 from issuer.admin.http import (
-    Operation,
+    Endpoint,
     RequestModel,
     ResponseModel,
     json_response,
@@ -146,19 +145,15 @@ def tenant_json(record: TenantRecord) -> dict[str, Any]:
 PATH = "/api/v1/tenants"
 ITEM = "/api/v1/tenants/{tenant_id}"
 
-routes: list[BaseRoute] = [
-    Route(PATH, create_tenant, methods=["POST"]),
-    Route(PATH, list_tenants, methods=["GET"]),
-    Route(ITEM, get_tenant, methods=["GET"]),
-    Route(ITEM, update_tenant, methods=["PATCH"]),
-]
-
-operations: list[Operation] = [
-    Operation("POST", PATH, "Create a tenant (platform admin)", TAG, status=201,
-              request=TenantCreate, response=Tenant, errors=(400, 401, 403, 409, 422)),
-    Operation("GET", PATH, "List tenants (a tenant admin sees its own)", TAG, query=PageQuery,
-              response=TenantPage, errors=(401, 403, 422)),
-    Operation("GET", ITEM, "Show a tenant", TAG, response=Tenant, errors=(401, 403, 404)),
-    Operation("PATCH", ITEM, "Rename, disable or enable a tenant (platform admin)", TAG,
-              request=TenantPatch, response=Tenant, errors=(400, 401, 403, 404, 409, 422)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", PATH, create_tenant, "Create a tenant (platform admin)", TAG, status=201,
+             request=TenantCreate, response=Tenant, roles=(ADMIN,),
+             errors=(400, 401, 403, 409, 422)),
+    Endpoint("GET", PATH, list_tenants, "List tenants (a tenant admin sees its own)", TAG,
+             query=PageQuery, response=TenantPage, roles=(ADMIN,), errors=(401, 403, 422)),
+    Endpoint("GET", ITEM, get_tenant, "Show a tenant", TAG, response=Tenant, roles=(ADMIN,),
+             errors=(401, 403, 404)),
+    Endpoint("PATCH", ITEM, update_tenant, "Rename, disable or enable a tenant (platform "
+             "admin)", TAG, request=TenantPatch, response=Tenant, roles=(ADMIN,),
+             errors=(400, 401, 403, 404, 409, 422)),
 ]

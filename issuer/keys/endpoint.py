@@ -12,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from issuer.keys.policy import RotationPolicy
+from issuer.services import services_of
 
 #: The max-age under the default policy (and any rotation period of 10 hours or more).
 JWKS_MAX_AGE = RotationPolicy().jwks_max_age
 
 
 async def jwks(request: Request) -> Response:
-    keyring = request.state.services.keyring
+    keyring = services_of(request).keyring
     return Response(
         keyring.jwks_document,
         media_type="application/jwk-set+json",

@@ -25,7 +25,7 @@ from issuer.oauth.endpoints import parse_form, request_source
 from issuer.oauth.server import _Client, _Request
 from issuer.oauth.tokens import client_error_response, load_presented
 from issuer.ratelimit import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store.bounds import bounded, request_budget
 from issuer.store.records import ClientRecord
 
@@ -35,7 +35,7 @@ Step = Callable[[Services, Request, ClientRecord, _Request], Awaitable[Response]
 
 def client_endpoint(name: str, step: Step) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
-        services: Services = request.state.services
+        services = services_of(request)
         # Every wait for the store below draws on one budget (issuer.store.bounds).
         with request_budget(services.settings.store_timeout):
             return await _handle(request, services)

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from issuer.oauth.rfc7523 import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from issuer.registration import AUTH_METHODS
-from issuer.services import Services
+from issuer.services import services_of
 from issuer.settings import Settings
 
 #: RFC 8414 §2 *_auth_signing_alg_values_supported: the JWS algorithms a client
@@ -42,7 +42,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
 
 
 async def authorization_server_metadata(request: Request) -> Response:
-    services: Services = request.state.services
+    services = services_of(request)
     document = metadata(services.settings)
     # RFC 8414 §2 RECOMMENDED: the exact scopes the active clients may request.
     document["scopes_supported"] = await services.clients.supported_scopes()

@@ -39,7 +39,7 @@ from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
 from issuer.oauth.token_request import TokenRequest, check_content_type, read_form
 from issuer.ratelimit import enforce
-from issuer.services import Services
+from issuer.services import Services, services_of
 from issuer.store.bounds import bounded, request_budget
 from issuer.store.models import AuditEventRow
 from issuer.store.models import IssuedToken as IssuedTokenRow
@@ -68,7 +68,7 @@ async def token(request: Request) -> Response:
     """POST /token as a Starlette endpoint (the route table's entry). The app serves
     the same requests from ASGI first (``issuer.oauth.token_route``); both run
     :func:`answer`."""
-    status, headers, body = await answer(request.state.services, request.scope,
+    status, headers, body = await answer(services_of(request), request.scope,
                                          request.headers, request.body)
     response = Response(body, status_code=status)
     response.raw_headers = headers

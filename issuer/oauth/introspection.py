@@ -22,9 +22,8 @@ from typing import Any
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from issuer.admin.http import Operation, ResponseModel
+from issuer.admin.http import Endpoint, ResponseModel
 from issuer.audit import AuditEvent, audit_row
 from issuer.errors import (
     NO_STORE,
@@ -103,10 +102,8 @@ class IntrospectionResponse(ResponseModel):
     tenant_id: str | None = None
 
 
-routes: list[BaseRoute] = [Route("/introspect", introspect, methods=["POST"])]
-
-operations: list[Operation] = [
-    Operation("POST", "/introspect", "Introspect an access token (RFC 7662)", "oauth",
-              request=IntrospectionForm, response=IntrospectionResponse, auth="client",
-              form=True, errors=(400, 401, 429, 503)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", "/introspect", introspect, "Introspect an access token (RFC 7662)",
+             "oauth", request=IntrospectionForm, response=IntrospectionResponse, auth="client",
+             form=True, errors=(400, 401, 429, 503)),
 ]

@@ -26,10 +26,9 @@ from __future__ import annotations
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from issuer import audit
-from issuer.admin.http import Operation
+from issuer.admin.http import Endpoint
 from issuer.audit import AuditEvent
 from issuer.clock import utc
 from issuer.errors import (
@@ -89,11 +88,9 @@ class RevocationForm(ClientAuthForm):
         default=None, description="accepted and ignored (RFC 7009 §2.2)")
 
 
-routes: list[BaseRoute] = [Route("/revoke", revoke, methods=["POST"])]
-
-operations: list[Operation] = [
-    Operation("POST", "/revoke", "Revoke one of the caller's access tokens (RFC 7009); "
-              "200 with an empty body, also for unknown tokens", "oauth",
-              request=RevocationForm, response=None, auth="client", form=True,
-              errors=(400, 401, 429, 503)),
+endpoints: list[Endpoint] = [
+    Endpoint("POST", "/revoke", revoke, "Revoke one of the caller's access tokens (RFC 7009); "
+             "200 with an empty body, also for unknown tokens", "oauth",
+             request=RevocationForm, response=None, auth="client", form=True,
+             errors=(400, 401, 429, 503)),
 ]

@@ -1,8 +1,10 @@
-"""SQLAlchemy 2 models (DESIGN §7). Alembic migrations are the only way the schema changes."""
+"""SQLAlchemy 2 models (DESIGN §7). Alembic migrations are the only way the schema changes.
+
+The core's tables. A connector defines its own (``connectors/*/tables.py``) on the same
+:class:`Base`, hence the same MetaData: one schema, one migration history."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +12,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -20,7 +21,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
-    Uuid,
     false,
     text,
 )
@@ -196,112 +196,3 @@ class SigningKeyRow(Base):
     created_at: Mapped[datetime]
     activated_at: Mapped[datetime | None]
     retired_at: Mapped[datetime | None]
-
-
-class ErpConnectionRow(Base):
-    """An org's ERP connection (connectors/erp); the config, credentials included, is
-    AES-256-GCM encrypted and bound to the row's id (``erp_connection:<id>``)."""
-
-    __tablename__ = "erp_connection"
-    __table_args__ = (
-        Index("ix_erp_connection_org_id_status", "org_id", "status"),
-        # One ACTIVE connection per org, enforced by the database (concurrent creates too).
-        Index("uq_erp_connection_active_org", "org_id", unique=True,
-              sqlite_where=text("status = 'ACTIVE'"), postgresql_where=text("status = 'ACTIVE'")),
-        CheckConstraint("status IN ('ACTIVE', 'DISABLED')", name="status"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
-    connector_type: Mapped[str] = mapped_column(String(64))
-    config_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    status: Mapped[str] = mapped_column(String(16))
-    last_test_at: Mapped[datetime | None]
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class ErpExportRow(Base):
-    """One push of a draft order through an org's connection, successful or not."""
-
-    __tablename__ = "erp_export"
-    __table_args__ = (
-        Index("ix_erp_export_org_id_created_at", "org_id", "created_at"),
-        CheckConstraint("status IN ('SUCCESS', 'FAILED')", name="status"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # ExportResult.export_id
-    org_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
-    connection_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("erp_connection.id", ondelete="RESTRICT"), index=True)
-    connector_type: Mapped[str] = mapped_column(String(64))
-    draft_order_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    status: Mapped[str] = mapped_column(String(16))
-    error_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    dropzone_path: Mapped[str | None] = mapped_column(Text)
-    storage_key: Mapped[str | None] = mapped_column(Text)
-    connector_metadata: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime]  # the push began
-    completed_at: Mapped[datetime]  # the connector answered (or failed)
-
-
-class NetSuiteConnectorRow(Base):
-    """A tenant's NetSuite OAuth 2.0 M2M connector (connectors/netsuite, issue 6).
-
-    Key states: ``primary_key_id`` is the connector's key pair (its certificate is the
-    one to upload); ``active_key_id`` is the key that signs assertions, set once
-    NetSuite's Certificate ID for it is recorded (``active_certificate_id``, the JWT
-    ``kid``); ``secondary_key_id`` is a rotation's pending key, whose Certificate ID
-    is ``pending_certificate_id`` once known. After an automatic rotation the old
-    certificate (``retiring_certificate_id``) is revoked at NetSuite at
-    ``retiring_certificate_revoke_at``.
-    """
-
-    __tablename__ = "netsuite_connectors"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"),
-                                           index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    account_id: Mapped[str] = mapped_column(String(64))
-    client_id: Mapped[str] = mapped_column(String(200))
-    scopes: Mapped[list[str]]
-    algorithm: Mapped[str] = mapped_column(String(16))
-    token_url: Mapped[str] = mapped_column(String(2000))
-    rest_base_url: Mapped[str] = mapped_column(String(2000))
-    restlets_base_url: Mapped[str] = mapped_column(String(2000))
-    throttle_requests: Mapped[int] = mapped_column(Integer)
-    throttle_period: Mapped[int] = mapped_column(Integer)
-    max_concurrency: Mapped[int] = mapped_column(Integer)
-    primary_key_id: Mapped[str | None] = mapped_column(String(64))
-    active_key_id: Mapped[str | None] = mapped_column(String(64))
-    secondary_key_id: Mapped[str | None] = mapped_column(String(64))
-    active_certificate_id: Mapped[str | None] = mapped_column(String(200))
-    pending_certificate_id: Mapped[str | None] = mapped_column(String(200))
-    certificate_expires_at: Mapped[datetime | None]
-    rotation_initiated_at: Mapped[datetime | None]
-    retiring_certificate_id: Mapped[str | None] = mapped_column(String(200))
-    retiring_certificate_revoke_at: Mapped[datetime | None]
-    #: The certificate whose coming expiry was last warned about (once per certificate).
-    expiry_warned_certificate_id: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class EncryptedKeyRow(Base):
-    """A NetSuite connector's private key, AES-256-GCM encrypted (issuer.crypto) and bound
-    to its tenant, connector and key id; beside it the public X.509 certificate."""
-
-    __tablename__ = "encrypted_keys"
-    __table_args__ = (Index("ix_encrypted_keys_connector_id", "connector_id"),)
-
-    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"),
-                                           index=True)
-    connector_id: Mapped[str] = mapped_column(
-        ForeignKey("netsuite_connectors.id", ondelete="CASCADE"))
-    algorithm: Mapped[str] = mapped_column(String(16))
-    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
-    certificate_pem: Mapped[str] = mapped_column(Text)
-    certificate_not_after: Mapped[datetime]
-    created_at: Mapped[datetime]

@@ -51,8 +51,9 @@ import pytest
 from sqlalchemy import select, update
 
 from connectors.erp import store
+from connectors.erp.tables import ErpConnectionRow, ErpExportRow
 from issuer.crypto import DecryptionError, Encryptor
-from issuer.store.models import AuditEventRow, ErpConnectionRow, ErpExportRow
+from issuer.store.models import AuditEventRow
 from tests.conftest import TEST_MASTER_KEY, issue_token
 from tests.erp.conftest import PASSWORD, USER, bearer, draft_order
 

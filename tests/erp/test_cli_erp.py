@@ -17,9 +17,10 @@ from connectors.erp import store
 from connectors.erp.dropzone import DropzoneConnector
 from connectors.erp.registry import DROPZONE_JSON_V1, MOCK, ConnectorRegistry
 from connectors.erp.service import ConnectionService
+from connectors.erp.tables import ErpConnectionRow
 from issuer.cli import decrypt_connector_config
 from issuer.crypto import Encryptor
-from issuer.store.models import AuditEventRow, ErpConnectionRow
+from issuer.store.models import AuditEventRow
 from tests.conftest import NEW_KEY, TEST_MASTER_KEY
 from tests.erp.conftest import PASSWORD
 from tests.erp.test_units import ACTOR, _services

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from connectors.erp import store
 from connectors.erp.dropzone import DropzoneConnector
+from connectors.erp.errors import ConnectorBlocked
 from connectors.erp.mock import MockConnector
 from connectors.erp.models import DropzoneConfig
 from connectors.erp.port import ConfigError, ConnectorError
@@ -26,11 +27,13 @@ from connectors.erp.registry import (
     UnknownConnectorType,
 )
 from connectors.erp.service import ConnectionService, PushService
+from connectors.erp.tables import ErpConnectionRow, ErpExportRow
+from issuer.app import ENCRYPTED_COLUMNS
 from issuer.crypto import DecryptionError, Encryptor
-from issuer.errors import Conflict, ConnectorBlocked
-from issuer.reencrypt import ENCRYPTED_COLUMNS, reencrypt
+from issuer.errors import Conflict
+from issuer.reencrypt import reencrypt
 from issuer.registration import Actor
-from issuer.store.models import AuditEventRow, ErpConnectionRow, ErpExportRow, SigningKeyRow
+from issuer.store.models import AuditEventRow, SigningKeyRow
 from tests.conftest import NEW_KEY, TEST_MASTER_KEY
 from tests.erp.conftest import draft_order
 
@@ -301,7 +304,7 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
     for context, value in before.values():  # the previous key still decrypts
         rotated.decrypt(value, context)
 
-    report = await reencrypt(engine, rotated, clock, batch_size=2)
+    report = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS, batch_size=2)
     assert {name: (item.rewrapped, item.current, item.failed)
             for name, item in report.items()} == {
         "signing_keys.private_jwk_encrypted": (len(before) - 4, 0, []),
@@ -314,9 +317,13 @@ async def test_rotation_previous_key_decrypts_and_reencrypt_rewraps_everything_o
     for name, (context, value) in after.items():
         assert only_new.decrypt(value, context) == rotated.decrypt(before[name][1], context)
 
-    again = await reencrypt(engine, rotated, clock)  # idempotent
-    assert [(item.rewrapped, item.current) for item in again.values()] == [
-        (0, len(before) - 4), (0, 3), (0, 1), (0, 0), (0, 0)]
+    again = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS)  # idempotent
+    assert {name: (item.rewrapped, item.current) for name, item in again.items()} == {
+        "signing_keys.private_jwk_encrypted": (0, len(before) - 4),
+        "erp_connection.config_encrypted": (0, 3),
+        "clients.secret_encrypted": (0, 1),
+        "clients.previous_secret_encrypted": (0, 0),
+        "encrypted_keys.private_key_encrypted": (0, 0)}
     assert await _envelopes(engine) == after
 
 
@@ -345,14 +352,14 @@ async def test_reencrypt_is_resumable_after_a_crash_midway(engine, clock, regist
     rotated = Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY)
     with pytest.raises(KeyboardInterrupt):
         await reencrypt(engine, CrashingEncryptor(rotated, budget=4), clock,  # type: ignore[arg-type]
-                        batch_size=2)
+                        columns=ENCRYPTED_COLUMNS, batch_size=2)
     midway = await _envelopes(engine)
     done = [name for name, (_, value) in midway.items() if rotated.is_current(value)]
     assert 0 < len(done) < len(midway)  # committed batches stay, the rest waits
     for context, value in midway.values():
         rotated.decrypt(value, context)  # every row still decrypts
 
-    report = await reencrypt(engine, rotated, clock, batch_size=2)
+    report = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS, batch_size=2)
     assert sum(item.rewrapped + item.current for item in report.values()) == len(midway)
     assert all(rotated.is_current(value) for _, value in (await _envelopes(engine)).values())
 
@@ -364,7 +371,7 @@ async def test_reencrypt_reports_and_keeps_a_value_that_does_not_decrypt(
     async with engine.begin() as connection:
         await connection.execute(update(ErpConnectionRow).values(config_encrypted=foreign))
     report = await reencrypt(engine, Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY),
-                             clock)
+                             clock, columns=ENCRYPTED_COLUMNS)
     assert report["erp_connection.config_encrypted"].failed == [str(connection_id)]
     async with engine.connect() as connection:
         assert (await connection.execute(select(ErpConnectionRow.config_encrypted))
@@ -387,7 +394,7 @@ class BrokenTester(MockConnector):
 
 async def test_a_connector_crashing_in_its_test_is_a_failed_test(engine, clock, register,
                                                                  caplog):
-    from issuer.errors import ConnectionTestFailed
+    from connectors.erp.errors import ConnectionTestFailed
 
     org = (await register(tenant="acme")).tenant_id
     registry = ConnectorRegistry()

@@ -7,9 +7,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from connectors.netsuite.kms import bound
+from connectors.netsuite.tables import EncryptedKeyRow
+from issuer.app import ENCRYPTED_COLUMNS
 from issuer.crypto import DecryptionError, Encryptor
 from issuer.reencrypt import reencrypt
-from issuer.store.models import EncryptedKeyRow
 from tests.conftest import NEW_KEY, TEST_MASTER_KEY
 
 
@@ -22,7 +23,7 @@ async def test_reencrypt_rewraps_a_connector_key_and_the_connector_still_works(
     context = bound(before["tenant_id"], before["connector_id"], before["key_id"])
 
     rotated = Encryptor(current=NEW_KEY, previous=TEST_MASTER_KEY)
-    report = await reencrypt(engine, rotated, clock)
+    report = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS)
     assert report["encrypted_keys.private_key_encrypted"].rewrapped == 1
     assert report["encrypted_keys.private_key_encrypted"].failed == []
 
@@ -42,5 +43,5 @@ async def test_reencrypt_rewraps_a_connector_key_and_the_connector_still_works(
     after_rotation = make_service(encryptor=only_new)
     token = await after_rotation.get_or_refresh_access_token(record.id)
     assert token.access_token
-    again = await reencrypt(engine, rotated, clock)  # idempotent
+    again = await reencrypt(engine, rotated, clock, columns=ENCRYPTED_COLUMNS)  # idempotent
     assert again["encrypted_keys.private_key_encrypted"].current == 1

@@ -20,7 +20,8 @@ from connectors.netsuite import (
 )
 from connectors.netsuite.cache import rotation_lock_key
 from connectors.netsuite.kms import KeyNotFound
-from issuer.store.models import AuditEventRow, EncryptedKeyRow
+from connectors.netsuite.tables import EncryptedKeyRow
+from issuer.store.models import AuditEventRow
 from tests.netsuite.conftest import ACTOR
 
 

@@ -1,8 +1,8 @@
 """NETSUITE_REST_V1: the ERP connector that upserts draft orders as NetSuite sales
 orders through the org's NetSuite M2M connector (``connectors.netsuite``).
 
-``issuer.app`` registers it (it needs the app's NetSuite M2M service) and mounts
-:mod:`connectors.erp.netsuite_rest.routes` ahead of the generic ERP routes.
+``connectors.erp.plugin`` registers it (it needs the app's NetSuite M2M service) and
+mounts :mod:`connectors.erp.netsuite_rest.routes` ahead of the generic ERP routes.
 """
 
 from connectors.erp.netsuite_rest.calls import NetSuiteRequests

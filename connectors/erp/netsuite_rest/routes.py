@@ -15,16 +15,15 @@ from typing import Any
 from pydantic import ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from connectors.erp import routes as erp
 from connectors.erp.netsuite_rest.config import NetSuiteRestConfig
 from connectors.erp.netsuite_rest.connector import NETSUITE_REST_V1, NetSuiteRestConnector
-from connectors.erp.service import ErpServices
+from connectors.erp.state import ERP_SERVICES
 from connectors.netsuite.errors import ConnectorNotFound
-from issuer.admin.auth import Principal, require_connector_role
+from issuer.admin.auth import ADMIN, INTEGRATOR, Principal, require_connector_role
 from issuer.admin.handlers import OBJECT_ID, actor
-from issuer.admin.http import Operation, RequestModel, json_response, parse_body
+from issuer.admin.http import Endpoint, RequestModel, json_response, parse_body
 from issuer.errors import NotFound
 
 PATH = "/api/v1/connectors/netsuite-rest-v1"
@@ -67,7 +66,7 @@ async def _check_owner(request: Request, config: dict[str, Any], org_id: str) ->
     connector_id = config.get("netsuite_connector_id")
     if not isinstance(connector_id, str):
         return  # missing or malformed: the config's validation names the field
-    erp_services: ErpServices = request.state.services.erp
+    erp_services = ERP_SERVICES(request)
     connector = erp_services.connections.connector(NETSUITE_REST_V1)
     if not isinstance(connector, NetSuiteRestConnector):
         raise NotFound(reason="connector_type_not_registered")
@@ -83,7 +82,7 @@ async def create_connection(request: Request) -> Response:
     org_id = _org(principal, body.org_id)
     config = body.model_extra or {}
     await _check_owner(request, config, org_id)
-    erp_services: ErpServices = request.state.services.erp
+    erp_services = ERP_SERVICES(request)
     created = await erp_services.connections.create(
         org_id, NETSUITE_REST_V1, config, test_on_save=body.test_on_save,
         actor=actor(request, principal))
@@ -102,26 +101,24 @@ async def test_connection(request: Request) -> Response:
     org_id = _org(principal, body.org_id)
     config = body.model_extra or {}
     await _check_owner(request, config, org_id)
-    erp_services: ErpServices = request.state.services.erp
+    erp_services = ERP_SERVICES(request)
     result = await erp_services.connections.test(org_id, NETSUITE_REST_V1, config or None,
                                                  actor=actor(request, principal))
     return json_response({"success": True, "message": TEST_PASSED,
                           "latency_ms": result.latency_ms})
 
 
-routes: list[BaseRoute] = [
-    Route(PATH, create_connection, methods=["POST"]),
-    Route(f"{PATH}/test", test_connection, methods=["POST"]),
-]
-
 _ERRORS = (400, 401, 403, 404, 409, 422)
-operations: list[Operation] = [
-    Operation("POST", PATH, "Create the org's NETSUITE_REST_V1 connection (ACTIVE; one active "
-              "per org): draft orders upserted as NetSuite sales orders through the org's "
-              "NetSuite M2M connector", erp.TAG, status=201, request=NetSuiteRestCreate,
-              response=erp.ConnectionCreated, errors=_ERRORS),
-    Operation("POST", f"{PATH}/test", "Test a NetSuite config, or the org's active NetSuite "
-              "connection: a token, then one read-only SuiteQL query over customers and "
-              "items", erp.TAG, request=NetSuiteRestTest, response=erp.TestPassed,
-              errors=_ERRORS),
+#: Admins and integrators of the org (FR-020).
+_ROLES = (ADMIN, INTEGRATOR)
+endpoints: list[Endpoint] = [
+    Endpoint("POST", PATH, create_connection, "Create the org's NETSUITE_REST_V1 connection "
+             "(ACTIVE; one active per org): draft orders upserted as NetSuite sales orders "
+             "through the org's NetSuite M2M connector", erp.TAG, status=201,
+             request=NetSuiteRestCreate, response=erp.ConnectionCreated, roles=_ROLES,
+             errors=_ERRORS),
+    Endpoint("POST", f"{PATH}/test", test_connection, "Test a NetSuite config, or the org's "
+             "active NetSuite connection: a token, then one read-only SuiteQL query over "
+             "customers and items", erp.TAG, request=NetSuiteRestTest, response=erp.TestPassed,
+             roles=_ROLES, errors=_ERRORS),
 ]

@@ -1,0 +1,8 @@
+"""Where the lifespan state keeps the NetSuite connector's service (typed)."""
+
+from __future__ import annotations
+
+from connectors.netsuite.service import NetsuiteM2MService
+from issuer.state import StateKey
+
+NETSUITE_SERVICE: StateKey[NetsuiteM2MService] = StateKey("netsuite")
