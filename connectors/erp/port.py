@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.erp.models import ConnectorConfig, DraftOrder
 
@@ -85,4 +85,15 @@ class ERPConnectorPort(Protocol):
     async def test_connection(self, config: Any, *, org_id: str) -> TestResult:
         """Prove ``config`` works end to end for ``org_id`` without delivering an
         order."""
+        ...
+
+
+@runtime_checkable
+class ChecksReferences(Protocol):
+    """A connector whose config names other org-scoped resources (another connector,
+    say): they are checked to be ``org_id``'s own whenever a config is written."""
+
+    async def check_references(self, config: Any, *, org_id: str) -> None:
+        """Raise the resource's not-found error unless everything ``config`` names
+        belongs to ``org_id``."""
         ...

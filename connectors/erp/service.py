@@ -25,7 +25,13 @@ from connectors.erp import store
 from connectors.erp.errors import ConnectionTestFailed, ConnectorBlocked
 from connectors.erp.events import ErpEvent
 from connectors.erp.models import ConnectorConfig, DraftOrder
-from connectors.erp.port import ConfigError, ConnectorError, ERPConnectorPort, TestResult
+from connectors.erp.port import (
+    ChecksReferences,
+    ConfigError,
+    ConnectorError,
+    ERPConnectorPort,
+    TestResult,
+)
 from connectors.erp.registry import ConnectorRegistry, UnknownConnectorType
 from issuer import audit
 from issuer.clock import Clock
@@ -161,6 +167,8 @@ class ConnectionService(_Base):
         connector = self.connector(record.connector_type)
         before = await self.decrypt(record, actor)
         config = self.parse(connector, {**before, **changes})
+        if isinstance(connector, ChecksReferences):
+            await connector.check_references(config, org_id=record.org_id)
         after = config.plaintext()
         changed = sorted(name for name in changes if before.get(name) != after.get(name))
         async with self._sessions() as session, session.begin():

@@ -466,15 +466,15 @@ async def test_another_orgs_netsuite_connector_is_not_found(api, engine, acme, m
         assert (response.status_code, response.json()["error"]) == (404, "not_found"), path
     assert (await api.get("/api/v1/connectors", headers=globex.admin)).json()["items"] == []
     assert simulator.tokens == {}  # nothing was sent to NetSuite on acme's behalf
-    # A PATCH naming it is not checked when written, but the connector refuses to use it.
+    # A PATCH naming it is refused the same way, and the stored config stays as it was.
     created = await connect(api, globex)
     patched = await api.patch(f"/api/v1/connectors/{created['id']}",
                               json={"netsuite_connector_id": acme.netsuite_id},
                               headers=globex.admin)
-    assert patched.status_code == 200
-    assert failed(await push(api, globex, order(globex))) == (
-        "not_found", "NetSuite connection not found")
-    assert not simulator.records.sales_orders
+    assert (patched.status_code, patched.json()["error"]) == (404, "not_found")
+    assert acme.netsuite_id not in patched.text
+    exported = await push(api, globex, order(globex))
+    assert exported["status"] == "SUCCESS", exported  # still globex's own connector
 
 
 @pytest.mark.parametrize("scope", ["orders:read"])
