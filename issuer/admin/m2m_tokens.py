@@ -20,7 +20,7 @@ One rule for the error statuses of all three endpoints:
   signed (so there is no ``jti`` to look up).
 * **422** when the body or query does not match its schema (naming the field).
 
-Minting runs the grant of POST /token (:meth:`TokenIssuer.mint`): a disabled
+Minting runs the grant of POST /token (:meth:`IssuerAuthorizationServer.mint`): a disabled
 client or tenant, or a client not allowed ``client_credentials``, is 403
 ``unauthorized_client``; scopes are checked as at /token (400 ``invalid_scope``
 with ``details.invalidScopes``). Mints are limited per target client (10 an
@@ -169,7 +169,7 @@ async def mint_token(request: Request) -> Response:
             raise NotFound(reason="tenant_mismatch")
         userid = {"userId": principal.client_id}
         try:
-            issued = services.token_issuer.mint(record, body.scopes)
+            issued = services.authorization_server.mint(record, body.scopes)
             # Counted only now, when the mint would succeed; still before any
             # signing or write (issue 4: "The check happens before ...").
             decision = await enforce(services.limiter,

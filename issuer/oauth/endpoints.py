@@ -176,7 +176,7 @@ async def _authenticated_grant(services: Services, scope: Scope, source: str | N
         if claimed.assertion is not None:
             authenticated = await services.assertions.authenticate(
                 request.form, request.headers, claimed, record, "token", admit=admit)
-        issued = services.token_issuer.issue(request, record, authenticated=authenticated)
+        issued = services.authorization_server.issue(request, record, authenticated=authenticated)
     except InvalidClient:
         await enforce(services.limiter, limits.failure(address))
         raise

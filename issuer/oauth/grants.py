@@ -64,11 +64,11 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
 
     def validate_token_request(self) -> None:
         """Authlib's entry point, kept for its interface: :meth:`grant` decides, and
-        ``TokenIssuer.issue`` builds the token from what it returns."""
+        ``IssuerAuthorizationServer.issue`` builds the token from what it returns."""
         self.grant()
 
     def create_token_response(self) -> Any:
-        raise NotImplementedError("TokenIssuer.issue builds the token from grant()")
+        raise NotImplementedError("IssuerAuthorizationServer.issue builds the token from grant()")
 
 
 @dataclass(frozen=True, slots=True)
