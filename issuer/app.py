@@ -1,6 +1,6 @@
 """The composition root: ``create_app(settings)`` builds everything, in one place.
 
-The lifespan is the dependency container (STYLE.md): it opens the database,
+The lifespan is the dependency container: it opens the database,
 loads the key ring and starts the group writer, and hands them to handlers as the
 core's ``Services`` (read through ``issuer.services.services_of``); each connector's
 lifespan builds its own services beside them. Nothing is built at import time.

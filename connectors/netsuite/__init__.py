@@ -1,4 +1,4 @@
-"""NetSuite OAuth 2.0 client credentials (M2M) connector (issue 6; ../shared/NETSUITE.md).
+"""NetSuite OAuth 2.0 client credentials (M2M) connector.
 
 The public face; the code lives in the modules named beside each name.
 """

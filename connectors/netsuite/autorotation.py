@@ -1,5 +1,4 @@
-"""Automatic rotation end to end through NetSuite's certificate API (issue 6 "Beyond the
-plan"; NETSUITE.md §8 "Rotation procedure"), and the certificates' upkeep.
+"""Automatic rotation end to end through NetSuite's certificate API, and the certificates' upkeep.
 
 ``auto``: a new key pair; its certificate uploaded with the connector's current token
 for the same entity and role; the new Certificate ID proven by one token request with

@@ -1,4 +1,4 @@
-"""``issuer netsuite create|key-pair|certificate|rotate|confirm|verify`` (issue 6, DESIGN §5).
+"""``issuer netsuite create|key-pair|certificate|rotate|confirm|verify``.
 
 The operator's console: it acts on the store directly (no tenant scoping; audited as
 ``cli``) and, for ``verify``, calls NetSuite with the connector's own URLs.

@@ -1,4 +1,4 @@
-"""Certificate rotation with an overlap window (issue 6; NETSUITE.md §8 "Rotation procedure").
+"""Certificate rotation with an overlap window.
 
 1. ``initiate``: a secondary key pair and certificate; the certificate (PEM) is
    uploaded to NetSuite for the same application, entity and role, next to the

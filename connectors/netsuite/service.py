@@ -1,10 +1,10 @@
-"""``NetSuiteM2MService``: connectors, their key pairs, tokens and clients (issue 6).
+"""``NetSuiteM2MService``: connectors, their key pairs, tokens and clients.
 
 Every state change commits with its audit event in one transaction. Tokens: a fresh
 assertion per token request, the answer cached (``cache.py``) and refreshed
 single-flight -- in this process one shared future per connector, across processes
 the Redis lock ``netsuite_m2m_token_lock:{id}`` -- so N concurrent callers on an empty
-cache cause exactly one token request (NETSUITE.md checklist 24). Rotation lives in
+cache cause exactly one token request. Rotation lives in
 ``rotation.py``; the service exposes it.
 """
 

@@ -1,4 +1,4 @@
-"""The platform's M2M token-management endpoints (DESIGN §4.1, §4.5).
+"""The platform's M2M token-management endpoints.
 
 ``POST /auth/m2m/token``         mint a token for a client, as if it had asked itself
 ``GET  /auth/m2m/tokens``        issued tokens' metadata (never a token), newest first
@@ -14,7 +14,7 @@ One rule for the error statuses of all three endpoints:
 * **404 not_found** when the request names something the caller cannot see -- an
   unknown client or ``jti``, a client or token of another tenant, a ``tenantId``
   that is not the client's. Another tenant's object answers exactly like a
-  missing one (DESIGN §4.5).
+  missing one.
 * **400 invalid_request** when the request contradicts itself: the ``clientId``
   is not the client of the named token, or the ``token`` is not one this issuer
   signed (so there is no ``jti`` to look up).
@@ -171,7 +171,7 @@ async def mint_token(request: Request) -> Response:
         try:
             issued = services.authorization_server.mint(record, body.scopes)
             # Counted only now, when the mint would succeed; still before any
-            # signing or write (issue 4: "The check happens before ...").
+            # signing or write.
             decision = await enforce(services.limiter,
                                      services.rate_policies.mint(record.client_id))
         except OAuthError as error:
@@ -284,7 +284,7 @@ def _jti_of(token: str, services: Services) -> str:
 
 @contextmanager
 def _store_errors_as_503() -> Iterator[None]:
-    """As at POST /token (DESIGN §4.4): a store that is down is a 503, no stack trace."""
+    """As at POST /token: a store that is down is a 503, no stack trace."""
     try:
         yield
     except (SQLAlchemyError, OSError) as error:

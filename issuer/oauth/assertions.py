@@ -1,6 +1,6 @@
 """JWT client authentication, the async half (RFC 7523 §2.2; the sync half is ``rfc7523``).
 
-Authlib runs synchronously on preloaded values (STYLE.md), so what needs I/O happens
+Authlib runs synchronously on preloaded values, so what needs I/O happens
 around it, in :meth:`AssertionAuthenticator.authenticate`:
 
 1. load the keys the assertion may be verified with (:class:`ClientKeys`): the client's

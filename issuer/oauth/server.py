@@ -1,6 +1,6 @@
 """The Authlib adapter: Authlib's synchronous core, run on preloaded values.
 
-Authlib has no async server (STYLE.md). The token endpoint loads the client
+Authlib has no async server. The token endpoint loads the client
 first (async), then :meth:`IssuerAuthorizationServer.issue` runs Authlib's grant logic with no
 I/O at all, and the endpoint writes the result afterwards (async, one
 transaction). Authlib's untyped surface stays inside this module and grants.py.
