@@ -1,8 +1,8 @@
 """The Authlib adapter: Authlib's synchronous core, run on preloaded values.
 
 Authlib has no async server. The token endpoint loads the client
-first (async), then :meth:`IssuerAuthorizationServer.issue` runs Authlib's grant logic with no
-I/O at all, and the endpoint writes the result afterwards (async, one
+first (async), then :meth:`IssuerAuthorizationServer.issue` runs Authlib's grant
+logic with no I/O at all, and the endpoint writes the result afterwards (async, one
 transaction). Authlib's untyped surface stays inside this module and grants.py.
 
 Authlib traps handled here: ``send_signal`` raises unless overridden; the
@@ -132,6 +132,10 @@ class _Request(OAuth2Request):  # type: ignore[misc]
 
 
 class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's ``AuthorizationServer`` for this issuer: the client_credentials grant,
+    four client authentication methods, introspection and revocation, all run on
+    preloaded values (:meth:`issue`, :meth:`mint`, :meth:`authenticate`)."""
+
     def __init__(self, *, issuer: str, default_audience: str, default_ttl: int,
                  keyring: KeyRing, clock: Clock) -> None:
         super().__init__(scopes_supported=None)
