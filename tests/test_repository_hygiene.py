@@ -41,10 +41,12 @@ def outside_references(path: Path) -> list[str]:
 
 
 def test_the_pattern_catches_what_it_is_for() -> None:
-    assert OUTSIDE_REFERENCES.search("see issue 12")
-    assert OUTSIDE_REFERENCES.search("(Issue 3 item 4)")
-    assert OUTSIDE_REFERENCES.search("in " + ".." + "/shared/notes")
-    assert OUTSIDE_REFERENCES.search("(DESIGN §4.5)")
+    # Each example is split in two, so that this tracked file passes its own test.
+    assert OUTSIDE_REFERENCES.search("see issue" + " 12")
+    assert OUTSIDE_REFERENCES.search("(Issue" + " 3 item 4)")
+    assert OUTSIDE_REFERENCES.search("in .." + "/shared/notes")
+    assert OUTSIDE_REFERENCES.search("(DESIGN" + " §4.5)")
+    assert OUTSIDE_REFERENCES.search("see NETSUITE" + ".md")
     assert not OUTSIDE_REFERENCES.search("the issuer issued 12 tokens; issue_token()")
 
 
