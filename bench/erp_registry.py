@@ -1,5 +1,5 @@
 """Benchmark: ERP connector resolution (``ConnectorRegistry.get``) against a bare dict
-lookup measured in the same run (issue 7: resolution < 10 ms).
+lookup measured in the same run.
 
 Not a test: CI does not run it. Run: ``.venv/bin/python bench/erp_registry.py``.
 One line, key=value: the median per-call time of each over ``--repeat`` rounds of

@@ -1,4 +1,4 @@
-"""Benchmark of POST /token against a real ``issuer serve`` (DESIGN §8).
+"""Benchmark of POST /token against a real ``issuer serve``.
 
 Not a test: CI does not run it. One run, on one machine:
 

@@ -1,6 +1,6 @@
 """The composition root: ``create_app(settings)`` builds everything, in one place.
 
-The lifespan is the dependency container (STYLE.md): it opens the database,
+The lifespan is the dependency container: it opens the database,
 loads the key ring and starts the group writer, and hands them to handlers as the
 core's ``Services`` (read through ``issuer.services.services_of``); each connector's
 lifespan builds its own services beside them. Nothing is built at import time.
@@ -61,7 +61,7 @@ from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
-from issuer.oauth.server import TokenIssuer
+from issuer.oauth.server import IssuerAuthorizationServer
 from issuer.oauth.token_route import TokenRoute
 from issuer.openapi import (
     Health,
@@ -147,7 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             metrics.watch_keys(keyring, clock)
             _watch_store(metrics, engine, writer)
             await writer.start()
-            token_issuer = TokenIssuer(
+            authorization_server = IssuerAuthorizationServer(
                 issuer=settings.issuer_url, default_audience=settings.audience,
                 default_ttl=settings.token_ttl, keyring=keyring, clock=clock,
             )
@@ -162,14 +162,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 clients=clients,
                 notices=notices,
                 writer=writer,
-                token_issuer=token_issuer,
+                authorization_server=authorization_server,
                 limiter=limiter,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
-                    ClientKeys(jwks_http, clock, encryptor), replay, token_issuer),
+                    ClientKeys(jwks_http, clock, encryptor), replay, authorization_server),
                 redis=redis,
             )
             context = ConnectorContext(settings=settings, clock=clock, engine=engine,

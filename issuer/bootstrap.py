@@ -1,4 +1,4 @@
-"""First start: the platform tenant and its first admin client (DESIGN §4.5, §5).
+"""First start: the platform tenant and its first admin client.
 
 Runs from ``issuer migrate`` and ``issuer serve``. Whichever first finds no
 platform tenant creates tenant ``default`` (the platform tenant) and a client

@@ -1,4 +1,4 @@
-"""The ``issuer`` command line (DESIGN §5). Also ``python -m issuer``."""
+"""The ``issuer`` command line. Also ``python -m issuer``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AES-256-GCM envelope encryption under a versioned master key (DESIGN §6).
+"""AES-256-GCM envelope encryption under a versioned master key.
 
 Envelope layout (bytes)::
 

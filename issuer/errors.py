@@ -80,8 +80,8 @@ class InvalidClient(OAuthError):
 
 class UnauthorizedClient(OAuthError):
     error = "unauthorized_client"
-    # Departure: RFC 6749 §5.2 answers 400; DESIGN §4.4 fixes 403 for a client
-    # that authenticated but may not use this grant type.
+    # Departure: RFC 6749 §5.2 answers 400; this issuer answers 403 to a client
+    # that authenticated but may not use this grant type (the platform's error table).
     status = 403
     public_text = "The client is not allowed to use this grant type"
 
@@ -124,7 +124,7 @@ class TooManyRequests(OAuthError):
     ``Retry-After`` and the ``RateLimit-*`` headers of the decision. The policy
     that refused goes to the audit event and the metrics, not to the caller."""
 
-    # Not an RFC 6749 code; DESIGN §4.4 (the platform's M2M spec) names it.
+    # Not an RFC 6749 code: the platform's error table names it.
     error = "too_many_requests"
     status = 429
     public_text = "Too many token requests"
@@ -244,7 +244,7 @@ class InsufficientScope(OAuthError):
 
 
 class NotFound(OAuthError):
-    # Another tenant's object answers exactly like a missing one (DESIGN §4.5).
+    # Another tenant's object answers exactly like a missing one.
     error = "not_found"
     status = 404
     public_text = "No such object"

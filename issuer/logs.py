@@ -1,4 +1,4 @@
-"""Structured logs: every log line is one JSON object (issue 4, item 7).
+"""Structured logs: every log line is one JSON object.
 
 ``issuer serve`` installs :func:`logging_config` in the server and in each worker
 process (Granian applies it there; its own lines, from Rust too, come through the

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (STYLE.md habit 8), listed in order in ``issuer.app``."""
+"""Pure ASGI middleware, listed in order in ``issuer.app``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``issuer reencrypt``: rewrap every encrypted value the issuer stores under the
-current master key (DESIGN §5, §6; issue 7 "Encryption").
+current master key.
 
 The core's encrypted columns are listed once, in :data:`ENCRYPTED_COLUMNS`; a connector
 lists its own (``Connector.encrypted_columns``) and the command rewraps both. A table

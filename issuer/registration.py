@@ -38,7 +38,7 @@ GRANT_TYPES = ("client_credentials",)
 # The client_secret_jwt decision. Secrets are stored as SHA-256 digests only
 # (issuer/secrets.py), but client_secret_jwt needs the secret itself: OIDC Core §9 keys
 # the HMAC with "the octets of the UTF-8 representation of the client_secret". Refusing
-# the method would leave DESIGN §3.4 unmet, so for a client allowed client_secret_jwt --
+# the method would leave it unsupported, so for a client allowed client_secret_jwt --
 # and only for such a client -- its secret (and the previous one during a rotation's
 # grace) is also kept encrypted under ENCRYPTION_MASTER_KEY (AES-256-GCM, issuer.crypto,
 # bound to the client_id), as the signing keys are. Every other client's secret stays a
@@ -139,15 +139,15 @@ def _encrypted(secret: str, client_id: str, encryptor: Encryptor | None) -> byte
     return encryptor.encrypt(secret.encode(), secret_context(client_id))
 
 
-# The admin API's changes (issue 3): each audited with its full context (who,
+# The admin API's changes: each audited with its full context (who,
 # from where, which request) in the caller's transaction. ``visible`` is the
 # caller's tenant guard: an object it may not see is reported as unknown, like a
-# missing one (DESIGN §4.5).
+# missing one.
 
-#: ``<n>/<unit>``, the format of ISSUER_RATE_LIMIT (DESIGN §6).
+#: ``<n>/<unit>``, the format of ISSUER_RATE_LIMIT.
 RATE_LIMIT = re.compile(r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$")
 STATUSES = ("active", "disabled")
-DEFAULT_GRACE_SECONDS = 86400  # issue 3: the previous secret stays valid 24 h by default
+DEFAULT_GRACE_SECONDS = 86400  # the previous secret stays valid 24 h by default
 MAX_GRACE_SECONDS = 30 * 86400
 #: What ``update_client`` may change, by ``ClientSpec``/column name.
 CLIENT_FIELDS = ("name", "allowed_scopes", "default_scopes", "allowed_audiences",
@@ -232,7 +232,7 @@ async def register_tenant(session: AsyncSession, name: str, clock: Clock,
 async def update_tenant(session: AsyncSession, tenant_id: str, changes: Mapping[str, Any],
                         clock: Clock, actor: Actor) -> TenantRecord:
     """Rename a tenant or change its status. The platform tenant stays active: disabling
-    it would lock every platform admin out (DESIGN §4.5)."""
+    it would lock every platform admin out."""
     row = _visible(await tenants.lock(session, tenant_id), "tenant")
     wanted = dict(changes)
     if set(wanted) - {"name", "status"}:

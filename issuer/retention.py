@@ -1,4 +1,4 @@
-"""Retention: the background task that prunes what no one needs any more (DESIGN §7).
+"""Retention: the background task that prunes what no one needs any more.
 
 - ``issued_tokens`` rows a day after their token expired (an expired token is
   inactive anyway; the day keeps yesterday's tokens listable by the admin API);

@@ -1,4 +1,4 @@
-"""Client identifiers and secrets: generation and verification (DESIGN §8).
+"""Client identifiers and secrets: generation and verification.
 
 Secrets are generated here, never chosen by people: 32 random bytes (256 bits)
 from ``secrets.token_urlsafe``. Only a SHA-256 digest of a secret is stored.

@@ -16,7 +16,7 @@ from issuer.crypto import Encryptor
 from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
-from issuer.oauth.server import TokenIssuer
+from issuer.oauth.server import IssuerAuthorizationServer
 from issuer.ratelimit import RateLimiter, RatePolicies
 from issuer.settings import Settings
 from issuer.state import StateKey
@@ -38,7 +38,7 @@ class Services:
     # Client and tenant changes: published after their commit, heard from every process.
     notices: ChangeNotices
     writer: GroupWriter
-    token_issuer: TokenIssuer
+    authorization_server: IssuerAuthorizationServer
     limiter: RateLimiter
     rate_policies: RatePolicies
     metrics: Metrics

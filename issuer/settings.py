@@ -1,4 +1,4 @@
-"""Settings: the one place the environment is read (DESIGN §6).
+"""Settings: the one place the environment is read.
 
 ``Settings.from_env()`` reads ``os.environ`` (and a ``.env`` file when present),
 checks every value and raises :class:`SettingsError` with a one-line message that

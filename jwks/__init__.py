@@ -4,7 +4,7 @@ integrations (``jwks.starlette``, ``jwks.fastapi``); a distribution of its own,
 live in the issuer (``issuer.keys``).
 
 Only the verifier's names are re-exported here, and this module imports nothing from
-``issuer`` (DESIGN §1): ``import jwks.verifier`` runs this file first, and a resource
+``issuer``: ``import jwks.verifier`` runs this file first, and a resource
 server installs the verifier without the issuer.
 """
 

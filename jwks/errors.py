@@ -1,7 +1,7 @@
 """The verifier's typed errors (RFC 9068 §4, RFC 6750 §3.1): each failed check raises
 one, and ``description`` is fixed text safe to show a caller.
 
-Imports nothing from ``issuer`` (DESIGN §1).
+Imports nothing from ``issuer``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ The dependency is a FastAPI security scheme (HTTP bearer, JWT), so the OpenAPI d
 and its "Authorize" button know about it.
 
 FastAPI is not a dependency of ``jwks``: only this module imports it, and it says how
-to install it when it is missing. Imports nothing from ``issuer`` (DESIGN §1). No
+to install it when it is missing. Imports nothing from ``issuer``. No
 ``from __future__ import annotations`` here: FastAPI reads the dependency's parameter
 types at run time.
 """

@@ -1,8 +1,7 @@
 """Where a verifier finds an issuer's public keys: the :class:`KeySource` seam.
 
 A verifier asks its source for the keys published under one ``kid``; the source
-decides how to get them. Two sources live here (both import nothing from ``issuer``,
-DESIGN §1):
+decides how to get them. Two sources live here (both import nothing from ``issuer``):
 
 - :class:`JWKSKeySource` fetches the JWK Set over HTTP (RFC 7517 §5), discovering
   ``jwks_uri`` through RFC 8414 §3.1 when it is not given (§3.3: "The 'issuer' value

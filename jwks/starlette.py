@@ -13,7 +13,7 @@ endpoint. Errors follow RFC 6750 §3 and §3.1:
 - the issuer's keys unobtainable (never fetched, or stale past ``max_stale``): 503
   ``temporarily_unavailable`` -- the request is still refused.
 
-Imports nothing from ``issuer`` (DESIGN §1).
+Imports nothing from ``issuer``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Offline verification of RFC 9068 JWT access tokens for resource servers.
 
-Depends on httpx, joserfc and the standard library only (DESIGN §1): a resource
+Depends on httpx, joserfc and the standard library only: a resource
 server installs it without the issuer, and a test proves ``issuer`` is never imported.
 
 Keys come from a :class:`KeySource` (``jwks.sources``): by default a

@@ -46,7 +46,7 @@ async def test_rfc7517_jwks_is_public_cacheable_and_has_no_private_parts(client)
     assert response.headers["content-type"] == "application/jwk-set+json"
     assert response.headers["cache-control"] == "public, max-age=3600"
     keys = response.json()["keys"]
-    assert len(keys) == 2  # the active key and the next one, published ahead (issue 5)
+    assert len(keys) == 2  # the active key and the next one, published ahead
     assert len({key["kid"] for key in keys}) == 2
     for key in keys:
         assert {key["kty"], key["alg"], key["use"]} == {"RSA", "RS256", "sig"}

@@ -1,4 +1,4 @@
-"""Operating the issuer (issue 4, items 5-7): Prometheus metrics at /metrics, the
+"""Operating the issuer: Prometheus metrics at /metrics, the
 health endpoints, and one structured (JSON) log line per request."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings from the environment (DESIGN §6): defaults, and one clear line per mistake."""
+"""Settings from the environment: defaults, and one clear line per mistake."""
 
 from __future__ import annotations
 

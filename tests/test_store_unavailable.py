@@ -1,4 +1,4 @@
-"""DESIGN §4.4: with the store down, the token endpoint answers 503
+"""With the store down, the token endpoint answers 503
 ``temporarily_unavailable`` -- JSON, no stack trace -- ``/readyz`` answers 503 with
 the reason, and both recover after."""
 

@@ -1,4 +1,4 @@
-"""ERP connector framework (issue 7): a registry of connectors behind one port,
+"""ERP connector framework: a registry of connectors behind one port,
 org connections stored encrypted, connection tests, and pushes of draft orders.
 
 ``issuer.app`` builds the registry and mounts :mod:`connectors.erp.routes`.

@@ -1,4 +1,4 @@
-"""The seam every ERP connector implements (issue 7, "Domain").
+"""The seam every ERP connector implements.
 
 A connector turns an approved :class:`~connectors.erp.models.DraftOrder` into
 whatever its ERP reads, and can prove a configuration works before anything is

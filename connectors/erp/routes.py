@@ -1,4 +1,4 @@
-"""ERP connections and pushes over HTTP (DESIGN §4.1, §4.5; issue 7 "API").
+"""ERP connections and pushes over HTTP.
 
 ``/api/v1/connectors/{connector}`` creates a connection of a registered type (its
 slug: ``dropzone-json-v1``, ``mock``); the body is the connector's config, flat, plus

@@ -1,4 +1,4 @@
-"""NetSuite OAuth 2.0 client credentials (M2M) connector (issue 6; ../shared/NETSUITE.md).
+"""NetSuite OAuth 2.0 client credentials (M2M) connector.
 
 The public face; the code lives in the modules named beside each name.
 """
@@ -21,7 +21,7 @@ from connectors.netsuite.errors import (
 )
 from connectors.netsuite.keys import CertificateSubject, generate_certificate, generate_key_pair
 from connectors.netsuite.kms import KeyManagementService
-from connectors.netsuite.service import CertificateProfile, NetsuiteM2MService, from_settings
+from connectors.netsuite.service import CertificateProfile, NetSuiteM2MService, from_settings
 from connectors.netsuite.strategies import (
     NETSUITE_M2M,
     AuthStrategies,
@@ -50,8 +50,8 @@ __all__ = [
     "NetSuiteAuth",
     "NetSuiteClient",
     "NetSuiteError",
+    "NetSuiteM2MService",
     "NetSuiteM2MStrategy",
-    "NetsuiteM2MService",
     "NoCertificateId",
     "NoKeyPair",
     "NoRotationInProgress",

@@ -1,4 +1,4 @@
-"""NetSuite account ids and the URLs derived from them (NETSUITE.md §1, checklist 1, 25).
+"""NetSuite account ids and the URLs derived from them.
 
 An account id ends up in a hostname, so it is checked before it is ever put in one:
 "Validate the account ID before putting it into a hostname" -- an unrestricted id let
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from connectors.netsuite.errors import InvalidConnector
 
-#: NETSUITE.md §1: ``1234567``, ``1234567_SB1``, ``TSTDRV123``.
+#: NetSuite's account id forms: ``1234567``, ``1234567_SB1``, ``TSTDRV123``.
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9]+(_[A-Za-z0-9]+)?")  # fullmatch: no trailing \n
 TOKEN_PATH = "/services/rest/auth/oauth2/v1/token"
 NETSUITE_DOMAIN = ".netsuite.com"
@@ -46,7 +46,7 @@ def check_account_id(account_id: str) -> str:
 
 
 def canonical_host_label(account_id: str) -> str:
-    """``1234567_SB1`` -> ``1234567-sb1``: lowercase, ``_`` -> ``-`` (NETSUITE.md §1; the same
+    """``1234567_SB1`` -> ``1234567-sb1``: lowercase, ``_`` -> ``-`` (the same
     form goes into the host and into ``aud``)."""
     return check_account_id(account_id).lower().replace("_", "-")
 

@@ -1,4 +1,4 @@
-"""The client assertion NetSuite's token endpoint takes (RFC 7523 §2.2; NETSUITE.md §3-4).
+"""The client assertion NetSuite's token endpoint takes (RFC 7523 §2.2).
 
 Header ``{typ: "JWT", alg, kid}`` where ``kid`` is "the value of the Certificate ID
 generated during the mapping of the application"; claims exactly ``iss`` (the

@@ -1,6 +1,6 @@
 """``NetSuiteAuth``: httpx authentication with the connector's cached M2M token.
 
-NETSUITE.md §7: "on a 401, mint a new token once, retry once, then fail". The refresh
+NetSuite's rule for clients: on a 401, mint a new token once, retry once, then fail. The refresh
 names the token that was refused, so when many requests meet the same 401 at once
 only one new token is minted and the others reuse it.
 """

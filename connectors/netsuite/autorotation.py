@@ -1,5 +1,4 @@
-"""Automatic rotation end to end through NetSuite's certificate API (issue 6 "Beyond the
-plan"; NETSUITE.md §8 "Rotation procedure"), and the certificates' upkeep.
+"""Automatic rotation end to end through NetSuite's certificate API, and the certificates' upkeep.
 
 ``auto``: a new key pair; its certificate uploaded with the connector's current token
 for the same entity and role; the new Certificate ID proven by one token request with
@@ -39,7 +38,7 @@ from issuer.clock import utc
 from issuer.registration import Actor
 
 if TYPE_CHECKING:
-    from connectors.netsuite.service import NetsuiteM2MService, Visible
+    from connectors.netsuite.service import NetSuiteM2MService, Visible
 
 log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 3600
@@ -53,12 +52,12 @@ class AutoRotationUnavailable(NetSuiteError):
     """The connector cannot rotate by itself now; the message says why."""
 
 
-def _api(service: NetsuiteM2MService, record: ConnectorRecord) -> CertificateApi:
+def _api(service: NetSuiteM2MService, record: ConnectorRecord) -> CertificateApi:
     base = check_url(record.restlets_base_url, service.allowed_hosts)
     return CertificateApi(service.http, NetSuiteAuth(service, record.id), base, record.client_id)
 
 
-async def auto(service: NetsuiteM2MService, connector_id: str, *, entity: int, role: int,
+async def auto(service: NetSuiteM2MService, connector_id: str, *, entity: int, role: int,
                actor: Actor, visible: Visible,
                overlap: int = DEFAULT_OVERLAP) -> ConnectorRecord:
     if overlap < TOKEN_LIFETIME:
@@ -104,7 +103,7 @@ async def auto(service: NetsuiteM2MService, connector_id: str, *, entity: int, r
     return promoted
 
 
-async def revoke_due(service: NetsuiteM2MService) -> list[str]:
+async def revoke_due(service: NetSuiteM2MService) -> list[str]:
     """Revoke at NetSuite every old certificate whose overlap is over; their ids."""
     now = service.clock.now()
     async with service.transaction() as session:
@@ -133,7 +132,7 @@ async def revoke_due(service: NetsuiteM2MService) -> list[str]:
     return revoked
 
 
-async def check_expiry(service: NetsuiteM2MService) -> list[ConnectorRecord]:
+async def check_expiry(service: NetSuiteM2MService) -> list[ConnectorRecord]:
     """Warn once per certificate expiring within 60 days; the connectors warned about now.
     ``service.expiring_certificates`` is how many expire within 60 days (a gauge)."""
     now = service.clock.now()
@@ -162,7 +161,7 @@ async def check_expiry(service: NetsuiteM2MService) -> list[ConnectorRecord]:
     return warned
 
 
-def maintained(service: NetsuiteM2MService, interval: float
+def maintained(service: NetSuiteM2MService, interval: float
                ) -> contextlib.AbstractAsyncContextManager[None]:
     """``service.maintain()`` every ``interval`` seconds (first after one interval: nothing
     is added to start-up) while the block runs; a failure is logged and retried later."""

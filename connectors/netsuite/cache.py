@@ -2,7 +2,7 @@
 
 One token per connector under ``netsuite_m2m_token:{connector_id}``, the value
 AES-256-GCM encrypted and bound to that key (``issuer.crypto``), kept for
-``expires_in - 300`` seconds: NETSUITE.md §8, "renew about 5 minutes before
+``expires_in - 300`` seconds: NetSuite's guidance, "renew about 5 minutes before
 ``expires_in`` runs out". The refresh time is stored in the value too and checked on
 every read against the injected clock, so an advanced test clock expires it even
 where Redis's own TTL has not run out.
@@ -29,7 +29,7 @@ from connectors.netsuite.token_client import AccessToken
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
 
-#: Renew this long before NetSuite's ``expires_in`` runs out (NETSUITE.md §8).
+#: Renew this long before NetSuite's ``expires_in`` runs out.
 REFRESH_MARGIN = 300
 ROTATION_LOCK_SECONDS = 30
 TOKEN_LOCK_SECONDS = 30

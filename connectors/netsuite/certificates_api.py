@@ -1,4 +1,4 @@
-"""NetSuite's certificate API for M2M mappings (NETSUITE.md §8; article_0209112025,
+"""NetSuite's certificate API for M2M mappings (article_0209112025,
 article_0209112818, article_11111634165, article_92130837826).
 
 ``POST {restlets}/services/rest/auth/oauth2/v1/clients/{clientId}/certificates`` with JSON

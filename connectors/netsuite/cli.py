@@ -1,4 +1,4 @@
-"""``issuer netsuite create|key-pair|certificate|rotate|confirm|verify`` (issue 6, DESIGN §5).
+"""``issuer netsuite create|key-pair|certificate|rotate|confirm|verify``.
 
 The operator's console: it acts on the store directly (no tenant scoping; audited as
 ``cli``) and, for ``verify``, calls NetSuite with the connector's own URLs.
@@ -21,7 +21,7 @@ from connectors.netsuite.connector import SCOPES, ConnectorSpec
 from connectors.netsuite.errors import NetSuiteError
 from connectors.netsuite.keys import ALGORITHMS, DEFAULT_ALGORITHM
 from connectors.netsuite.rotation import CONFIRMED
-from connectors.netsuite.service import NetsuiteM2MService, from_settings
+from connectors.netsuite.service import NetSuiteM2MService, from_settings
 from connectors.netsuite.token_client import TokenRequestFailed
 from issuer.clock import SystemClock
 from issuer.crypto import encryptor_for
@@ -85,7 +85,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.set_defaults(handler=_verify)
 
 
-def _run(settings: Settings, work: Callable[[NetsuiteM2MService], Awaitable[T]]) -> T:
+def _run(settings: Settings, work: Callable[[NetSuiteM2MService], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(settings.database_url)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
@@ -111,7 +111,7 @@ def _emit(pem: str, out: Path | None) -> None:
 
 
 def _create(settings: Settings, args: argparse.Namespace) -> int:
-    async def work(service: NetsuiteM2MService) -> dict[str, Any]:
+    async def work(service: NetSuiteM2MService) -> dict[str, Any]:
         async with service.transaction() as session:
             tenant = await client_queries.find_tenant(session, args.tenant)
         if tenant is None:

@@ -1,4 +1,4 @@
-"""``NetSuiteClient``: calls to NetSuite REST web services and RESTlets (NETSUITE.md §7-8).
+"""``NetSuiteClient``: calls to NetSuite REST web services and RESTlets.
 
 Concurrency governance is per account and shared by REST and RESTlets; over the limit
 REST answers 429 and RESTlets 400 ``SSS_REQUEST_LIMIT_EXCEEDED``. Oracle's advice

@@ -10,7 +10,7 @@ from connectors.netsuite import accounts
 from connectors.netsuite.errors import InvalidConnector
 from connectors.netsuite.keys import ALGORITHMS, DEFAULT_ALGORITHM
 
-#: NETSUITE.md §4: "any of restlets, rest_webservices, suite_analytics"; ``mcp`` alone.
+#: NetSuite's scope claim: "any of restlets, rest_webservices, suite_analytics"; ``mcp`` alone.
 SCOPES = ("restlets", "rest_webservices", "suite_analytics")
 MCP = "mcp"
 #: The platform's connector template: 20 requests per 60 s.

@@ -1,4 +1,4 @@
-"""Key pairs and self-signed X.509 certificates for NetSuite (NETSUITE.md §5).
+"""Key pairs and self-signed X.509 certificates for NetSuite.
 
 NetSuite takes RSA 3072/4096 or EC P-256/P-384/P-521 keys; our RSA keys are 4096 bits
 and their certificates are self-signed with RSA-PSS/SHA-256 (Oracle's recipe: "when
@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 RSA_BITS = 4096
-#: JWS alg -> the key NetSuite pairs with it (checklist 8).
+#: JWS alg -> the key NetSuite pairs with it (the simulator's checklist, item 8).
 ALGORITHMS: dict[str, str] = {"PS256": "RSA-4096", "ES256": "P-256", "ES384": "P-384",
                               "ES512": "P-521"}
 DEFAULT_ALGORITHM = "PS256"

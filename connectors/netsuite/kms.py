@@ -1,4 +1,4 @@
-"""KeyManagementService: connectors' private keys in ``encrypted_keys`` (issue 6 "Model").
+"""KeyManagementService: connectors' private keys in ``encrypted_keys``.
 
 Each private key is PKCS#8, sealed with AES-256-GCM under the master key
 (``issuer.crypto``), and the ciphertext is bound to its tenant, connector and key id

@@ -1,4 +1,4 @@
-"""Certificate rotation with an overlap window (issue 6; NETSUITE.md §8 "Rotation procedure").
+"""Certificate rotation with an overlap window.
 
 1. ``initiate``: a secondary key pair and certificate; the certificate (PEM) is
    uploaded to NetSuite for the same application, entity and role, next to the
@@ -36,13 +36,13 @@ from connectors.netsuite.keys import certificate_pem, new_key_id
 from issuer.registration import Actor
 
 if TYPE_CHECKING:
-    from connectors.netsuite.service import NetsuiteM2MService, Visible
+    from connectors.netsuite.service import NetSuiteM2MService, Visible
 
 log = logging.getLogger(__name__)
 CONFIRMED = "Certificate rotation complete. Remove the old certificate from NetSuite."
 
 
-async def initiate(service: NetsuiteM2MService, connector_id: str, actor: Actor,
+async def initiate(service: NetSuiteM2MService, connector_id: str, actor: Actor,
                    visible: Visible) -> str:
     """A secondary key pair; returns its certificate (PEM) to upload to NetSuite."""
     record = await service.get(connector_id, visible)
@@ -67,7 +67,7 @@ async def initiate(service: NetsuiteM2MService, connector_id: str, actor: Actor,
     return certificate_pem(certificate)
 
 
-async def confirm(service: NetsuiteM2MService, connector_id: str, certificate_id: str,
+async def confirm(service: NetSuiteM2MService, connector_id: str, certificate_id: str,
                   actor: Actor, visible: Visible) -> ConnectorRecord:
     """Promote the secondary key, now known to NetSuite as ``certificate_id``."""
     check_certificate_id(certificate_id)
@@ -81,7 +81,7 @@ async def confirm(service: NetsuiteM2MService, connector_id: str, certificate_id
         raise RotationBusy() from None
 
 
-async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id: str,
+async def promote(service: NetSuiteM2MService, connector_id: str, certificate_id: str,
                   actor: Actor, *, retire: tuple[str, float] | None = None) -> ConnectorRecord:
     """The switch. ``retire``: (old Certificate ID, when to revoke it at NetSuite), for an
     automatic rotation; a manual one leaves the old certificate to the person."""
@@ -121,7 +121,7 @@ async def promote(service: NetsuiteM2MService, connector_id: str, certificate_id
     return promoted
 
 
-async def cancel(service: NetsuiteM2MService, connector_id: str, actor: Actor,
+async def cancel(service: NetSuiteM2MService, connector_id: str, actor: Actor,
                  visible: Visible) -> ConnectorRecord:
     """Discard the pending secondary key; the primary stays as it was."""
     record = await service.get(connector_id, visible)
@@ -142,7 +142,7 @@ async def cancel(service: NetsuiteM2MService, connector_id: str, actor: Actor,
     return cancelled
 
 
-async def _delete_key(service: NetsuiteM2MService, record: ConnectorRecord,
+async def _delete_key(service: NetSuiteM2MService, record: ConnectorRecord,
                       key_id: str) -> None:
     """A key no longer in use; a failure is logged (the row is harmless), not raised."""
     try:

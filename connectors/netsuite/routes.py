@@ -47,7 +47,7 @@ from connectors.netsuite.schemas import (
     Throttle,
     Verified,
 )
-from connectors.netsuite.service import NetsuiteM2MService
+from connectors.netsuite.service import NetSuiteM2MService
 from connectors.netsuite.state import NETSUITE_SERVICE
 from connectors.netsuite.strategies import NETSUITE_M2M
 from connectors.netsuite.token_client import TokenRequestFailed
@@ -80,7 +80,7 @@ TAG = "netsuite"
 PEM = "application/x-pem-file"
 
 
-def _service(request: Request) -> NetsuiteM2MService:
+def _service(request: Request) -> NetSuiteM2MService:
     return NETSUITE_SERVICE(request)
 
 

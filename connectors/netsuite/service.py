@@ -1,10 +1,10 @@
-"""``NetsuiteM2MService``: connectors, their key pairs, tokens and clients (issue 6).
+"""``NetSuiteM2MService``: connectors, their key pairs, tokens and clients.
 
 Every state change commits with its audit event in one transaction. Tokens: a fresh
 assertion per token request, the answer cached (``cache.py``) and refreshed
 single-flight -- in this process one shared future per connector, across processes
 the Redis lock ``netsuite_m2m_token_lock:{id}`` -- so N concurrent callers on an empty
-cache cause exactly one token request (NETSUITE.md checklist 24). Rotation lives in
+cache cause exactly one token request. Rotation lives in
 ``rotation.py``; the service exposes it.
 """
 
@@ -88,7 +88,7 @@ class CertificateProfile:
                                               self.organization, self.country)
 
 
-class NetsuiteM2MService:
+class NetSuiteM2MService:
     def __init__(self, *, engine: AsyncEngine, encryptor: Encryptor, clock: Clock,
                  http: httpx.AsyncClient, redis: Redis | None = None,
                  allowed_hosts: Iterable[str] = (),
@@ -409,9 +409,9 @@ def _column(record: ConnectorRecord, name: str) -> Any:
 
 def from_settings(settings: Settings, *, engine: AsyncEngine, encryptor: Encryptor,
                   clock: Clock, http: httpx.AsyncClient, redis: Redis | None,
-                  **options: Any) -> NetsuiteM2MService:
+                  **options: Any) -> NetSuiteM2MService:
     """The service as the settings configure it (allow-list, certificate subject)."""
-    return NetsuiteM2MService(
+    return NetSuiteM2MService(
         engine=engine, encryptor=encryptor, clock=clock, http=http, redis=redis,
         allowed_hosts=settings.netsuite_allowed_hosts,
         profile=CertificateProfile(settings.platform_name, settings.netsuite_cert_organization,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.netsuite.service import NetsuiteM2MService
+from connectors.netsuite.service import NetSuiteM2MService
 from issuer.state import StateKey
 
-NETSUITE_SERVICE: StateKey[NetsuiteM2MService] = StateKey("netsuite")
+NETSUITE_SERVICE: StateKey[NetSuiteM2MService] = StateKey("netsuite")

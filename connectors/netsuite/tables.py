@@ -11,7 +11,7 @@ from issuer.store.models import Base
 
 
 class NetSuiteConnectorRow(Base):
-    """A tenant's NetSuite OAuth 2.0 M2M connector (connectors/netsuite, issue 6).
+    """A tenant's NetSuite OAuth 2.0 M2M connector (connectors/netsuite).
 
     Key states: ``primary_key_id`` is the connector's key pair (its certificate is the
     one to upload); ``active_key_id`` is the key that signs assertions, set once

@@ -1,4 +1,4 @@
-"""The token request (NETSUITE.md §2, §6; section_162755359851).
+"""The token request (section_162755359851).
 
 ``POST <token_url>`` with exactly three form fields -- ``grant_type=client_credentials``,
 ``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`` and

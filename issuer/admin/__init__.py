@@ -1,1 +1,1 @@
-"""The admin API: tenants, clients, secrets, tokens (DESIGN §4.1, §4.5)."""
+"""The admin API: tenants, clients, secrets, tokens."""

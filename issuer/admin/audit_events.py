@@ -1,4 +1,4 @@
-"""``GET /api/v1/audit-events``: the audit log as a product (issue 4, item 4).
+"""``GET /api/v1/audit-events``: the audit log as a product.
 
 Filters: ``event``, ``severity``, ``client_id``, ``since`` (inclusive) and
 ``until`` (exclusive), RFC 3339 date-times with their zone; newest first;

@@ -1,4 +1,4 @@
-"""Admin authorization (DESIGN §4.5): this issuer's own access tokens as Bearer tokens.
+"""Admin authorization: this issuer's own access tokens as Bearer tokens.
 
 The token is verified offline by ``jwks.verifier.JWKSVerifier`` -- the library resource
 servers use -- over the key ring (``issuer.keys.local.KeyRingSource``) instead of HTTP: the
@@ -65,7 +65,7 @@ class Principal:
 
 def admin_verifier(settings: Settings, keyring: KeyRing, clock: Clock) -> JWKSVerifier:
     """The admin API's verifier (built once, in the lifespan): the issuer is the issuer
-    and the audience of its own admin tokens (DESIGN §4.5); every algorithm it can sign
+    and the audience of its own admin tokens; every algorithm it can sign
     with is accepted, so switching ``ISSUER_SIGNING_ALG`` keeps older tokens valid."""
     return JWKSVerifier(settings.issuer_url, settings.issuer_url, algorithms=SIGNING_ALGS,
                         leeway=LEEWAY, clock=clock, key_source=KeyRingSource(keyring, clock))
@@ -78,7 +78,7 @@ async def verify_claims(token: str, services: Services) -> VerifiedToken:
     except TokenError as error:
         # Which check failed goes to the reason (logs), never to the caller.
         raise InvalidToken(reason=f"{type(error).__name__}: {error}") from None
-    # Our tokens always carry these (DESIGN §4.2); a token without them is not ours.
+    # Our tokens always carry these; a token without them is not ours.
     for name in ("tenant_id", "scope"):
         if not isinstance(verified.claims.get(name), str):
             raise InvalidToken(reason=f"missing_{name}")
@@ -126,7 +126,7 @@ async def require(request: Request, *any_of: str) -> Principal:
     """The caller, if its token carries one of ``any_of`` scopes; else 401/403."""
     principal = await authenticate(request)
     services = services_of(request)
-    # Per admin client, before the handler reads or writes anything (issue 4).
+    # Per admin client, before the handler reads or writes anything.
     try:
         await enforce(services.limiter, services.rate_policies.admin_client(
             principal.client_id), error=TooManyAdminRequests)
@@ -139,7 +139,7 @@ async def require(request: Request, *any_of: str) -> Principal:
 
 
 async def require_integrator(request: Request) -> Principal:
-    """The caller of a connector API: ``admin`` or ``integrator`` (DESIGN §4.5). Tenant
+    """The caller of a connector API: ``admin`` or ``integrator``. Tenant
     scoping is the handler's, through :meth:`Principal.check_tenant`."""
     return await require(request, ADMIN, INTEGRATOR)
 

@@ -1,4 +1,4 @@
-"""Clients and their secrets: ``/api/v1/clients`` (DESIGN §4.1, §4.5; issue 3 items 4-5).
+"""Clients and their secrets: ``/api/v1/clients``.
 
 Field names follow RFC 7591 §2 client metadata where one exists (``client_id``,
 ``client_secret``, ``grant_types``, ``scope`` as lists here), snake_case

@@ -1,4 +1,4 @@
-"""Signing keys: ``GET /api/v1/keys`` and ``POST /api/v1/keys/rotate`` (issue 5 item 1).
+"""Signing keys: ``GET /api/v1/keys`` and ``POST /api/v1/keys/rotate``.
 
 Platform admin only: the signing keys are the platform's, shared by every tenant.
 The listing shows metadata, never key material (the public halves are at

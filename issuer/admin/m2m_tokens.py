@@ -1,4 +1,4 @@
-"""The platform's M2M token-management endpoints (DESIGN §4.1, §4.5).
+"""The platform's M2M token-management endpoints.
 
 ``POST /auth/m2m/token``         mint a token for a client, as if it had asked itself
 ``GET  /auth/m2m/tokens``        issued tokens' metadata (never a token), newest first
@@ -14,13 +14,13 @@ One rule for the error statuses of all three endpoints:
 * **404 not_found** when the request names something the caller cannot see -- an
   unknown client or ``jti``, a client or token of another tenant, a ``tenantId``
   that is not the client's. Another tenant's object answers exactly like a
-  missing one (DESIGN §4.5).
+  missing one.
 * **400 invalid_request** when the request contradicts itself: the ``clientId``
   is not the client of the named token, or the ``token`` is not one this issuer
   signed (so there is no ``jti`` to look up).
 * **422** when the body or query does not match its schema (naming the field).
 
-Minting runs the grant of POST /token (:meth:`TokenIssuer.mint`): a disabled
+Minting runs the grant of POST /token (:meth:`IssuerAuthorizationServer.mint`): a disabled
 client or tenant, or a client not allowed ``client_credentials``, is 403
 ``unauthorized_client``; scopes are checked as at /token (400 ``invalid_scope``
 with ``details.invalidScopes``). Mints are limited per target client (10 an
@@ -169,9 +169,9 @@ async def mint_token(request: Request) -> Response:
             raise NotFound(reason="tenant_mismatch")
         userid = {"userId": principal.client_id}
         try:
-            issued = services.token_issuer.mint(record, body.scopes)
+            issued = services.authorization_server.mint(record, body.scopes)
             # Counted only now, when the mint would succeed; still before any
-            # signing or write (issue 4: "The check happens before ...").
+            # signing or write.
             decision = await enforce(services.limiter,
                                      services.rate_policies.mint(record.client_id))
         except OAuthError as error:
@@ -284,7 +284,7 @@ def _jti_of(token: str, services: Services) -> str:
 
 @contextmanager
 def _store_errors_as_503() -> Iterator[None]:
-    """As at POST /token (DESIGN §4.4): a store that is down is a 503, no stack trace."""
+    """As at POST /token: a store that is down is a 503, no stack trace."""
     try:
         yield
     except (SQLAlchemyError, OSError) as error:

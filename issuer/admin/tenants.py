@@ -1,4 +1,4 @@
-"""Tenants: ``/api/v1/tenants`` (DESIGN §4.1, §4.5; issue 3 item 3).
+"""Tenants: ``/api/v1/tenants``.
 
 Creating and changing tenants is the platform admin's; a tenant admin reads its
 own tenant only, and another tenant answers 404 exactly like a missing one. A name
@@ -122,7 +122,7 @@ async def get_tenant(request: Request) -> Response:
 async def update_tenant(request: Request) -> Response:
     principal = await require(request, ADMIN)
     tenant_id = object_id(request.path_params["tenant_id"])
-    principal.check_tenant(tenant_id)  # another tenant: 404 before 403 (DESIGN §4.5)
+    principal.check_tenant(tenant_id)  # another tenant: 404 before 403
     if not principal.platform:
         raise InsufficientScope(ADMIN)
     body = await parse_body(request, TenantPatch)

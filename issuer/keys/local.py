@@ -3,7 +3,7 @@ tokens it issued (the admin API's Bearer tokens) with the very verifier resource
 servers use, reading its keys from memory instead of over HTTP.
 
 This module is on the issuer's side (it reads :class:`issuer.keys.ring.KeyRing`);
-``jwks.verifier`` itself imports nothing from ``issuer`` (DESIGN §1).
+``jwks.verifier`` itself imports nothing from ``issuer``.
 
 The ring publishes what this process loaded from the store. A token signed a moment
 ago by another process with a key this one has not loaded yet -- only possible after a

@@ -1,6 +1,6 @@
 """Token-signing keys: generation, encrypted storage, the in-process key ring, rotation.
 
-States (DESIGN §1, issue 5): ``next`` (published, not signing) -> ``active``
+States: ``next`` (published, not signing) -> ``active``
 (signing; exactly one per algorithm, enforced by a partial unique index) ->
 ``retired`` (published until every token it signed has expired) -> deleted.
 Rotation promotes ``next`` to ``active``, retires the ``active`` key and creates a

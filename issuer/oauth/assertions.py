@@ -1,6 +1,6 @@
 """JWT client authentication, the async half (RFC 7523 §2.2; the sync half is ``rfc7523``).
 
-Authlib runs synchronously on preloaded values (STYLE.md), so what needs I/O happens
+Authlib runs synchronously on preloaded values, so what needs I/O happens
 around it, in :meth:`AssertionAuthenticator.authenticate`:
 
 1. load the keys the assertion may be verified with (:class:`ClientKeys`): the client's
@@ -9,7 +9,7 @@ around it, in :meth:`AssertionAuthenticator.authenticate`:
    honoured, an unknown ``kid`` refetched at most once per 30 s
    (``jwks.sources.JWKSKeySource``, the verifier's own cache); for
    ``client_secret_jwt``, the client secret, decrypted;
-2. verify signature and claims on Authlib (``TokenIssuer.authenticate``, no I/O);
+2. verify signature and claims on Authlib (``IssuerAuthorizationServer.authenticate``, no I/O);
 3. spend the ``jti`` in the replay store (one insert; a second use is refused).
 
 Only requests that carry a client assertion come here: ``client_secret_basic`` and
@@ -47,7 +47,7 @@ MAX_CACHED_SOURCES = 10_000
 
 
 class _Authenticates(Protocol):
-    """The sync half: ``TokenIssuer.authenticate`` (typed narrowly to avoid a cycle)."""
+    """The sync half: ``IssuerAuthorizationServer.authenticate`` (typed narrowly: no cycle)."""
 
     def authenticate(self, form: Mapping[str, str], headers: Mapping[str, str],
                      claimed: ClaimedClient, record: ClientRecord, keys: AssertionKeys,

@@ -1,4 +1,4 @@
-"""RFC 9068 JWT access-token claims (DESIGN §4.2). Pure."""
+"""RFC 9068 JWT access-token claims. Pure."""
 
 from __future__ import annotations
 

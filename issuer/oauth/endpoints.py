@@ -176,7 +176,7 @@ async def _authenticated_grant(services: Services, scope: Scope, source: str | N
         if claimed.assertion is not None:
             authenticated = await services.assertions.authenticate(
                 request.form, request.headers, claimed, record, "token", admit=admit)
-        issued = services.token_issuer.issue(request, record, authenticated=authenticated)
+        issued = services.authorization_server.issue(request, record, authenticated=authenticated)
     except InvalidClient:
         await enforce(services.limiter, limits.failure(address))
         raise
@@ -203,7 +203,7 @@ def granted_rows_for(issued: IssuedToken, *, source: str | None, request_id: str
                      actor: str | None = None,
                      details: Mapping[str, Any] | None = None) -> Rows:
     """The issued-token record and its ``M2M_TOKEN_GENERATED`` event, for one
-    :meth:`GroupWriter.write` (DESIGN §3.7: both in one transaction).
+    :meth:`GroupWriter.write`, so both commit in one transaction.
 
     Every path that grants a token writes these rows: POST /token (``actor`` is
     the client itself) and POST /auth/m2m/token (``actor`` is the administrator,

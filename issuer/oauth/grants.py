@@ -56,7 +56,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             ) from None
         audience = resolve_audience(record, self.request.resources, form.get("audience"),
                                     self.server.default_audience)
-        # DESIGN §4.5: the issuer is its own resource server; a token granting
+        # The issuer is its own resource server (the admin API); a token granting
         # an admin scope carries the issuer's URL among its audiences.
         if ADMIN_SCOPES & set(scopes) and self.server.issuer not in audience:
             audience.append(self.server.issuer)
@@ -64,11 +64,11 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
 
     def validate_token_request(self) -> None:
         """Authlib's entry point, kept for its interface: :meth:`grant` decides, and
-        ``TokenIssuer.issue`` builds the token from what it returns."""
+        ``IssuerAuthorizationServer.issue`` builds the token from what it returns."""
         self.grant()
 
     def create_token_response(self) -> Any:
-        raise NotImplementedError("TokenIssuer.issue builds the token from grant()")
+        raise NotImplementedError("IssuerAuthorizationServer.issue builds the token from grant()")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ async def _introspect(services: Services, request: Request, caller: ClientRecord
     call.caller_platform = (presented is not None and presented.tenant_id != caller.tenant_id
                             and await bounded(is_platform_tenant(services.engine,
                                                                  caller.tenant_id)))
-    body = services.token_issuer.introspection.respond(call)
+    body = services.authorization_server.introspection.respond(call)
     services.metrics.introspections.labels("true" if body.get("active") is True else "false").inc()
     if body.get("active") is True:
         assert presented is not None

@@ -48,7 +48,7 @@ from issuer.store.records import ClientRecord
 async def _revoke(services: Services, request: Request, caller: ClientRecord,
                   call: _Request) -> Response:
     call.revoked = None
-    services.token_issuer.revocation.respond(call)
+    services.authorization_server.revocation.respond(call)
     revoked: PresentedToken | None = call.revoked
     if revoked is not None:
         await bounded(_mark_revoked(services, request, caller, revoked))

@@ -2,7 +2,7 @@
 ``JWTBearerClientAssertion`` -- registered under the standard names ``private_key_jwt``
 and ``client_secret_jwt`` (Authlib would call it ``client_assertion_jwt``).
 
-Pure CPU, like the rest of Authlib's part (STYLE.md): :func:`read_assertion` reads the
+Pure CPU, like the rest of Authlib's part: :func:`read_assertion` reads the
 presented assertion before anything is loaded (it names the client and the key); the
 keys are preloaded asynchronously (``issuer.oauth.assertions``) onto the client; the
 classes below verify signature and claims on those values; the ``jti`` is spent

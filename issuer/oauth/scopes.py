@@ -1,4 +1,4 @@
-"""Scope rules (RFC 6749 §3.3, DESIGN §4.3). Pure functions of loaded values.
+"""Scope rules (RFC 6749 §3.3). Pure functions of loaded values.
 
 An allowed-scope entry on a client is exact (``orders:read``), a prefix wildcard
 (``orders:*`` allows every scope that starts with ``orders:``) or ``*`` (any
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
 
-#: Scopes that grant power over the issuer itself (DESIGN §4.5). A wildcard entry
+#: Scopes that grant power over the issuer itself. A wildcard entry
 #: never matches them: a client holds one only when it is listed exactly, so a
 #: client allowed ``*`` cannot make itself an administrator.
 RESERVED = frozenset({"admin", "integrator", "introspect"})

@@ -1,8 +1,8 @@
 """The Authlib adapter: Authlib's synchronous core, run on preloaded values.
 
-Authlib has no async server (STYLE.md). The token endpoint loads the client
-first (async), then :meth:`TokenIssuer.issue` runs Authlib's grant logic with no
-I/O at all, and the endpoint writes the result afterwards (async, one
+Authlib has no async server. The token endpoint loads the client
+first (async), then :meth:`IssuerAuthorizationServer.issue` runs Authlib's grant
+logic with no I/O at all, and the endpoint writes the result afterwards (async, one
 transaction). Authlib's untyped surface stays inside this module and grants.py.
 
 Authlib traps handled here: ``send_signal`` raises unless overridden; the
@@ -131,7 +131,11 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         return data
 
 
-class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
+class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's ``AuthorizationServer`` for this issuer: the client_credentials grant,
+    four client authentication methods, introspection and revocation, all run on
+    preloaded values (:meth:`issue`, :meth:`mint`, :meth:`authenticate`)."""
+
     def __init__(self, *, issuer: str, default_audience: str, default_ttl: int,
                  keyring: KeyRing, clock: Clock) -> None:
         super().__init__(scopes_supported=None)
@@ -250,7 +254,7 @@ class TokenIssuer(AuthorizationServer):  # type: ignore[misc]
 
 
 class _AdminMintGrant(ClientCredentialsGrant):
-    """:class:`ClientCredentialsGrant` for :meth:`TokenIssuer.mint`: the client is
+    """:class:`ClientCredentialsGrant` for :meth:`IssuerAuthorizationServer.mint`: the client is
     the preloaded one, named by an authorized administrator, not authenticated."""
 
     def authenticate_token_endpoint_client(self) -> _Client:

@@ -2,7 +2,7 @@
 
 The body of POST /token (and of /introspect and /revoke) is read by
 :func:`read_form`; the endpoint then names the claimed client and hands one
-:class:`TokenRequest` to the grant (``TokenIssuer.issue``), which returns an
+:class:`TokenRequest` to the grant (``IssuerAuthorizationServer.issue``), which returns an
 ``IssuedToken``: nothing is set on a request object along the way.
 """
 

@@ -1,6 +1,6 @@
 """Access tokens presented back to the issuer: RFC 7662 introspection, RFC 7009 revocation.
 
-Async outside, pure inside (STYLE.md). :func:`load_presented` verifies the token
+Async outside, pure inside. :func:`load_presented` verifies the token
 offline and loads its issued-token record with its client's and tenant's status
 (async, before Authlib runs); the Authlib endpoints below decide on those
 preloaded values with no I/O; the HTTP handlers in ``introspection.py`` and

@@ -29,8 +29,8 @@ One job per module, none importing this package (only each other, acyclically):
   memory (single process).
 - :mod:`~issuer.ratelimit.redis_backend`: :class:`RedisRateLimiter`, one Lua
   script run per check (``check.lua``) -- one round trip, atomic on the server --
-  over a sorted set per key, so every issuer process shares one budget (DESIGN
-  §8). Concurrent checks share round trips (pipelined).
+  over a sorted set per key, so every issuer process shares one budget. Concurrent
+  checks share round trips (pipelined).
 - :mod:`~issuer.ratelimit.leases`: a budget this process checks again and again
   is leased: slots reserved in the shared log are spent here without a round trip.
 - :mod:`~issuer.ratelimit.fallback`: :class:`FallbackRateLimiter`, Redis while it

@@ -32,7 +32,7 @@ CLIENT = "client"
 FAILED_AUTH = "failed_auth"
 M2M_MINT = "m2m_mint"
 ADMIN = "admin"
-#: POST /auth/m2m/token: "10 per hour per client" (DESIGN §4.1).
+#: POST /auth/m2m/token: "10 per hour per client".
 MINT_RATE = Rate(limit=10, period=3600)
 
 

@@ -1,4 +1,4 @@
-"""The client-assertion replay store (RFC 7523 §3, DESIGN §7 ``used_assertion_jtis``).
+"""The client-assertion replay store (RFC 7523 §3), the ``used_assertion_jtis`` table.
 
 RFC 7523 §3: "The authorization server MAY ensure that JWTs are not replayed by
 maintaining the set of used 'jti' values for the length of time for which the JWT

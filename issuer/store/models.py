@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models (DESIGN §7). Alembic migrations are the only way the schema changes.
+"""SQLAlchemy 2 models. Alembic migrations are the only way the schema changes.
 
 The core's tables. A connector defines its own (``connectors/*/tables.py``) on the same
 :class:`Base`, hence the same MetaData: one schema, one migration history."""
@@ -72,7 +72,7 @@ class Tenant(Base):
     #: The name as compared (``issuer.tenant_names.key``): look-alike names share it.
     name_key: Mapped[str] = mapped_column(String(400), index=True, unique=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
-    #: The bootstrap tenant: its ``admin`` clients are platform admins (DESIGN §4.5).
+    #: The bootstrap tenant: its ``admin`` clients are platform admins.
     platform: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -1,4 +1,4 @@
-"""Group commit: many requests' inserts in one transaction (DESIGN §3.7).
+"""Group commit: many requests' inserts in one transaction.
 
 A token request hands its rows (the issued-token record and its audit event) to
 :meth:`GroupWriter.write` and waits. A single task takes everything queued so

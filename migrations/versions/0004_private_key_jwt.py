@@ -1,6 +1,6 @@
 """private_key_jwt and client_secret_jwt clients (RFC 7523 §2.2): a client's JWKS or
 jwks_uri, its secret kept encrypted when it may sign client_secret_jwt assertions, and
-the used_assertion_jtis replay store (DESIGN §7)
+the used_assertion_jtis replay store
 
 Revision ID: 0004
 Revises: 0003

@@ -1,4 +1,4 @@
-"""netsuite_connectors and encrypted_keys: NetSuite OAuth 2.0 M2M connectors (issue 6)
+"""netsuite_connectors and encrypted_keys: NetSuite OAuth 2.0 M2M connectors
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""RFC 6750 bearer authentication of the admin API (DESIGN §4.5), through a real route."""
+"""RFC 6750 bearer authentication of the admin API, through a real route."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit log as a product (issue 4, item 4): ``GET /api/v1/audit-events`` with its
+"""The audit log as a product: ``GET /api/v1/audit-events`` with its
 filters, tenant scoping and cursor pagination; ``issuer audit export`` (JSON Lines);
 retention pruning. On SQLite and PostgreSQL."""
 

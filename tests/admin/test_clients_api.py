@@ -1,4 +1,4 @@
-"""``/api/v1/clients`` (DESIGN §4.1, §4.5; issue 3 item 4), through HTTP."""
+"""``/api/v1/clients``, through HTTP."""
 
 from __future__ import annotations
 

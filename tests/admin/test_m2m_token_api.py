@@ -1,4 +1,4 @@
-"""The platform's M2M token-management endpoints, through HTTP (DESIGN §4.1, §4.5):
+"""The platform's M2M token-management endpoints, through HTTP:
 POST /auth/m2m/token, GET /auth/m2m/tokens, POST /auth/m2m/token/revoke."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Client secret rotation without downtime (issue 3 item 5): a new secret, the previous
+"""Client secret rotation without downtime: a new secret, the previous
 one valid for a grace period, then refused; the audit log tells which one was used."""
 
 from __future__ import annotations

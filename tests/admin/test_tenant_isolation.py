@@ -1,5 +1,5 @@
 """Tenant isolation and bearer authentication over EVERY tenants/clients endpoint
-(DESIGN §4.5; RFC 6750 §3.1; issue 3 "Tests that must exist").
+(RFC 6750 §3.1).
 
 - a tenant-A admin on tenant-B objects: 404, exactly like a missing object, and
   nothing changes; on platform-only endpoints: 403;

@@ -1,4 +1,4 @@
-"""``/api/v1/tenants`` (DESIGN §4.1, §4.5; issue 3 item 3), through HTTP."""
+"""``/api/v1/tenants``, through HTTP."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The spec's acceptance scenarios for ERP connectors, through HTTP, on SQLite and
 PostgreSQL (each test runs once per backend).
 
-The scenarios are derived from issue 7's sections (the spec's own text is not in
-the repository); mapping:
+The scenarios are derived from the ERP connector specification's user stories; mapping:
 
 US1 configure a dropzone connection (API, POST /connectors/dropzone-json-v1)
   1.1 an org admin creates an SFTP connection: 201 ACTIVE, no config in the answer, audited

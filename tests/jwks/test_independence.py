@@ -1,4 +1,4 @@
-"""DESIGN §1: ``jwks.verifier`` imports nothing from ``issuer`` -- a resource server installs
+"""``jwks.verifier`` imports nothing from ``issuer`` -- a resource server installs
 it alone. Proved from the source (every import of every module of ``jwks/``) and in a
 fresh interpreter where importing ``issuer`` is impossible."""
 

@@ -1,4 +1,4 @@
-"""Signing-key rotation without breaking anyone (issue 5 item 1), driven by the FakeClock.
+"""Signing-key rotation without breaking anyone, driven by the FakeClock.
 
 States next -> active -> retired -> deleted; a verifier (``jwks.verifier`` against the
 app over ASGI) keeps accepting every unexpired token through a rotation, meets no

@@ -17,7 +17,7 @@ import uvicorn
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from connectors.netsuite import ConnectorRecord, ConnectorSpec, NetsuiteM2MService
+from connectors.netsuite import ConnectorRecord, ConnectorSpec, NetSuiteM2MService
 from connectors.netsuite.keys import PrivateKey, generate_key_pair
 from issuer.app import create_app
 from issuer.crypto import encryptor_for
@@ -83,11 +83,11 @@ def sleeps(clock: FakeClock) -> Sleeps:
 async def make_service(engine: AsyncEngine, settings: Settings, clock: FakeClock,
                        outbound: httpx.AsyncClient, sleeps: Sleeps, redis_url: str,
                        key_factory: Callable[[str], PrivateKey],
-                       ) -> AsyncIterator[Callable[..., NetsuiteM2MService]]:
+                       ) -> AsyncIterator[Callable[..., NetSuiteM2MService]]:
     """``make_service(redis=True|False, **options)``: a service on the test store."""
     opened: list[Redis] = []
 
-    def make(*, redis: bool = False, **options: Any) -> NetsuiteM2MService:
+    def make(*, redis: bool = False, **options: Any) -> NetSuiteM2MService:
         client = None
         if redis:
             client = Redis.from_url(redis_url)
@@ -97,7 +97,7 @@ async def make_service(engine: AsyncEngine, settings: Settings, clock: FakeClock
         options.setdefault("jitter", lambda: 0.5)
         options.setdefault("key_factory", key_factory)
         options.setdefault("encryptor", encryptor_for(settings))
-        return NetsuiteM2MService(engine=engine, clock=clock, redis=client, **options)
+        return NetSuiteM2MService(engine=engine, clock=clock, redis=client, **options)
 
     yield make
     for client in opened:
@@ -106,7 +106,7 @@ async def make_service(engine: AsyncEngine, settings: Settings, clock: FakeClock
 
 @pytest.fixture(params=["memory", "redis"])
 def service(request: pytest.FixtureRequest,
-            make_service: Callable[..., NetsuiteM2MService]) -> NetsuiteM2MService:
+            make_service: Callable[..., NetSuiteM2MService]) -> NetSuiteM2MService:
     """The service with each cache backend: in-process, and the real Redis."""
     return make_service(redis=request.param == "redis")
 
@@ -125,7 +125,7 @@ def ready_connector(simulator: NetSuiteSimulator, tenant_id: str) -> ReadyConnec
     """``await ready_connector(service, algorithm="ES256")``: created, key pair made,
     certificate uploaded to the simulator, Certificate ID recorded."""
 
-    async def make(service: NetsuiteM2MService, algorithm: str = "ES256",
+    async def make(service: NetSuiteM2MService, algorithm: str = "ES256",
                    scopes: tuple[str, ...] = ("rest_webservices", "restlets"),
                    **spec: Any) -> ConnectorRecord:
         integration = simulator.add_integration()

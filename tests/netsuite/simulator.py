@@ -1,5 +1,6 @@
 """A NetSuite account, simulated: the OAuth 2.0 M2M token endpoint, REST web services,
-RESTlets and the certificate API, enforcing ../shared/NETSUITE.md's checklist.
+RESTlets and the certificate API, enforcing NetSuite's documented rules (the checklist
+below).
 
 One :class:`NetSuiteSimulator` is one account. Its Starlette app routes by ``Host``
 (``<canon>.suitetalk.api.netsuite.com`` and ``<canon>.restlets.api.netsuite.com``), so
@@ -10,6 +11,44 @@ client under test: signatures are verified with ``cryptography`` directly.
 
 Numbers in comments are the checklist's items. The account's customers, items and
 sales orders, with the record and query services over them, are ``records.py``.
+
+The checklist (NetSuite's OAuth 2.0 client credentials rules; 22, 24 and 25 are the
+client's duties, proved by the connector's own tests):
+
+1. Only the documented endpoints answer; everything else is 404.
+2. The token request is ``application/x-www-form-urlencoded``.
+3. The client authenticates by its assertion alone: no ``client_id`` or
+   ``client_secret`` in the form, no ``Authorization`` header (the header is our choice).
+4. No ``scope`` form parameter: scopes travel in the assertion.
+5. The assertion is a compact JWS of unpadded base64url segments, its header naming
+   the Certificate ID as ``kid``.
+6. ``alg`` is one of PS256/384/512 or ES256/384/512 (another answers 500 server_error).
+7. ``kid`` names a certificate mapped to the integration that is ``iss``.
+8. ``alg`` fits the certificate's key: RSA for PS*, the matching curve for ES*.
+9. The signature verifies: RSA-PSS with MGF1 of the same hash and a salt of the hash's
+   length; ECDSA as raw R||S, never DER.
+10. The integration exists, has client credentials (M2M) enabled, and is not blocked.
+11. ``aud`` is the token endpoint's URL.
+12. ``scope`` names any of ``restlets``, ``rest_webservices``, ``suite_analytics``
+    (``mcp`` only alone) that the integration allows.
+13. ``iat`` and ``exp`` are integers, current within the allowed skew, and
+    ``exp - iat`` is 1 to 3600 seconds (above 900 draws a warning).
+14. Only documented claims are sent.
+15. ``expires_in`` comes back as a string.
+16. Resource calls carry the token as a Bearer token, and the token's scope covers the
+    service called (REST web services or RESTlets).
+17. A token lives 3600 seconds.
+18. A certificate counts as valid for at most two years from its notBefore.
+19. A certificate holds an RSA 3072/4096-bit or EC P-256/P-384/P-521 key, is mapped
+    once, and an integration has at most five active certificates.
+20. Revoking a certificate does not revoke the tokens already issued with it.
+21. The certificate API uploads, lists and revokes an integration's certificates.
+22. On a 401 the client mints a new token once, retries once, then fails.
+23. Concurrent calls beyond the account's limit answer 429 (REST web services) or 400
+    ``SSS_REQUEST_LIMIT_EXCEEDED`` (RESTlets).
+24. Concurrent callers needing a token cause exactly one token request.
+25. Account ids map to hosts lowercase with ``_`` as ``-`` (``1234567_SB1`` ->
+    ``1234567-sb1``).
 """
 
 from __future__ import annotations

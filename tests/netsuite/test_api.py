@@ -1,4 +1,4 @@
-"""``/api/v1/ipaas/connectors`` and ``/{id}/m2m/...`` through HTTP (issue 6 "HTTP"): every
+"""``/api/v1/ipaas/connectors`` and ``/{id}/m2m/...`` through HTTP: every
 endpoint's status codes and exact bodies, tenant isolation, audit events, and a scan of
 every response and log line for key material, assertions and tokens."""
 

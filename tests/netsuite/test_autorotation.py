@@ -1,6 +1,5 @@
 """Automatic rotation through NetSuite's certificate API, the revocation of the old
-certificate after the overlap, and expiry warnings (issue 6 "Beyond the plan";
-NETSUITE.md §8, checklist 19-21)."""
+certificate after the overlap, and expiry warnings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """NetSuiteClient: throttle, concurrency cap, back-off with jitter on 429 and on
-``SSS_REQUEST_LIMIT_EXCEEDED`` (NETSUITE.md §8, checklist 23); and the auth-strategy
+``SSS_REQUEST_LIMIT_EXCEEDED``; and the auth-strategy
 registry (the plan's strategy switch). Sleeps are injected: nothing really waits."""
 
 from __future__ import annotations

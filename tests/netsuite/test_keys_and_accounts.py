@@ -1,5 +1,5 @@
-"""Key pairs, certificates and assertions (NETSUITE.md §3-5, RFC 7518 §3.3-3.5); account ids
-and URLs (§1, checklist 25); the package's public face."""
+"""Key pairs, certificates and assertions (RFC 7518 §3.3-3.5); account ids
+and URLs (the simulator's checklist, item 25); the package's public face."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Single flight across processes (NETSUITE.md checklist 24; issue 6): two real worker
+"""Single flight across processes: two real worker
 processes, 25 concurrent callers each, one connector with an empty cache, one Redis ->
 exactly one token request reaches the simulator."""
 

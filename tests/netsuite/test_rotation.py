@@ -1,4 +1,4 @@
-"""Key pairs and certificate rotation through the service (issue 6 "Rotation"): state
+"""Key pairs and certificate rotation through the service: state
 changes of initiate/confirm/cancel, the overlap window at the simulator, and concurrent
 confirmations -- exactly one wins, on Redis and on the database fallback."""
 

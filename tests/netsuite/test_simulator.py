@@ -1,6 +1,7 @@
-"""The NetSuite simulator enforces ../shared/NETSUITE.md's checklist (items 1-20): the
-client's own assertions pass it, and a negative table proves it refuses what NetSuite
-refuses (or what we chose to refuse, marked "ours" there). No database here."""
+"""The NetSuite simulator enforces NetSuite's documented rules (the checklist in
+``simulator.py``'s docstring, items 1-21): the client's own assertions pass it, and a
+negative table proves it refuses what NetSuite refuses (or what we chose to refuse,
+marked "ours" there). No database here."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ async def test_expires_in_can_be_an_integer(http, sim, p256):
     assert (await grant(http, p256.assertion())).json()["expires_in"] == 3600
 
 
-# The negative table (issue 6: "a negative table proves the simulator rejects ...") ------
+# The negative table ------
 
 
 def _rs256(m: Mapping) -> str:

@@ -1,5 +1,4 @@
-"""Token exchange, caching and refresh against the simulator (issue 6 "Service" and
-"Tests that must exist"; NETSUITE.md §6-8, checklist 17 and 24)."""
+"""Token exchange, caching and refresh against the simulator."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import time
 import httpx
 from redis.asyncio import Redis
 
-from connectors.netsuite import NetsuiteM2MService
+from connectors.netsuite import NetSuiteM2MService
 from issuer.clock import SystemClock
 from issuer.crypto import Encryptor
 from issuer.store.db import create_engine
@@ -26,7 +26,7 @@ async def main(database_url: str, redis_url: str, connector_id: str, count: int,
     redis = Redis.from_url(redis_url)
     try:
         async with httpx.AsyncClient() as http:
-            service = NetsuiteM2MService(engine=engine, encryptor=Encryptor(TEST_MASTER_KEY),
+            service = NetSuiteM2MService(engine=engine, encryptor=Encryptor(TEST_MASTER_KEY),
                                          clock=SystemClock(), http=http, redis=redis,
                                          allowed_hosts=[allowed_host])
             await asyncio.sleep(max(0.0, start - time.time()))  # both processes at once

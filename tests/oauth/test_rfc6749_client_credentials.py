@@ -68,7 +68,7 @@ async def test_s2_3_1_basic_credentials_are_form_urlencoded_first(client, regist
     assert response.status_code == 200
 
 
-# §5.2 -- the error table (DESIGN §4.4), row by row -----------------------------------
+# §5.2 -- the error table, row by row -----------------------------------
 
 
 async def test_s5_2_missing_grant_type_is_invalid_request(client, register):

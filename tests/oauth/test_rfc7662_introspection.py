@@ -3,7 +3,8 @@
 §2.1 the request (client authentication, ``token``, ``token_type_hint``), §2.2 the
 response (active members; ``{"active": false}`` for everything the caller may not
 learn about), §2.3 errors, §4 the checks the server must make (signature,
-expiry, revocation), plus the tenancy rule of DESIGN §4.1 and the audit event.
+expiry, revocation), plus the tenancy rule (another tenant's token is inactive, except
+to the platform) and the audit event.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ async def test_s4_a_token_issued_before_a_disable_stays_inactive_after_the_re_en
     assert (await introspect(client, resource_server, token)).json() == INACTIVE
 
 
-# Tenancy (DESIGN §4.1): another tenant's token is inactive, except for the platform ------
+# Tenancy: another tenant's token is inactive, except for the platform ------
 
 
 async def test_s2_2_another_tenants_token_is_inactive(client, register):

@@ -1,4 +1,4 @@
-"""Scope rules: RFC 6749 §3.3 and DESIGN §4.3 (exact, prefix:*, *, defaults)."""
+"""Scope rules: RFC 6749 §3.3 and ours (exact, prefix:*, *, defaults)."""
 
 from __future__ import annotations
 

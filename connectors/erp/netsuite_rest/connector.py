@@ -36,7 +36,7 @@ from connectors.erp.netsuite_rest.config import NetSuiteRestConfig, render_memo
 from connectors.erp.port import ConnectorError, ExportResult, TestResult
 from connectors.netsuite.connector import ConnectorRecord
 from connectors.netsuite.errors import ConnectorNotFound, InvalidConnector
-from connectors.netsuite.service import NetsuiteM2MService
+from connectors.netsuite.service import NetSuiteM2MService
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ _HEADER_FIELDS = (("subsidiary_id", "subsidiary"), ("location_id", "location"),
 class NetSuiteRestConnector:
     config_model: type[ConnectorConfig] = NetSuiteRestConfig
 
-    def __init__(self, netsuite: NetsuiteM2MService,
+    def __init__(self, netsuite: NetSuiteM2MService,
                  requests: NetSuiteRequests | None = None) -> None:
         self.netsuite = netsuite
         self.requests = requests or NetSuiteRequests()
