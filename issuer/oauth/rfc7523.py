@@ -40,7 +40,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
@@ -238,6 +238,6 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def _is_numeric_date(value: object) -> bool:
+def _is_numeric_date(value: object) -> TypeGuard[int | float]:
     return (not isinstance(value, bool) and isinstance(value, int | float)
             and math.isfinite(value))
