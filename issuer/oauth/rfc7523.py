@@ -129,7 +129,7 @@ def read_assertion(form: Mapping[str, str]) -> ClientAssertion:
         exp=float(exp) if _is_numeric_date(exp) else None)
 
 
-class _JWTClientAuth(JWTBearerClientAssertion):  # type: ignore[misc]
+class _JWTClientAuth(JWTBearerClientAssertion):  # type: ignore[misc]  # Authlib's classes are untyped
     """One JWT client-auth method on Authlib's class, over preloaded values: the client
     is the request's preloaded one, its keys ``client.assertion_keys``."""
 
