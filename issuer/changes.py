@@ -215,7 +215,7 @@ class ChangeNotices:
                     self._heard(message["data"])
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             with contextlib.suppress(RedisError, OSError):
                 await redis.aclose()
 

@@ -133,11 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--auth-method", action="append", default=[], choices=AUTH_METHODS,
                         help="allowed token endpoint auth method (repeatable; default "
                         "client_secret_basic and client_secret_post)")
-    keys = create.add_mutually_exclusive_group()
-    keys.add_argument("--jwks-file", default=None, metavar="FILE",
-                      help="private_key_jwt: a JSON file holding the client's public JWK Set")
-    keys.add_argument("--jwks-uri", default=None, metavar="URL",
-                      help="private_key_jwt: an https URL serving the client's public JWK Set")
+    key_source = create.add_mutually_exclusive_group()
+    key_source.add_argument("--jwks-file", default=None, metavar="FILE",
+                            help="private_key_jwt: a JSON file holding the client's public "
+                            "JWK Set")
+    key_source.add_argument("--jwks-uri", default=None, metavar="URL",
+                            help="private_key_jwt: an https URL serving the client's public "
+                            "JWK Set")
     create.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds")
     create.add_argument("--rate-limit", default=None, metavar="RATE",
                         help='token requests allowed, e.g. "600/minute" (default: '

@@ -54,12 +54,12 @@ class EncryptedColumn:
 
 
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
-    EncryptedColumn(SigningKeyRow.__table__, "kid", "private_jwk_encrypted",  # type: ignore[arg-type]
+    EncryptedColumn(SigningKeyRow.__table__, "kid", "private_jwk_encrypted",
                     lambda row: signing_key_associated_data(row["kid"])),
     # Client secrets kept readable for client_secret_jwt (issuer/secrets.py).
-    EncryptedColumn(Client.__table__, "id", "secret_encrypted",  # type: ignore[arg-type]
+    EncryptedColumn(Client.__table__, "id", "secret_encrypted",
                     lambda row: secret_context(str(row["id"]))),
-    EncryptedColumn(Client.__table__, "id", "previous_secret_encrypted",  # type: ignore[arg-type]
+    EncryptedColumn(Client.__table__, "id", "previous_secret_encrypted",
                     lambda row: secret_context(str(row["id"]))),
 )
 

@@ -30,7 +30,7 @@ class StateKey(Generic[T]):
 
     def of(self, state: Mapping[str, object]) -> T | None:
         """The entry in a lifespan state being built, or None if it is not there."""
-        value: T | None = state.get(self.name)  # type: ignore[assignment]
+        value: T | None = state.get(self.name)  # type: ignore[assignment]  # a T: entry() stored it
         return value
 
     def entry(self, value: T) -> dict[str, object]:

@@ -33,7 +33,7 @@ from issuer.settings import Settings
 
 #: The config, credentials included, bound to its row (``erp_connection:<id>``).
 CONFIG_COLUMN = EncryptedColumn(
-    tables.ErpConnectionRow.__table__, "id", "config_encrypted",  # type: ignore[arg-type]
+    tables.ErpConnectionRow.__table__, "id", "config_encrypted",
     lambda row: associated_data(uuid.UUID(str(row["id"]))))
 
 

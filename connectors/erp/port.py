@@ -68,8 +68,10 @@ class ERPConnectorPort(Protocol):
     """What the registry holds for each ``connector_type``."""
 
     #: The pydantic model of this connector's configuration (validates API bodies
-    #: and every decrypted config before use).
-    config_model: type[ConnectorConfig]
+    #: and every decrypted config before use). Read-only, so that a connector may
+    #: name its own subclass.
+    @property
+    def config_model(self) -> type[ConnectorConfig]: ...
 
     def parse_config(self, data: Mapping[str, Any]) -> ConnectorConfig:
         """``data`` as this connector's config; :class:`ConfigError` or

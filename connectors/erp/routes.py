@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,10 +77,17 @@ class DropzoneTest(DropzoneConfig):
     org_id: str | None = Field(None, pattern=OBJECT_ID)
 
 
+def _optional_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """Every field of ``model`` as optional with a None default, in create_model's form."""
+    fields: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        assert field.annotation is not None  # a declared field always has one
+        fields[name] = (field.annotation | None, None)
+    return fields
+
+
 DropzonePatch = create_model(  # every field optional: a merge patch of the config
-    "DropzonePatch", __config__=ConfigDict(extra="forbid"),
-    **{name: (field.annotation | None, None)  # type: ignore[operator]
-       for name, field in DropzoneConfig.model_fields.items()})
+    "DropzonePatch", __config__=ConfigDict(extra="forbid"), **_optional_fields(DropzoneConfig))
 
 
 class TestSummary(ResponseModel):
@@ -151,7 +158,7 @@ def _uuid(request: Request, name: str) -> uuid.UUID:
 
 
 def _connector_type(request: Request) -> str:
-    slug = request.path_params["connector"]
+    slug: str = request.path_params["connector"]
     return slug.upper().replace("-", "_")
 
 

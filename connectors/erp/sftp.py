@@ -24,6 +24,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import asyncssh
+from asyncssh import SSHKey
 
 from connectors.erp.models import DropzoneConfig, trusted_host_key
 from connectors.erp.port import ConnectorError
@@ -109,8 +110,10 @@ class SFTPDropzone:
         """Connect to an address of ``config.host`` that ``outbound`` permits (the
         name is resolved and checked here, then the checked address is dialled)."""
         assert config.host is not None and config.username is not None
-        known_hosts = (None if config.insecure_skip_host_key or config.host_key is None
-                       else ([trusted_host_key(config.host_key)], [], []))
+        # asyncssh's (trusted host keys, trusted CA keys, revoked keys) form.
+        known_hosts: tuple[list[SSHKey], list[SSHKey], list[SSHKey]] | None = (
+            None if config.insecure_skip_host_key or config.host_key is None
+            else ([trusted_host_key(config.host_key)], [], []))
         keys = ([asyncssh.import_private_key(config.private_key.get_secret_value())]
                 if config.private_key is not None else [])
         with _mapped():

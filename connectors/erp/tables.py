@@ -70,4 +70,4 @@ class ErpExportRow(Base):
     completed_at: Mapped[datetime]  # the connector answered (or failed)
 
 
-TABLES: tuple[Table, ...] = (ErpConnectionRow.__table__, ErpExportRow.__table__)  # type: ignore[assignment]
+TABLES: tuple[Table, ...] = (ErpConnectionRow.__table__, ErpExportRow.__table__)

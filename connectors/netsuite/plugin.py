@@ -28,7 +28,7 @@ from issuer.settings import Settings
 
 #: Connectors' private keys, bound to their tenant, connector and key id (``kms.py``).
 PRIVATE_KEY_COLUMN = EncryptedColumn(
-    tables.EncryptedKeyRow.__table__, "key_id", "private_key_encrypted",  # type: ignore[arg-type]
+    tables.EncryptedKeyRow.__table__, "key_id", "private_key_encrypted",
     lambda row: bound(row["tenant_id"], row["connector_id"], row["key_id"]),
     context=("tenant_id", "connector_id"))
 

@@ -89,7 +89,7 @@ def _service(request: Request) -> NetSuiteM2MService:
 ERRORS: dict[type[Exception], Translation] = {
     ConnectorNotFound: lambda error: NotFound(reason="unknown_or_other_tenant_connector"),
     InvalidConnector: lambda error: InvalidBody(details={"errors": [
-        {"field": error.field, "message": str(error)}]}),  # type: ignore[attr-defined]
+        {"field": error.field, "message": str(error)}]}),  # type: ignore[attr-defined]  # this row gets InvalidConnector
     # NetSuite said no.
     TokenRequestFailed: lambda error: NetSuiteRequestFailed(str(error)),
     CertificateApiFailed: lambda error: NetSuiteRequestFailed(str(error)),

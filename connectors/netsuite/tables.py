@@ -72,5 +72,5 @@ class EncryptedKeyRow(Base):
     created_at: Mapped[datetime]
 
 
-TABLES: tuple[Table, ...] = (  # type: ignore[assignment]
+TABLES: tuple[Table, ...] = (
     NetSuiteConnectorRow.__table__, EncryptedKeyRow.__table__)

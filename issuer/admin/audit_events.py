@@ -91,7 +91,7 @@ def query_model(events: Sequence[str]) -> type[AuditEventsQuery]:
     name = Literal[tuple(events)]  # type: ignore[valid-type]  # built at run time
     model: type[AuditEventsQuery] = create_model(
         "AuditEventsQuery", __base__=AuditEventsQuery,
-        event=(name | None, Field(None, description="Only this event")))  # type: ignore[arg-type]
+        event=(name | None, Field(None, description="Only this event")))  # type: ignore[arg-type]  # `name` is built at run time
     return model
 
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from joserfc import jwk
-from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, KeySet, KeySetSerialization, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 from joserfc.util import urlsafe_b64encode
 from sqlalchemy import delete, false, func, select, update
@@ -74,7 +74,7 @@ class Maintenance:
 
 
 def generate_private_key(alg: str, rsa_bits: int = 2048) -> PrivateKey:
-    parameters = {"alg": alg, "use": "sig"}
+    parameters: KeyParameters = {"alg": alg, "use": "sig"}
     if alg == "RS256":
         return RSAKey.generate_key(rsa_bits, parameters, private=True, auto_kid=True)
     if alg == "ES256":
@@ -215,12 +215,12 @@ class KeyRing:
             keys.append(key)
             if private is not None:
                 active = key
-        document = {"keys": [key.public_jwk for key in keys]}
+        document: KeySetSerialization = {"keys": [key.public_jwk for key in keys]}
         # Swapped in one go, between two awaits: a request sees the old ring or the new.
         self._keys = keys
         self._active = active
         self.jwks_document = json.dumps(document, separators=(",", ":")).encode()
-        self.public_keyset = KeySet.import_key_set(document) if keys else None  # type: ignore[arg-type]
+        self.public_keyset = KeySet.import_key_set(document) if keys else None
         self._loaded = loaded
         return True
 

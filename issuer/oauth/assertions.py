@@ -38,7 +38,8 @@ from issuer.oauth.rfc7523 import (
 )
 from issuer.secrets import secret_context
 from issuer.store.records import ClientRecord
-from jwks.sources import JWKSKeySource, KeySetUnavailable, StaticKeySource, key_fits
+from jwks.errors import KeySetUnavailable
+from jwks.sources import JWKSKeySource, StaticKeySource, key_fits
 
 #: Keys tried for one assertion at most (an assertion without ``kid``, a large set).
 MAX_CANDIDATES = 10

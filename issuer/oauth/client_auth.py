@@ -69,10 +69,10 @@ def identify(headers: Headers, form: Mapping[str, str],
         if "client_id" in form and form["client_id"] != presented.client_id:
             raise InvalidClient(reason="client_id_mismatch")
         return ClaimedClient(presented.client_id, presented.method, "", presented)
-    client_id, secret = form.get("client_id"), form.get("client_secret")
-    if not client_id or not secret:
+    posted_id, posted_secret = form.get("client_id"), form.get("client_secret")
+    if not posted_id or not posted_secret:
         raise InvalidRequest("Client authentication is required", reason="missing_credentials")
-    return ClaimedClient(client_id, "client_secret_post", secret)
+    return ClaimedClient(posted_id, "client_secret_post", posted_secret)
 
 
 def _basic(authorization: str) -> tuple[str, str]:

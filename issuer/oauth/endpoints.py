@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
@@ -46,9 +45,9 @@ from issuer.store.models import IssuedToken as IssuedTokenRow
 from issuer.store.records import ClientRecord
 from issuer.store.writer import Rows
 
-# The Core tables the group writer inserts into (the ORM types ``__table__`` loosely).
-_ISSUED_TOKENS = cast(Table, IssuedTokenRow.__table__)
-_AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
+# The Core tables the group writer inserts into.
+_ISSUED_TOKENS = IssuedTokenRow.__table__
+_AUDIT_EVENTS = AuditEventRow.__table__
 
 #: The ``grant`` label of the tokens-issued metric for this endpoint.
 GRANT = "client_credentials"

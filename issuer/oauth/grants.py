@@ -19,7 +19,7 @@ from issuer.oauth.scopes import ScopeDenied, resolve_scopes
 ADMIN_SCOPES = frozenset({"admin", "integrator"})
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]  # Authlib's classes are untyped
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post",
                                    "private_key_jwt", "client_secret_jwt"]
 

@@ -40,7 +40,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
@@ -129,7 +129,7 @@ def read_assertion(form: Mapping[str, str]) -> ClientAssertion:
         exp=float(exp) if _is_numeric_date(exp) else None)
 
 
-class _JWTClientAuth(JWTBearerClientAssertion):  # type: ignore[misc]
+class _JWTClientAuth(JWTBearerClientAssertion):  # type: ignore[misc]  # Authlib's classes are untyped
     """One JWT client-auth method on Authlib's class, over preloaded values: the client
     is the request's preloaded one, its keys ``client.assertion_keys``."""
 
@@ -238,6 +238,6 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def _is_numeric_date(value: object) -> bool:
+def _is_numeric_date(value: object) -> TypeGuard[int | float]:
     return (not isinstance(value, bool) and isinstance(value, int | float)
             and math.isfinite(value))

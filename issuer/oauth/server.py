@@ -66,7 +66,7 @@ class IssuedToken:
                 f'"scope":{_json_string(self.claims["scope"])}}}').encode("ascii")
 
 
-class _Client(ClientMixin):  # type: ignore[misc]
+class _Client(ClientMixin):  # type: ignore[misc]  # Authlib's classes are untyped
     """Authlib's view of a :class:`ClientRecord`."""
 
     def __init__(self, record: ClientRecord, now: float) -> None:
@@ -101,7 +101,7 @@ class _Client(ClientMixin):  # type: ignore[misc]
         return grant_type in self.record.grant_types
 
 
-class _Request(OAuth2Request):  # type: ignore[misc]
+class _Request(OAuth2Request):  # type: ignore[misc]  # Authlib's classes are untyped
     def __init__(self, form: Mapping[str, str], resources: Sequence[str],
                  headers: Mapping[str, str], claimed: ClaimedClient,
                  client: _Client | None) -> None:
@@ -131,7 +131,7 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         return data
 
 
-class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]  # Authlib's classes are untyped
     """Authlib's ``AuthorizationServer`` for this issuer: the client_credentials grant,
     four client authentication methods, introspection and revocation, all run on
     preloaded values (:meth:`issue`, :meth:`mint`, :meth:`authenticate`)."""

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import TokenMixin
+from authlib.oauth2.rfc6749 import TokenEndpoint, TokenMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from joserfc import jwt
@@ -138,7 +138,7 @@ async def is_platform_tenant(engine: AsyncEngine, tenant_id: str) -> bool:
 # The Authlib endpoints (sync, no I/O) ----------------------------------------------------
 
 
-class _PresentedView(TokenMixin):  # type: ignore[misc]
+class _PresentedView(TokenMixin):  # type: ignore[misc]  # Authlib's classes are untyped
     """Authlib's view of a :class:`PresentedToken` at one moment."""
 
     def __init__(self, token: PresentedToken, now: float) -> None:
@@ -174,7 +174,7 @@ class _PresentedView(TokenMixin):  # type: ignore[misc]
         return token.revoked or not token.client_active or not token.tenant_active
 
 
-class _ClientAuthenticated:
+class _ClientAuthenticated(TokenEndpoint):  # type: ignore[misc]  # Authlib's classes are untyped
     """Client authentication at both endpoints, with the token endpoint's rules."""
 
     # RFC 7662 §2.1 / RFC 7009 §2.1: the client authenticates as at the token
@@ -188,7 +188,7 @@ class _ClientAuthenticated:
             # A client assertion, verified (and its jti spent) before Authlib ran.
             request.client = client
         else:
-            client = super().authenticate_endpoint_client(request)  # type: ignore[misc]
+            client = super().authenticate_endpoint_client(request)
         record = client.record
         if not record.active:
             raise InvalidClient(reason="client_disabled")
@@ -199,7 +199,7 @@ class _ClientAuthenticated:
     def respond(self, request: Any) -> dict[str, Any]:
         """Run the endpoint on a preloaded request; the response body. Pure CPU."""
         try:
-            _, body, _ = self.create_endpoint_response(request)  # type: ignore[attr-defined]
+            _, body, _ = self.create_endpoint_response(request)
         except OAuth2Error as error:
             raise from_authlib(error) from None
         return dict(body)
@@ -210,7 +210,7 @@ class _ClientAuthenticated:
             raise InvalidRequest("Missing 'token' parameter", reason="missing_token")
 
 
-class Introspection(_ClientAuthenticated, IntrospectionEndpoint):  # type: ignore[misc]
+class Introspection(_ClientAuthenticated, IntrospectionEndpoint):  # type: ignore[misc]  # Authlib's classes are untyped
     """RFC 7662 on Authlib's ``IntrospectionEndpoint``.
 
     The request carries ``presented`` (a :class:`PresentedToken` or None) and
@@ -256,7 +256,7 @@ class Introspection(_ClientAuthenticated, IntrospectionEndpoint):  # type: ignor
         return payload
 
 
-class Revocation(_ClientAuthenticated, RevocationEndpoint):  # type: ignore[misc]
+class Revocation(_ClientAuthenticated, RevocationEndpoint):  # type: ignore[misc]  # Authlib's classes are untyped
     """RFC 7009 on Authlib's ``RevocationEndpoint``.
 
     Nothing is written here: ``revoke_token`` leaves the token on

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two prunes of expired rows.
 PRUNE_INTERVAL = 300.0
-_TABLE: Table = UsedAssertionJti.__table__  # type: ignore[assignment]
+_TABLE: Table = UsedAssertionJti.__table__
 
 
 class ReplayStore:

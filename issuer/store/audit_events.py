@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from issuer.store.cursor import INT64, Key, Keyset, Page, page_of
 from issuer.store.models import AuditEventRow
 
-_TABLE: Table = AuditEventRow.__table__  # type: ignore[assignment]
+_TABLE: Table = AuditEventRow.__table__
 #: The listing's order: newest first, by id (assigned at insert): events recorded while
 #: a reader pages get larger ids, so they never shift its pages, and nothing is seen
 #: twice or skipped.

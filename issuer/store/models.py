@@ -6,7 +6,7 @@ The core's tables. A connector defines its own (``connectors/*/tables.py``) on t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     false,
     text,
@@ -62,6 +63,10 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+    if TYPE_CHECKING:
+        # Every model here maps one Table; DeclarativeBase declares the wider FromClause.
+        __table__: ClassVar[Table]
 
 
 class Tenant(Base):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from sqlalchemy import Column
 from sqlalchemy.exc import (
     DataError,
