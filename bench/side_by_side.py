@@ -485,21 +485,23 @@ def _signing_rate(alg: str, seconds: float) -> tuple[float, float]:
 
 
 def _count_stored(database_url: str) -> tuple[int, int]:
-    """The issued-token rows and their M2M_TOKEN_GENERATED audit events."""
-    tokens_sql = "SELECT count(*) FROM issued_tokens"
-    events_sql = "SELECT count(*) FROM audit_events WHERE event = 'M2M_TOKEN_GENERATED'"
+    """The issued-token rows and their M2M_TOKEN_GENERATED audit events, counted in one
+    statement: one snapshot, so a late commit (a request still in flight when wrk
+    stopped) cannot land between the two counts."""
+    both_sql = ("SELECT (SELECT count(*) FROM issued_tokens), (SELECT count(*) FROM "
+                "audit_events WHERE event = 'M2M_TOKEN_GENERATED')")
     if database_url.startswith("sqlite"):
         path = database_url.split(":///", 1)[1]
         with contextlib.closing(sqlite3.connect(path)) as connection:
-            return (connection.execute(tokens_sql).fetchone()[0],
-                    connection.execute(events_sql).fetchone()[0])
+            tokens, events = connection.execute(both_sql).fetchone()
+            return tokens, events
     import asyncpg  # type: ignore[import-untyped]
 
     async def run() -> tuple[int, int]:
         connection = await asyncpg.connect(bench._asyncpg_dsn(database_url), timeout=10)
         try:
-            return (await connection.fetchval(tokens_sql),
-                    await connection.fetchval(events_sql))
+            tokens, events = await connection.fetchrow(both_sql)
+            return tokens, events
         finally:
             await connection.close()
 
