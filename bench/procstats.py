@@ -17,18 +17,24 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def group_pids(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid``."""
-    pids = []
+def group_cpu(pgid: int) -> dict[int, float]:
+    """User + system CPU seconds of each live process of process group ``pgid``
+    (Linux /proc; empty elsewhere)."""
+    seconds: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone meanwhile
-        # After "pid (comm)": state, ppid, pgrp, ...
+        # After "pid (comm)": state, ppid, pgrp, ... utime (14th), stime (15th).
         if int(fields[2]) == pgid:
-            pids.append(int(stat.parent.name))
-    return sorted(pids)
+            seconds[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return seconds
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    return sorted(group_cpu(pgid))
 
 
 def cpu_seconds(pid: int) -> float:

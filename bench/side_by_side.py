@@ -49,7 +49,7 @@ import httpx
 # the throwaway PostgreSQL database, the issuer CLI); it sits beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import token_endpoint as bench
-from procstats import RssSampler
+from procstats import RssSampler, group_cpu
 
 SCOPE = "read"
 BODY = "grant_type=client_credentials&scope=read"
@@ -418,19 +418,8 @@ def _node_version(node: str) -> str:
 
 
 def _cpu_by_pid(pgid: int) -> dict[int, float]:
-    """User + system CPU seconds of each live process in process group ``pgid``
-    (Linux /proc; empty elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    seconds: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        # After "pid (comm)": state, ppid, pgrp, ... utime (14th), stime (15th).
-        if int(fields[2]) == pgid:
-            seconds[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    return seconds
+    """User + system CPU seconds of each live process in process group ``pgid``."""
+    return group_cpu(pgid)
 
 
 def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> list[float]:

@@ -43,7 +43,7 @@ import httpx
 
 # The process-table and seeding helpers beside this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procstats import RssSampler, cpu_seconds
+from procstats import RssSampler, cpu_seconds, group_cpu
 
 SCOPE = "orders:read"
 BODY = "grant_type=client_credentials&scope=orders%3Aread"
@@ -520,17 +520,7 @@ def _paired_median(figures: dict[tuple[str, str, int], list[float]], key: tuple[
 def _group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``
     (the server and its workers), from /proc (Linux; 0.0 elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        # After "pid (comm)": state, ppid, pgrp, ... utime (14th), stime (15th).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return sum(group_cpu(pgid).values())
 
 
 def _tokens_by_worker(base_url: str, workers: int) -> dict[str, float]:
