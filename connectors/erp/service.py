@@ -109,6 +109,16 @@ class _Base:
         except (ValidationError, ConfigError) as error:
             raise invalid_config(error) from None
 
+    @classmethod
+    async def parse_for(cls, connector: ERPConnectorPort, data: Mapping[str, Any],
+                        org_id: str) -> ConnectorConfig:
+        """``data`` parsed, and whatever it names checked to be ``org_id``'s own: every
+        config written or tested for an org comes through here."""
+        config = cls.parse(connector, data)
+        if isinstance(connector, ChecksReferences):
+            await connector.check_references(config, org_id=org_id)
+        return config
+
     def seal(self, connection_id: uuid.UUID, config: ConnectorConfig) -> bytes:
         plaintext = config.plaintext()
         return self._encryptor.encrypt(json.dumps(plaintext, separators=(",", ":")).encode(),
@@ -133,7 +143,7 @@ class ConnectionService(_Base):
     async def create(self, org_id: str, connector_type: str, data: Mapping[str, Any], *,
                      test_on_save: bool, actor: Actor) -> Created:
         connector = self.connector(connector_type)
-        config = self.parse(connector, data)
+        config = await self.parse_for(connector, data, org_id)
         async with self._sessions() as session:
             if await session.get(Tenant, org_id) is None:
                 raise NotFound(reason="unknown_org")
@@ -166,9 +176,7 @@ class ConnectionService(_Base):
         record = await self.visible(connection_id, sees)
         connector = self.connector(record.connector_type)
         before = await self.decrypt(record, actor)
-        config = self.parse(connector, {**before, **changes})
-        if isinstance(connector, ChecksReferences):
-            await connector.check_references(config, org_id=record.org_id)
+        config = await self.parse_for(connector, {**before, **changes}, record.org_id)
         after = config.plaintext()
         changed = sorted(name for name in changes if before.get(name) != after.get(name))
         async with self._sessions() as session, session.begin():
@@ -209,8 +217,8 @@ class ConnectionService(_Base):
         ConnectionTestFailed with the connector's message."""
         connector = self.connector(connector_type)
         if data is not None:
-            return await self._test(connector, self.parse(connector, data), org_id,
-                                    connector_type, None, actor)
+            return await self._test(connector, await self.parse_for(connector, data, org_id),
+                                    org_id, connector_type, None, actor)
         async with self._sessions() as session:
             record = await store.active_connection(session, org_id)
         if record is None or record.connector_type != connector_type:

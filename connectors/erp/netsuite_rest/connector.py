@@ -64,7 +64,7 @@ class NetSuiteRestConnector:
         return await self.netsuite.get(connector_id, lambda tenant_id: tenant_id == org_id)
 
     async def check_references(self, config: NetSuiteRestConfig, *, org_id: str) -> None:
-        """The NetSuite M2M connector the config names is the org's own (a PATCH too)."""
+        """The NetSuite M2M connector the config names is the org's own."""
         await self.owned(config.netsuite_connector_id, org_id)
 
     async def test_connection(self, config: NetSuiteRestConfig, *, org_id: str) -> TestResult:

@@ -10,21 +10,17 @@ generic routes'. Mounted ahead of them, so these paths match here first.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from connectors.erp import routes as erp
 from connectors.erp.netsuite_rest.config import NetSuiteRestConfig
-from connectors.erp.netsuite_rest.connector import NETSUITE_REST_V1, NetSuiteRestConnector
+from connectors.erp.netsuite_rest.connector import NETSUITE_REST_V1
 from connectors.erp.state import ERP_SERVICES
-from connectors.netsuite.errors import ConnectorNotFound
 from issuer.admin.auth import ADMIN, INTEGRATOR, Principal, require_connector_role
 from issuer.admin.handlers import OBJECT_ID, actor
 from issuer.admin.http import Endpoint, RequestModel, json_response, parse_body
-from issuer.errors import NotFound
 
 PATH = "/api/v1/connectors/netsuite-rest-v1"
 TEST_PASSED = "Connection successful"
@@ -61,27 +57,11 @@ def _org(principal: Principal, org_id: str | None) -> str:
     return org
 
 
-async def _check_owner(request: Request, config: dict[str, Any], org_id: str) -> None:
-    """404 unless ``netsuite_connector_id`` (when it is there to check) is the org's."""
-    connector_id = config.get("netsuite_connector_id")
-    if not isinstance(connector_id, str):
-        return  # missing or malformed: the config's validation names the field
-    erp_services = ERP_SERVICES(request)
-    connector = erp_services.connections.connector(NETSUITE_REST_V1)
-    if not isinstance(connector, NetSuiteRestConnector):
-        raise NotFound(reason="connector_type_not_registered")
-    try:
-        await connector.owned(connector_id, org_id)
-    except ConnectorNotFound:
-        raise NotFound(reason="unknown_or_other_org_netsuite_connector") from None
-
-
 async def create_connection(request: Request) -> Response:
     principal = await require_connector_role(request)
     body = await parse_body(request, _CreateEnvelope)
     org_id = _org(principal, body.org_id)
     config = body.model_extra or {}
-    await _check_owner(request, config, org_id)
     erp_services = ERP_SERVICES(request)
     created = await erp_services.connections.create(
         org_id, NETSUITE_REST_V1, config, test_on_save=body.test_on_save,
@@ -100,7 +80,6 @@ async def test_connection(request: Request) -> Response:
     body = await parse_body(request, _Envelope)
     org_id = _org(principal, body.org_id)
     config = body.model_extra or {}
-    await _check_owner(request, config, org_id)
     erp_services = ERP_SERVICES(request)
     result = await erp_services.connections.test(org_id, NETSUITE_REST_V1, config or None,
                                                  actor=actor(request, principal))
