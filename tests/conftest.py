@@ -115,6 +115,78 @@ async def _admin(url: str, sql: str) -> None:
         await connection.close()
 
 
+class _KeptConnections:
+    """One raw asyncpg connection per database, kept for the whole test process on an
+    event loop of its own thread: the per-test reset and audit scan of a PostgreSQL
+    store would otherwise each open (and pay for) a new connection."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connections: dict[str, asyncpg.Connection] = {}
+        self._lock = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="kept-pg-connections",
+                                 daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def execute(self, url: str, sql: str) -> None:
+        """Run ``sql`` (statements separated by ``;``) on ``url``'s kept connection."""
+        self._call(url, lambda connection: connection.execute(sql))
+
+    def fetch(self, url: str, *statements: str) -> list[list[tuple[Any, ...]]]:
+        """The rows of each statement, on ``url``'s kept connection."""
+        async def rows(connection: asyncpg.Connection) -> list[list[tuple[Any, ...]]]:
+            return [[tuple(row) for row in await connection.fetch(statement)]
+                    for statement in statements]
+
+        result: list[list[tuple[Any, ...]]] = self._call(url, rows)
+        return result
+
+    def _call(self, url: str, use: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        future = asyncio.run_coroutine_threadsafe(self._use(url, use), self._running_loop())
+        return future.result(timeout=LIFESPAN_TIMEOUT)
+
+    async def _use(self, url: str, use: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        for attempt in (1, 2):
+            connection = self._connections.get(url)
+            if connection is None or connection.is_closed():
+                connection = await asyncpg.connect(_asyncpg_dsn(url))
+                self._connections[url] = connection
+            try:
+                return await use(connection)
+            except (asyncpg.exceptions.ConnectionDoesNotExistError,
+                    asyncpg.exceptions.AdminShutdownError, ConnectionError):
+                # The database was restarted or dropped under it: connect again, once.
+                self._connections.pop(url, None)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+
+        async def close_all() -> None:
+            for connection in self._connections.values():
+                with suppress(Exception):
+                    await connection.close(timeout=5)
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+KEPT = _KeptConnections()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    KEPT.close()
+
+
 @pytest.fixture(scope="session")
 def fresh_postgres() -> Iterator[Callable[[], str]]:
     """Makes empty PostgreSQL databases for this run; drops them at the end."""
@@ -205,7 +277,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         url = f"sqlite+aiosqlite:///{target}"
     else:
         url = request.getfixturevalue("postgres_url")
-        run(_admin(url, request.getfixturevalue("postgres_reset")))
+        KEPT.execute(url, request.getfixturevalue("postgres_reset"))
     yield url
     assert_no_secrets_in_audit_log(url)
 
@@ -244,12 +316,7 @@ async def _audit_text_and_hashes(url: str) -> tuple[str, list[str]]:
             events = database.execute(events_sql).fetchall()
             hashes = database.execute(hashes_sql).fetchall()
     else:
-        connection = await asyncpg.connect(_asyncpg_dsn(url))
-        try:
-            events = [tuple(row) for row in await connection.fetch(events_sql)]
-            hashes = [tuple(row) for row in await connection.fetch(hashes_sql)]
-        finally:
-            await connection.close()
+        events, hashes = KEPT.fetch(url, events_sql, hashes_sql)
     text = "\n".join(" ".join(str(value) for value in row) for row in events)
     return text, [value for row in hashes for value in row if value]
 
