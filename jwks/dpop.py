@@ -80,7 +80,7 @@ def check_proof(proof: str, *, method: str, url: str, now: float, max_age: float
     if not isinstance(proof, str) or len(proof) > MAX_PROOF_BYTES:
         raise DPoPProofInvalid("the DPoP proof is too large")
     parts = proof.split(".")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or not all(parts[:2]):
         raise DPoPProofInvalid("the DPoP proof is not a signed JWT")
     header = _json_segment(parts[0], "header")
     # §4.3 (4): "the typ JOSE Header Parameter has the value dpop+jwt".
@@ -223,8 +223,22 @@ def _public_key(jwk: object, alg: str) -> Key:
     return key
 
 
+def _registry(alg: str) -> jws.JWSRegistry:
+    """joserfc's registry for ``alg`` alone, admitting a header as large as a proof
+    (joserfc's default bound, 512 bytes, is smaller than an RSA ``jwk``)."""
+    registry = _REGISTRIES.get(alg)
+    if registry is None:
+        registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
+        registry.max_header_length = MAX_PROOF_BYTES
+        _REGISTRIES[alg] = registry
+    return registry
+
+
+_REGISTRIES: dict[str, jws.JWSRegistry] = {}
+
+
 def _verified_claims(proof: str, key: Key, alg: str) -> dict[str, Any]:
-    registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
+    registry = _registry(alg)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", _EDDSA_DEPRECATION, SecurityWarning)
