@@ -12,6 +12,13 @@ Not a test: CI does not run it. One run, on one machine:
 5. one greppable line per concurrency, and one with the tokens each worker
    process issued (from its ``/metrics``), then everything is torn down.
 
+``--dpop``: every request also carries a fresh RFC 9449 DPoP proof (ES256), so each
+token costs the proof's signature check and its jti's replay-store write too. wrk's
+Lua cannot sign, so before each wrk run ``--dpop-proofs`` proofs (unique jti, iat
+now) are written to a file that each wrk thread cycles through its share of; the
+server accepts proofs up to 600 s old (``ISSUER_DPOP_PROOF_MAX_AGE``). A run that
+uses more proofs than were made replays them: those answers count as non-200.
+
 Run: ``.venv/bin/python bench/token_endpoint.py [--workers 2] [--postgres URL]``.
 """
 
@@ -89,6 +96,37 @@ function done(summary, latency, requests)
     "timeout=%%d p50_us=%%d p90_us=%%d p99_us=%%d max_us=%%d\\n",
     summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+# ``--dpop``: appended to WRK_SCRIPT. Each thread (``id`` set by ``setup``) reads every
+# ``threads``-th line of the proof file and sends the next one with each request.
+WRK_DPOP_SCRIPT = """
+local counter = 0
+
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  non200 = 0
+  proofs = {}
+  local n = 0
+  for line in io.lines("%(proofs)s") do
+    if n %% %(threads)d == id then
+      table.insert(proofs, line)
+    end
+    n = n + 1
+  end
+  next_proof = 0
+end
+
+function request()
+  next_proof = next_proof %% #proofs + 1
+  wrk.headers["DPoP"] = proofs[next_proof]
+  return wrk.format()
 end
 """
 
@@ -203,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rss-every", type=float, default=10.0, metavar="SECONDS",
                         help="sample the resident memory of each server process this often "
                         "during each measured run (default 10); one line per process")
+    parser.add_argument("--dpop", action="store_true",
+                        help="every request carries a fresh DPoP proof (RFC 9449), made "
+                        "before each wrk run")
+    parser.add_argument("--dpop-proofs", type=int, default=30_000, metavar="N",
+                        help="--dpop: proofs made per wrk run (~0.15 ms each); more than "
+                        "the run's requests, or the rest are replays (default 30000)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (server log, wrk script) for inspection")
     parser.add_argument("--sign-rate", type=float, default=None, help=argparse.SUPPRESS)
@@ -219,6 +263,7 @@ class Store:
     env: dict[str, str]
     client_id: str = ""
     script: Path = Path()
+    proofs: Path | None = None  # --dpop: the proof file the wrk script reads
     issued: int = 0  # 200s counted (probes, warm-ups, measured runs)
     in_flight: int = 0  # requests possibly in flight when wrk stopped
 
@@ -253,6 +298,8 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                 "ENCRYPTION_MASTER_KEY": secrets.token_hex(32),
                 # One client takes all the load: keep a per-client limit from answering 429.
                 "ISSUER_RATE_LIMIT": "1000000000/minute",
+                # --dpop: proofs are made before each wrk run and used during it.
+                **({"ISSUER_DPOP_PROOF_MAX_AGE": "600"} if args.dpop else {}),
                 "PYTHONUNBUFFERED": "1",
             }
             stores.append(Store(label, database_url, pg_admin, env))
@@ -268,6 +315,11 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
             stores[-1].script = workdir / f"token{index}.lua"
             stores[-1].script.write_text(WRK_SCRIPT % {"body": BODY,
                                                        "authorization": authorization})
+            if args.dpop:
+                stores[-1].proofs = workdir / f"proofs{index}.txt"
+                with stores[-1].script.open("a") as script:
+                    script.write(WRK_DPOP_SCRIPT % {"proofs": stores[-1].proofs,
+                                                    "threads": args.wrk_threads})
             if label != "empty":
                 print(_preload(database_url, args.preload_rows, args.expired_share), flush=True)
         store = "postgresql" if args.postgres else "sqlite"
@@ -277,7 +329,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
               f"duration={args.duration:g}s warmup={args.warmup:g}s "
               f"wrk_threads={args.wrk_threads} cpus={os.cpu_count()} "
               f"server_cpus={args.server_cpus or 'any'} load_cpus={args.load_cpus or 'any'} "
-              f"stores={','.join(labels)} "
+              f"stores={','.join(labels)} dpop={'on' if args.dpop else 'off'} "
               f"python={platform.python_version()} "
               f"raw_rs256_sign/s={sign_rate:.1f} sign_cpu_us={sign_cpu_us:.0f} "
               "(1 core, RSA-2048 PKCS1v15 SHA-256)", flush=True)
@@ -310,6 +362,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                 for index, connections in enumerate(levels):
                     threads = max(1, min(args.wrk_threads, connections))
                     if args.warmup > 0:
+                        _write_proofs(one, base_url, args.dpop_proofs)
                         warm = _wrk(wrk, one.script, base_url, connections, threads,
                                     args.warmup, cpus=args.load_cpus)
                         one.issued += warm.ok
@@ -321,6 +374,7 @@ def _run(args: argparse.Namespace, wrk: str, issuer: str, levels: list[int]) -> 
                     by_worker = _tokens_by_worker(base_url, args.workers)
                     cpu = _group_cpu_seconds(server.pid)
                     db_cpu = _db_cpu_by_pid(one.pg_admin)
+                    _write_proofs(one, base_url, args.dpop_proofs)
                     with RssSampler(server.pid, args.rss_every) as memory:
                         result = _wrk(wrk, one.script, base_url, connections, threads,
                                       args.duration, cpus=args.load_cpus)
@@ -733,6 +787,27 @@ def _pinned(cpus: str | None) -> list[str]:
     if taskset is None:
         raise BenchError("--server-cpus/--load-cpus need `taskset` (util-linux)")
     return [taskset, "-c", cpus]
+
+
+def _write_proofs(store: Store, base_url: str, count: int) -> None:
+    """``--dpop``: ``count`` fresh ES256 proofs for POST /token, one a line, where the
+    store's wrk script reads them (each with its own jti, iat now)."""
+    if store.proofs is None:
+        return
+    import warnings
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True)
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    now = int(time.time())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lines = [jwt.encode(header, {"jti": uuid.uuid4().hex, "htm": "POST",
+                                     "htu": f"{base_url}/token", "iat": now},
+                            key, algorithms=["ES256"]) for _ in range(count)]
+    store.proofs.write_text("\n".join(lines) + "\n")
 
 
 def _wrk(wrk: str, script: Path, base_url: str, connections: int, threads: int,

@@ -59,6 +59,7 @@ from issuer.middleware import BodySizeLimitMiddleware, BodyTimeoutMiddleware, Re
 from issuer.oauth import introspection, revocation
 from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
+from issuer.oauth.dpop import dpop_binding
 from issuer.oauth.endpoints import token
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import IssuerAuthorizationServer
@@ -170,6 +171,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 admin_verifier=admin_verifier(settings, keyring, clock),
                 assertions=AssertionAuthenticator(
                     ClientKeys(jwks_http, clock, encryptor), replay, authorization_server),
+                dpop=dpop_binding(settings, clock, replay, redis, encryptor.current),
                 redis=redis,
             )
             context = ConnectorContext(settings=settings, clock=clock, engine=engine,
@@ -177,7 +179,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                                        outbound=outbound_http, redis=redis, sleep=sleep)
             # Background tasks: the key ring's reload, scheduled rotation and
             # pruning (issuer.keys.ring); expired token records and old audit events
-            # (issuer.retention); spent client-assertion jtis (issuer.oauth.replay);
+            # (issuer.retention); spent client-assertion and DPoP proof jtis
+            # (issuer.oauth.replay, issuer.oauth.dpop);
             # ended rate-limit leases' unused slots (issuer.ratelimit.leases); the
             # connectors' own (their lifespans); client and tenant change notices
             # (issuer.changes).

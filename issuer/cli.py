@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--rate-limit", default=None, metavar="RATE",
                         help='token requests allowed, e.g. "600/minute" (default: '
                         "ISSUER_RATE_LIMIT)")
+    create.add_argument("--dpop-bound", action="store_true",
+                        help="every token request must carry a DPoP proof (RFC 9449 "
+                        "dpop_bound_access_tokens)")
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=_clients_create)
     listing = clients.add_parser("list", help="list clients")
@@ -358,6 +361,7 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
                 token_ttl=args.ttl,
                 rate_limit=args.rate_limit,
                 jwks=jwks, jwks_uri=args.jwks_uri,
+                dpop_bound_access_tokens=args.dpop_bound,
             )
             created = await create_client(session, spec, SystemClock(), actor="cli",
                                           encryptor=encryptor_for(settings))
@@ -424,6 +428,7 @@ def _client_view(record: ClientRecord) -> dict[str, Any]:
     for hidden in ("secret_hash", "previous_secret_hash", "secret_encrypted",
                    "previous_secret_encrypted"):
         view.pop(hidden)
+    view["dpop_bound_access_tokens"] = view.pop("dpop_bound")
     view["created_at"] = utc(record.created_at).isoformat()
     if record.previous_secret_expires_at is not None:
         view["previous_secret_expires_at"] = utc(record.previous_secret_expires_at).isoformat()

@@ -119,6 +119,26 @@ class InvalidTarget(OAuthError):
     exposes_description = True
 
 
+class InvalidDPoPProof(OAuthError):
+    """RFC 9449 §5: the ``DPoP`` proof at the token endpoint failed a check of §4.3;
+    the description names the check (fixed text, never the caller's input)."""
+
+    error = "invalid_dpop_proof"
+    status = 400
+    public_text = "The DPoP proof is invalid"
+    exposes_description = True
+
+
+class UseDPoPNonce(OAuthError):
+    """RFC 9449 §8: the server requires a nonce in DPoP proofs and the proof had none,
+    or a stale one. The next nonce travels in the ``DPoP-Nonce`` header, which every
+    token response carries while nonces are required (``issuer.oauth.endpoints``)."""
+
+    error = "use_dpop_nonce"
+    status = 400
+    public_text = "Authorization server requires nonce in DPoP proof"
+
+
 class TooManyRequests(OAuthError):
     """A rate limit refused the request (``issuer.ratelimit``): RFC 6585 §4, with
     ``Retry-After`` and the ``RateLimit-*`` headers of the decision. The policy

@@ -59,7 +59,8 @@ class TokenResponse(ResponseModel):
     """RFC 6749 §5.1 access token response."""
 
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = Field("Bearer", description='"DPoP" for a token bound to the key of '
+                            "the request's DPoP proof (RFC 9449)")
     expires_in: int
     scope: str
 

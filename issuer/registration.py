@@ -65,6 +65,7 @@ class ClientSpec:
     rate_limit: str | None = None
     jwks: Mapping[str, Any] | None = None  # private_key_jwt: RFC 7591 §2 "jwks"
     jwks_uri: str | None = None  # ... or "jwks_uri"; never both
+    dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: token requests need a proof
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ MAX_GRACE_SECONDS = 30 * 86400
 #: What ``update_client`` may change, by ``ClientSpec``/column name.
 CLIENT_FIELDS = ("name", "allowed_scopes", "default_scopes", "allowed_audiences",
                  "default_audience", "grant_types", "auth_methods", "token_ttl", "rate_limit",
-                 "status", "jwks", "jwks_uri")
+                 "status", "jwks", "jwks_uri", "dpop_bound_access_tokens")
 _Row = TypeVar("_Row", Tenant, Client)
 
 
@@ -283,6 +284,7 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
         grant_types=list(spec.grant_types), auth_methods=list(spec.auth_methods),
         token_ttl=spec.token_ttl, rate_limit=check_rate_limit(spec.rate_limit),
         status="active", created_at=utc(now), updated_at=utc(now),
+        dpop_bound_access_tokens=bool(spec.dpop_bound_access_tokens),
     )
     await clients.add(session, row)
     await audit.record(
@@ -290,7 +292,9 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
         details={"name": row.name, "allowedScopes": row.allowed_scopes,
                  "allowedAudiences": row.allowed_audiences, "authMethods": row.auth_methods,
                  **({"jwksKids": _kids(jwks)} if jwks is not None else {}),
-                 **({"jwksUri": jwks_uri} if jwks_uri is not None else {})},
+                 **({"jwksUri": jwks_uri} if jwks_uri is not None else {}),
+                 **({"dpopBound": True} if spec.dpop_bound_access_tokens
+                    else {})},
         **actor.audit_fields(),
     )
     return NewClient(record=client_record(row, tenant.status), client_secret=secret)
@@ -320,6 +324,7 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
         "auth_methods": list(spec.auth_methods), "token_ttl": spec.token_ttl,
         "rate_limit": check_rate_limit(spec.rate_limit),
         "status": changes.get("status", row.status),
+        "dpop_bound_access_tokens": bool(spec.dpop_bound_access_tokens),
     })
     _drop_unused_secrets(row)
     if diff:
@@ -385,6 +390,7 @@ def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
         auth_methods=value("auth_methods"), grant_types=value("grant_types"),
         token_ttl=value("token_ttl"), rate_limit=value("rate_limit"),
         jwks=jwks, jwks_uri=jwks_uri,
+        dpop_bound_access_tokens=value("dpop_bound_access_tokens"),
     )
 
 

@@ -16,6 +16,7 @@ from issuer.crypto import Encryptor
 from issuer.keys.ring import KeyRing, Signer
 from issuer.metrics import Metrics
 from issuer.oauth.assertions import AssertionAuthenticator
+from issuer.oauth.dpop import DPoPBinding
 from issuer.oauth.server import IssuerAuthorizationServer
 from issuer.ratelimit import RateLimiter, RatePolicies
 from issuer.settings import Settings
@@ -48,6 +49,8 @@ class Services:
     admin_verifier: JWKSVerifier
     # private_key_jwt / client_secret_jwt: keys, Authlib's check, the jti replay store.
     assertions: AssertionAuthenticator
+    # RFC 9449: the token endpoint's DPoP proofs, their replay store and nonces.
+    dpop: DPoPBinding
     # ISSUER_REDIS_URL's connection pool; None = single process, in-process state only.
     redis: Redis | None = None
 

@@ -78,6 +78,14 @@ class Settings:
     #: Subject O and C of NetSuite certificates (O defaults to the platform name; no C).
     netsuite_cert_organization: str | None = None
     netsuite_cert_country: str | None = None
+    #: RFC 9449 DPoP at the token endpoint: seconds a proof's ``iat`` may lie in the
+    #: past, and ahead of this server's clock; whether proofs must carry a server
+    #: nonce (§8), and how many seconds one nonce slot lasts (the current and the
+    #: previous slot's nonces are accepted).
+    dpop_proof_max_age: int = 60
+    dpop_proof_leeway: int = 5
+    dpop_nonce: bool = False
+    dpop_nonce_lifetime: int = 300
 
     @property
     def production(self) -> bool:
@@ -159,6 +167,13 @@ class Settings:
                                                       get("ISSUER_NETSUITE_CERT_ORGANIZATION")),
             netsuite_cert_country=_country("ISSUER_NETSUITE_CERT_COUNTRY",
                                            get("ISSUER_NETSUITE_CERT_COUNTRY")),
+            dpop_proof_max_age=_int("ISSUER_DPOP_PROOF_MAX_AGE", get, cls.dpop_proof_max_age,
+                                    low=5, high=600),
+            dpop_proof_leeway=_int("ISSUER_DPOP_PROOF_LEEWAY", get, cls.dpop_proof_leeway,
+                                   low=0, high=60),
+            dpop_nonce=_bool("ISSUER_DPOP_NONCE", get("ISSUER_DPOP_NONCE")),
+            dpop_nonce_lifetime=_int("ISSUER_DPOP_NONCE_LIFETIME", get,
+                                     cls.dpop_nonce_lifetime, low=10, high=3600),
         )
         if settings.production and settings.encryption_master_key is None:
             raise SettingsError("ENCRYPTION_MASTER_KEY is required when ISSUER_ENV=production")

@@ -1,4 +1,5 @@
-"""jwks: the resource-server verifier (``jwks.verifier``) and its Starlette and FastAPI
+"""jwks: the resource-server verifier (``jwks.verifier``, with RFC 9449 DPoP proofs in
+``jwks.dpop``) and its Starlette and FastAPI
 integrations (``jwks.starlette``, ``jwks.fastapi``); a distribution of its own,
 ``m2m-jwks`` (``jwks/pyproject.toml``). The issuer's signing keys and their publication
 live in the issuer (``issuer.keys``).
@@ -14,6 +15,11 @@ from jwks.verifier import (
     BadSignature,
     Clock,
     DisallowedAlgorithm,
+    DPoPBoundTokenAsBearer,
+    DPoPKeyMismatch,
+    DPoPProofInvalid,
+    DPoPProofReplayed,
+    DPoPVerifier,
     Expired,
     InvalidClaim,
     InvalidTokenError,
@@ -22,8 +28,12 @@ from jwks.verifier import (
     KeySetUnavailable,
     KeySource,
     MalformedToken,
+    MemoryReplayCache,
     MissingClaim,
+    MissingDPoPProof,
+    NotDPoPBound,
     NotYetValid,
+    ReplayStore,
     StaticKeySource,
     TokenError,
     TokenVerifier,
@@ -38,6 +48,11 @@ from jwks.verifier import (
 __all__ = [
     "BadSignature",
     "Clock",
+    "DPoPBoundTokenAsBearer",
+    "DPoPKeyMismatch",
+    "DPoPProofInvalid",
+    "DPoPProofReplayed",
+    "DPoPVerifier",
     "DisallowedAlgorithm",
     "Expired",
     "InvalidClaim",
@@ -47,8 +62,12 @@ __all__ = [
     "KeySetUnavailable",
     "KeySource",
     "MalformedToken",
+    "MemoryReplayCache",
     "MissingClaim",
+    "MissingDPoPProof",
+    "NotDPoPBound",
     "NotYetValid",
+    "ReplayStore",
     "StaticKeySource",
     "TokenError",
     "TokenVerifier",

@@ -81,3 +81,39 @@ class KeySetUnavailable(TokenError):
     """The issuer's keys could not be obtained: not the token's fault, still rejected."""
 
     description = "The issuer's signing keys are unavailable"
+
+
+# RFC 9449 (DPoP) ------------------------------------------------------------------------
+
+
+class DPoPProofInvalid(TokenError):
+    """The ``DPoP`` proof failed a check of RFC 9449 §4.3 (or is missing): answered
+    ``invalid_dpop_proof`` (§7.1). ``str(error)`` names the check (fixed text)."""
+
+    description = "The DPoP proof is invalid"
+
+
+class MissingDPoPProof(DPoPProofInvalid):
+    description = "A DPoP proof is required with a DPoP access token"
+
+
+class DPoPProofReplayed(DPoPProofInvalid):
+    description = "The DPoP proof was used before"
+
+
+class DPoPKeyMismatch(DPoPProofInvalid):
+    """§7 (12): the proof's key is not the one the token's ``cnf.jkt`` names."""
+
+    description = "The DPoP proof's key is not the one the access token is bound to"
+
+
+class DPoPBoundTokenAsBearer(InvalidTokenError):
+    """§7.2: a DPoP-bound token (``cnf.jkt``) presented as a Bearer token."""
+
+    description = "The access token is DPoP-bound: present it with the DPoP scheme"
+
+
+class NotDPoPBound(InvalidTokenError):
+    """A token without ``cnf.jkt`` presented with the DPoP scheme."""
+
+    description = "The access token is not DPoP-bound"

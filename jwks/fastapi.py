@@ -23,6 +23,12 @@ asks for none) and returns the :class:`~jwks.verifier.VerifiedToken`. Refusals a
   parameter (more than one way of sending a token): 400 ``invalid_request``;
 - the issuer's keys unobtainable: 503 ``temporarily_unavailable`` with ``Retry-After``.
 
+DPoP (RFC 9449 §7), when the verifier has ``verify_dpop`` (``JWKSVerifier`` has):
+``Authorization: DPoP <token>`` and one ``DPoP`` proof for this request's method and
+URL; a refusal is 401 with ``WWW-Authenticate: DPoP error="invalid_dpop_proof",
+algs="..."`` (the proof) or ``DPoP error="invalid_token", algs="..."`` (the token, or a
+DPoP-bound token sent as Bearer) (§7.1).
+
 The dependency is a FastAPI security scheme (HTTP bearer, JWT), so the OpenAPI document
 and its "Authorize" button know about it.
 
@@ -47,6 +53,9 @@ except ModuleNotFoundError as missing:
 
 from jwks.starlette import MISSING_TOKEN, RETRY_AFTER
 from jwks.verifier import (
+    DPoPBoundTokenAsBearer,
+    DPoPProofInvalid,
+    DPoPVerifier,
     KeySetUnavailable,
     MalformedToken,
     TokenError,
@@ -73,6 +82,8 @@ class BearerToken(SecurityBase):
     def __init__(self, verifier: TokenVerifier, *, scheme_name: str | None = None,
                  description: str | None = None) -> None:
         self.verifier = verifier
+        # The DPoP scheme is accepted when the verifier can check proofs.
+        self._dpop = verifier if isinstance(verifier, DPoPVerifier) else None
         self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
         self.scheme_name = scheme_name or type(self).__name__
 
@@ -84,7 +95,10 @@ class BearerToken(SecurityBase):
         if len(headers) > 1:
             raise invalid_request(ONE_HEADER)
         scheme, _, credentials = (headers[0] if headers else "").partition(" ")
-        if scheme.lower() != "bearer":  # RFC 7235 §2.1: the scheme is case-insensitive
+        scheme = scheme.lower()  # RFC 7235 §2.1: the scheme is case-insensitive
+        verifier, dpop = self.verifier, self._dpop
+        algs = " ".join(sorted(dpop.dpop_algorithms)) if dpop is not None else ""
+        if scheme != "bearer" and (scheme != "dpop" or dpop is None):
             raise invalid_token(MISSING_TOKEN)
         if "access_token" in request.query_params:
             raise invalid_request(ONE_METHOD)
@@ -92,7 +106,11 @@ class BearerToken(SecurityBase):
         if not token:
             raise invalid_token(MalformedToken.description)
         try:
-            verified = await self.verifier.verify(token)
+            if dpop is not None and scheme == "dpop":
+                verified = await dpop.verify_dpop(token, request.headers.getlist("dpop"),
+                                                  method=request.method, url=str(request.url))
+            else:
+                verified = await verifier.verify(token)
         except TokenError as error:
             # The detail (which check failed) stays in the log; callers get fixed text.
             log.info("bearer token rejected: %s: %s", type(error).__name__, error)
@@ -101,6 +119,11 @@ class BearerToken(SecurityBase):
                                           "error_description": error.description},
                                     headers={**_NO_STORE, "Retry-After": str(RETRY_AFTER)}
                                     ) from None
+            if scheme == "dpop" or isinstance(error, DPoPBoundTokenAsBearer):
+                code = ("invalid_dpop_proof" if isinstance(error, DPoPProofInvalid)
+                        else "invalid_token")
+                raise _error(401, code, error.description, "DPoP",
+                             f', algs="{algs}"') from None
             raise invalid_token(error.description) from None
         if not verified.scopes.issuperset(needed):
             raise insufficient_scope(" ".join(needed))
@@ -125,9 +148,14 @@ def invalid_request(description: str) -> HTTPException:
 
 
 def _bearer_error(status: int, error: str, description: str, extra: str = "") -> HTTPException:
+    return _error(status, error, description, "Bearer", extra)
+
+
+def _error(status: int, error: str, description: str, scheme: str,
+           extra: str = "") -> HTTPException:
     return HTTPException(status, {"error": error, "error_description": description},
                          headers={**_NO_STORE,
-                                  "WWW-Authenticate": f'Bearer error="{error}"{extra}'})
+                                  "WWW-Authenticate": f'{scheme} error="{error}"{extra}'})
 
 
 def _scopes(scopes: Collection[str]) -> list[str]:

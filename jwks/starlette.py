@@ -13,6 +13,14 @@ endpoint. Errors follow RFC 6750 §3 and §3.1:
 - the issuer's keys unobtainable (never fetched, or stale past ``max_stale``): 503
   ``temporarily_unavailable`` -- the request is still refused.
 
+DPoP (RFC 9449 §7), when the verifier has ``verify_dpop`` (``JWKSVerifier`` has):
+``Authorization: DPoP <token>`` with one ``DPoP`` proof header for this request's
+method and URL (``request.url`` as Starlette sees it: behind a proxy, let the server
+apply its forwarded headers). A refusal is 401 with ``WWW-Authenticate: DPoP
+error="invalid_dpop_proof", algs="..."`` for a bad or missing proof, ``DPoP
+error="invalid_token", algs="..."`` for a bad token (§7.1) -- a DPoP-bound token sent
+as a Bearer token included.
+
 Imports nothing from ``issuer``.
 """
 
@@ -36,6 +44,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jwks.verifier import (
+    DPoPBoundTokenAsBearer,
+    DPoPProofInvalid,
+    DPoPVerifier,
     InvalidTokenError,
     KeySetUnavailable,
     MalformedToken,
@@ -50,6 +61,7 @@ __all__ = [
     "BearerTokenBackend",
     "BearerUser",
     "bearer_error_response",
+    "dpop_error_response",
     "insufficient_scope_response",
     "invalid_token_response",
     "requires_scope",
@@ -87,9 +99,11 @@ class BearerUser(BaseUser):
 class BearerAuthenticationError(AuthenticationError):
     """Carries the verifier's typed error to :func:`bearer_error_response`."""
 
-    def __init__(self, error: TokenError) -> None:
+    def __init__(self, error: TokenError, *, dpop_algs: str | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        #: Set when the answer is a DPoP challenge (RFC 9449 §7.1): the algs it lists.
+        self.dpop_algs = dpop_algs
 
 
 class BearerTokenBackend(AuthenticationBackend):
@@ -98,23 +112,36 @@ class BearerTokenBackend(AuthenticationBackend):
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
+        # The DPoP scheme is accepted when the verifier can check proofs.
+        self._dpop = verifier if isinstance(verifier, DPoPVerifier) else None
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
         if header is None:
             return None
         scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer":  # RFC 7235 §2.1: the scheme is case-insensitive
+        scheme = scheme.lower()  # RFC 7235 §2.1: the scheme is case-insensitive
+        verifier, dpop = self.verifier, self._dpop
+        algs = " ".join(sorted(dpop.dpop_algorithms)) if dpop is not None else None
+        if scheme not in ("bearer", "dpop") or (scheme == "dpop" and dpop is None):
             return None
         token = credentials.strip()
         if not token:
-            raise BearerAuthenticationError(MalformedToken("an empty bearer token"))
+            raise BearerAuthenticationError(MalformedToken("an empty access token"),
+                                            dpop_algs=algs if scheme == "dpop" else None)
         try:
-            verified = await self.verifier.verify(token)
+            if dpop is not None and scheme == "dpop":
+                verified = await dpop.verify_dpop(
+                    token, conn.headers.getlist("dpop"), method=conn.scope["method"],
+                    url=str(conn.url))
+            else:
+                verified = await verifier.verify(token)
         except TokenError as error:
             # The detail (which check failed) stays in the log; callers get fixed text.
-            log.info("bearer token rejected: %s: %s", type(error).__name__, error)
-            raise BearerAuthenticationError(error) from error
+            log.info("%s token rejected: %s: %s", scheme, type(error).__name__, error)
+            challenge_dpop = scheme == "dpop" or isinstance(error, DPoPBoundTokenAsBearer)
+            raise BearerAuthenticationError(
+                error, dpop_algs=algs if challenge_dpop else None) from error
         return AuthCredentials(sorted(verified.scopes)), BearerUser(verified)
 
 
@@ -125,7 +152,19 @@ def bearer_error_response(conn: HTTPConnection, exc: AuthenticationError) -> Res
         return JSONResponse(
             {"error": "temporarily_unavailable", "error_description": error.description},
             status_code=503, headers={**_NO_STORE, "Retry-After": str(RETRY_AFTER)})
+    if isinstance(exc, BearerAuthenticationError) and exc.dpop_algs is not None:
+        return dpop_error_response(error, exc.dpop_algs)
     return invalid_token_response(error.description)
+
+
+def dpop_error_response(error: TokenError, algs: str) -> Response:
+    """RFC 9449 §7.1: 401 with a DPoP challenge naming the error and the accepted proof
+    algorithms; ``invalid_dpop_proof`` for the proof's failures, else ``invalid_token``."""
+    code = "invalid_dpop_proof" if isinstance(error, DPoPProofInvalid) else "invalid_token"
+    return JSONResponse({"error": code, "error_description": error.description},
+                        status_code=401,
+                        headers={**_NO_STORE,
+                                 "WWW-Authenticate": f'DPoP error="{code}", algs="{algs}"'})
 
 
 def invalid_token_response(description: str) -> Response:

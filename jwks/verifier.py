@@ -13,35 +13,50 @@ Checks, each failing closed with a :class:`TokenError` (RFC 9068 §4, RFC 8725 �
 ``typ`` is ``at+jwt`` (required), ``alg`` allowed and fitting the key's ``kty``/``crv``/
 ``alg`` (never ``none``, never ``HS*``), signature, ``iss``, ``aud``, ``exp``/``nbf``/``iat``
 with leeway, and the RFC 9068 §2.2 required claims.
+
+DPoP (RFC 9449 §7): :meth:`JWKSVerifier.verify` is the Bearer scheme and refuses a
+DPoP-bound token (one with ``cnf.jkt``); :meth:`JWKSVerifier.verify_dpop` is the DPoP
+scheme: the token's checks, then the proof's (``jwks.dpop.check_proof``: signature,
+``typ``, ``htm``/``htu`` of the request, ``iat`` window, ``ath``), the proof key's
+thumbprint equal to ``cnf.jkt``, and the proof's ``jti`` spent in a replay store (in
+memory by default; one shared by several processes when given).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import logging
 import math
 import warnings
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError, SecurityWarning
 from joserfc.jwk import Key
 
+from jwks.dpop import DPOP_ALGORITHMS, MemoryReplayCache, ReplayStore, check_proof, replay_key
 from jwks.errors import (
     BadSignature,
     DisallowedAlgorithm,
+    DPoPBoundTokenAsBearer,
+    DPoPKeyMismatch,
+    DPoPProofInvalid,
+    DPoPProofReplayed,
     Expired,
     InvalidClaim,
     InvalidTokenError,
     KeySetUnavailable,
     MalformedToken,
     MissingClaim,
+    MissingDPoPProof,
+    NotDPoPBound,
     NotYetValid,
     TokenError,
     UnknownKey,
@@ -63,6 +78,11 @@ from jwks.sources import (
 __all__ = [
     "BadSignature",
     "Clock",
+    "DPoPBoundTokenAsBearer",
+    "DPoPKeyMismatch",
+    "DPoPProofInvalid",
+    "DPoPProofReplayed",
+    "DPoPVerifier",
     "DisallowedAlgorithm",
     "Expired",
     "InvalidClaim",
@@ -72,8 +92,12 @@ __all__ = [
     "KeySetUnavailable",
     "KeySource",
     "MalformedToken",
+    "MemoryReplayCache",
     "MissingClaim",
+    "MissingDPoPProof",
+    "NotDPoPBound",
     "NotYetValid",
+    "ReplayStore",
     "StaticKeySource",
     "TokenError",
     "TokenVerifier",
@@ -105,12 +129,27 @@ class VerifiedToken:
     tenant_id: str | None
     client_id: str
     kid: str
+    #: RFC 9449: the thumbprint of the key the token is bound to (``cnf.jkt``), when
+    #: it was presented with the DPoP scheme and its proof.
+    jkt: str | None = None
 
 
 class TokenVerifier(Protocol):
     """What the Starlette integration needs: anything that verifies a Bearer token."""
 
     async def verify(self, token: str) -> VerifiedToken: ...
+
+
+@runtime_checkable
+class DPoPVerifier(Protocol):
+    """A verifier that also accepts the DPoP scheme (RFC 9449 §7); the integrations
+    use it for ``Authorization: DPoP`` when the verifier has it."""
+
+    #: The proof algorithms accepted, for the ``algs`` of a DPoP challenge (§7.1).
+    dpop_algorithms: frozenset[str]
+
+    async def verify_dpop(self, token: str, proof: str | Sequence[str] | None, *,
+                          method: str, url: str) -> VerifiedToken: ...
 
 
 class JWKSVerifier:
@@ -138,6 +177,10 @@ class JWKSVerifier:
         default_max_age: float = 300.0,
         max_stale: float = 86_400.0,
         key_source: KeySource | None = None,
+        dpop_replay: ReplayStore | None = None,
+        dpop_max_age: float = 60,
+        dpop_leeway: float = 5,
+        dpop_algorithms: Collection[str] = DPOP_ALGORITHMS,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required")
@@ -164,6 +207,17 @@ class JWKSVerifier:
             max_stale=max_stale)
         self._registries = {alg: jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
                             for alg in self.algorithms}
+        # RFC 9449 §7: proofs (``verify_dpop``). Several processes share a replay store
+        # given as ``dpop_replay``; the default holds this process's spent proofs.
+        unsafe = sorted(set(dpop_algorithms) - ASYMMETRIC_ALGORITHMS)
+        if unsafe or not dpop_algorithms:
+            raise ValueError(f"unsupported or unsafe DPoP algorithms: {unsafe or 'none given'}")
+        if dpop_max_age <= 0 or dpop_leeway < 0:
+            raise ValueError("dpop_max_age must be positive and dpop_leeway not negative")
+        self.dpop_algorithms = frozenset(dpop_algorithms)
+        self.dpop_max_age = dpop_max_age
+        self.dpop_leeway = dpop_leeway
+        self.dpop_replay: ReplayStore = dpop_replay or MemoryReplayCache()
 
     async def __aenter__(self) -> JWKSVerifier:
         return self
@@ -178,7 +232,46 @@ class JWKSVerifier:
             await self.key_source.aclose()
 
     async def verify(self, token: str) -> VerifiedToken:
-        """Every check of RFC 9068 §4, cheapest first; raises a :class:`TokenError`."""
+        """Every check of RFC 9068 §4, cheapest first, for a token presented as a Bearer
+        token; raises a :class:`TokenError`. RFC 9449 §7.2: a DPoP-bound token (one
+        with ``cnf.jkt``) is refused here (:class:`DPoPBoundTokenAsBearer`)."""
+        verified = await self._verify_token(token)
+        if _bound_key(verified.claims) is not None:
+            raise DPoPBoundTokenAsBearer("a DPoP-bound token presented as a Bearer token")
+        return verified
+
+    async def verify_dpop(self, token: str, proof: str | Sequence[str] | None, *,
+                          method: str, url: str) -> VerifiedToken:
+        """RFC 9449 §7: ``Authorization: DPoP <token>`` with the request's ``DPoP``
+        header(s) ``proof``, its ``method`` and its absolute ``url``. The token's checks
+        (as :meth:`verify`), then the proof's (§4.3, with ``ath``), then its key's
+        thumbprint against the token's ``cnf.jkt``, then its ``jti`` is spent. Raises
+        :class:`DPoPProofInvalid` (``invalid_dpop_proof``) or another
+        :class:`TokenError` (``invalid_token``)."""
+        proofs = [proof] if isinstance(proof, str) else list(proof or ())
+        verified = await self._verify_token(token)
+        jkt = _bound_key(verified.claims)
+        if jkt is None:
+            raise NotDPoPBound("the token has no cnf.jkt")
+        if not proofs:
+            raise MissingDPoPProof("no DPoP header")
+        if len(proofs) > 1:
+            # §4.3 (1): "there is not more than one DPoP HTTP request header field".
+            raise DPoPProofInvalid("more than one DPoP header")
+        now = self._clock.now()
+        checked = check_proof(proofs[0], method=method, url=url, now=now,
+                              max_age=self.dpop_max_age, leeway=self.dpop_leeway,
+                              algorithms=self.dpop_algorithms, access_token=token)
+        # §7 (12): "the public key to which the access token is bound" matches the proof's.
+        if not hmac.compare_digest(checked.jkt.encode(), jkt.encode()):
+            raise DPoPKeyMismatch("the proof's key is not the token's cnf.jkt")
+        # §11.1: a proof is kept as long as its iat would be accepted.
+        if not await self.dpop_replay.use(replay_key(checked),
+                                          now + self.dpop_max_age + self.dpop_leeway, now):
+            raise DPoPProofReplayed("the proof's jti was used before")
+        return replace(verified, jkt=jkt)
+
+    async def _verify_token(self, token: str) -> VerifiedToken:
         header = _decode_header(token)
         _check_type(header)
         alg = header.get("alg")
@@ -298,6 +391,17 @@ def _check_type(header: Mapping[str, Any]) -> None:
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
         raise WrongType(f"typ {typ!r} is not at+jwt")
+
+
+def _bound_key(claims: Mapping[str, Any]) -> str | None:
+    """RFC 9449 §6.1: the ``jkt`` of the token's ``cnf``; a malformed ``cnf`` is refused."""
+    cnf = claims.get("cnf")
+    if cnf is None:
+        return None
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str) or not jkt:
+        raise InvalidClaim("cnf")
+    return jkt
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float:

@@ -29,6 +29,7 @@ async def test_rfc8414_metadata_names_this_issuer_and_its_endpoints(client, regi
         "revocation_endpoint_auth_methods_supported": METHODS,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "access_token_signing_alg_values_supported": ["RS256"],
+        "dpop_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
         "scopes_supported": ["orders:read"],
     }
 

@@ -77,6 +77,8 @@ JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
 Jwks = Annotated[dict[str, Any], Field(description='private_key_jwt: the client\'s public '
                                        'JWK Set, {"keys": [...]} (RFC 7591 §2); a private '
                                        'key in it is refused')]
+DPoPBound = Annotated[bool, Field(description="RFC 9449 §5.2: every token request must "
+                                  "carry a DPoP proof (the tokens are DPoP-bound)")]
 GrantType = Literal["client_credentials"]
 Status = Literal["active", "disabled"]
 #: The API's names for the registration's, where they differ.
@@ -100,6 +102,7 @@ class ClientCreate(RequestModel):
     rate_limit: RateLimit | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
+    dpop_bound_access_tokens: DPoPBound = False
 
 
 class ClientPatch(PatchModel):
@@ -107,7 +110,7 @@ class ClientPatch(PatchModel):
     ``default_audience``, ``token_ttl`` or ``rate_limit`` to the default."""
 
     not_null = ("name", "allowed_scopes", "allowed_audiences", "grant_types",
-                "token_endpoint_auth_methods", "status")
+                "token_endpoint_auth_methods", "status", "dpop_bound_access_tokens")
 
     name: Name | None = None
     allowed_scopes: list[ScopeEntry] | None = Field(None, max_length=100)
@@ -122,6 +125,7 @@ class ClientPatch(PatchModel):
     status: Status | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
+    dpop_bound_access_tokens: DPoPBound | None = None
 
 
 class SecretRotation(RequestModel):
@@ -158,6 +162,7 @@ class Client(ResponseModel):
         description="end of the previous secret's grace period (ISO 8601, UTC), if any")
     jwks: dict[str, Any] | None = Field(description="private_key_jwt: the public JWK Set")
     jwks_uri: str | None = Field(description="private_key_jwt: where the JWK Set is served")
+    dpop_bound_access_tokens: DPoPBound
 
 
 class ClientWithSecret(Client):
@@ -288,6 +293,7 @@ def client_json(record: ClientRecord, client_secret: str | None = None, *,
         "created_at": iso(record.created_at),
         "previous_secret_expires_at": iso(expires) if expires is not None else None,
         "jwks": record.jwks, "jwks_uri": record.jwks_uri,
+        "dpop_bound_access_tokens": record.dpop_bound,
     }
     if not with_secret:
         return Client.model_validate(data).model_dump(mode="json")

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from issuer.oauth.dpop import DPOP_ALGORITHMS
 from issuer.oauth.rfc7523 import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from issuer.registration import AUTH_METHODS
 from issuer.services import services_of
@@ -38,6 +39,8 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "access_token_signing_alg_values_supported": [settings.signing_alg],
+        # RFC 9449 §5.1: the JWS algorithms this server accepts for DPoP proofs.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
     }
 
 

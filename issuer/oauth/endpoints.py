@@ -2,7 +2,8 @@
 
 parse the form -> identify the client -> load it (async, cached) -> [a client
 assertion only: its keys (async), Authlib's check (sync), spend its jti (async)] ->
-run the grant on Authlib (sync, no I/O) -> persist the token record and its audit
+run the grant on Authlib (sync, no I/O) -> [a DPoP proof only: check it (sync),
+spend its jti (async), bind the token to its key] -> persist the token record and its audit
 event (one transaction, group-committed) -> answer with ``Cache-Control: no-store``.
 A failure at any step is rendered by the one error table and audited.
 """
@@ -83,7 +84,12 @@ async def answer(services: Services, scope: Scope, headers: Headers,
     try:
         # Every wait for the store below draws on one budget (issuer.store.bounds).
         with request_budget(services.settings.store_timeout):
-            return await _answer(services, scope, headers, body)
+            reply = await _answer(services, scope, headers, body)
+        nonces = services.dpop.nonces
+        if nonces is not None:
+            # RFC 9449 §8: while nonces are required, every answer carries the next one.
+            reply[1].append((b"dpop-nonce", nonces.current().encode()))
+        return reply
     finally:
         services.metrics.token_latency.observe(time.perf_counter() - started)
 
@@ -111,6 +117,11 @@ async def _answer(services: Services, scope: Scope, headers: Headers,
         issued = await _authenticated_grant(
             services, scope, source, TokenRequest(form, tuple(resources), headers, claimed),
             record)
+        # RFC 9449: a DPoP proof binds the token to its key (issuer.oauth.dpop); without
+        # one this is a header look-up and a flag.
+        proofs = headers.getlist("dpop")
+        if proofs or issued.client.dpop_bound:
+            issued = await services.dpop.bind(issued, proofs, issued.client)
         rows = granted_rows_for(issued, source=source, request_id=scope.get("request_id"))
         # Nothing leaves before it is durable: the answer waits for the record and its
         # audit event to commit; the token is signed meanwhile (on a thread, or here
@@ -225,7 +236,9 @@ def granted_rows_for(issued: IssuedToken, *, source: str | None, request_id: str
                  "scopes": list(issued.scopes), "audience": list(issued.audience),
                  "jti": issued.jti, "kid": issued.key.kid,
                  "expiresAt": expires_at.isoformat(),
-                 "secret_used": issued.secret_used, **(details or {})},
+                 "secret_used": issued.secret_used,
+                 **({"dpop_jkt": issued.jkt} if issued.jkt is not None else {}),
+                 **(details or {})},
     )
     return [(_ISSUED_TOKENS, token_row), (_AUDIT_EVENTS, event)]
 

@@ -15,7 +15,7 @@ no URI check (TLS is the deployment's job; production demands an https issuer).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
@@ -52,16 +52,28 @@ class IssuedToken:
     issued_at: int
     expires_at: int
     secret_used: str  # "current" | "previous": which secret authenticated the client
+    #: RFC 9449: the thumbprint of the DPoP key the token is bound to (``cnf.jkt``).
+    jkt: str | None = None
+
+    @property
+    def token_type(self) -> str:
+        """RFC 9449 §5: "DPoP" for a DPoP-bound token, else RFC 6750's "Bearer"."""
+        return "DPoP" if self.jkt is not None else "Bearer"
+
+    def bound_to(self, jkt: str) -> IssuedToken:
+        """This token bound to a DPoP key: RFC 9449 §6.1 ``cnf: {"jkt": ...}``."""
+        return replace(self, claims={**self.claims, "cnf": {"jkt": jkt}}, jkt=jkt)
 
     def response(self, access_token: str) -> dict[str, Any]:
         """RFC 6749 §5.1. §4.4.3: "A refresh token SHOULD NOT be included."."""
-        return {"access_token": access_token, "token_type": "Bearer",
+        return {"access_token": access_token, "token_type": self.token_type,
                 "expires_in": self.expires_at - self.issued_at, "scope": self.claims["scope"]}
 
     def response_body(self, access_token: str) -> bytes:
         """:meth:`response` as compact JSON: the bytes ``json.dumps(response,
         separators=(",", ":"))`` makes, without building the dict and an encoder."""
-        return (f'{{"access_token":{_json_string(access_token)},"token_type":"Bearer",'
+        return (f'{{"access_token":{_json_string(access_token)},'
+                f'"token_type":"{self.token_type}",'
                 f'"expires_in":{self.expires_at - self.issued_at:d},'
                 f'"scope":{_json_string(self.claims["scope"])}}}').encode("ascii")
 

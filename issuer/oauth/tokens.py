@@ -250,8 +250,14 @@ class Introspection(_ClientAuthenticated, IntrospectionEndpoint):  # type: ignor
         for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"):
             if name in claims:
                 payload[name] = claims[name]
-        # §2.2 token_type: "Type of the token as defined in Section 5.1 of OAuth 2.0".
-        payload["token_type"] = "Bearer"
+        # §2.2 token_type: "Type of the token as defined in Section 5.1 of OAuth 2.0";
+        # RFC 9449 §6.2: a DPoP-bound token is "DPoP" and its cnf is returned.
+        cnf = claims.get("cnf")
+        if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str):
+            payload["token_type"] = "DPoP"
+            payload["cnf"] = {"jkt": cnf["jkt"]}
+        else:
+            payload["token_type"] = "Bearer"
         payload["tenant_id"] = token.token.tenant_id
         return payload
 

@@ -49,6 +49,7 @@ def client_record(row: Client, tenant_status: str) -> ClientRecord:
         jwks_uri=row.jwks_uri,
         secret_encrypted=row.secret_encrypted,
         previous_secret_encrypted=row.previous_secret_encrypted,
+        dpop_bound=bool(row.dpop_bound_access_tokens),
     )
 
 

@@ -116,6 +116,9 @@ class Client(Base):
     previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: The kill switch: the client's tokens issued before it are inactive.
     tokens_valid_after: Mapped[datetime | None]
+    #: RFC 9449 §5.2: the client's token requests must carry a DPoP proof.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                           server_default=false())
 
 
 class ChangeStamp(Base):

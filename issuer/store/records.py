@@ -39,6 +39,8 @@ class ClientRecord:
     # client_secret_jwt: the secrets, encrypted (issuer.crypto); None for other clients.
     secret_encrypted: bytes | None = field(default=None, repr=False)
     previous_secret_encrypted: bytes | None = field(default=None, repr=False)
+    #: RFC 9449 §5.2 ``dpop_bound_access_tokens``: a token request needs a DPoP proof.
+    dpop_bound: bool = False
 
     @property
     def active(self) -> bool:

@@ -57,7 +57,8 @@ def imported_packages(path: Path) -> set[str]:
 
 def test_the_package_holds_exactly_the_resource_server_modules():
     assert [path.name for path in MODULES] == [
-        "__init__.py", "errors.py", "fastapi.py", "sources.py", "starlette.py", "verifier.py"]
+        "__init__.py", "dpop.py", "errors.py", "fastapi.py", "sources.py", "starlette.py",
+        "verifier.py"]
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.name)
