@@ -157,6 +157,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
             clients = ClientStore(engine, clock, settings.client_cache_ttl)
             notices = ChangeNotices(clients, engine, redis_url=settings.redis_url, redis=redis,
                                     redis_prefix=settings.redis_key_prefix)
+            dpop = dpop_binding(settings, clock, replay, redis, encryptor.current)
             services = Services(
                 settings=settings, clock=clock, engine=engine, encryptor=encryptor,
                 keyring=keyring, signer=signer,
@@ -168,10 +169,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 rate_policies=RatePolicies.from_settings(settings),
                 metrics=metrics,
                 store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
-                admin_verifier=admin_verifier(settings, keyring, clock),
+                admin_verifier=admin_verifier(settings, keyring, clock, dpop.replay),
                 assertions=AssertionAuthenticator(
                     ClientKeys(jwks_http, clock, encryptor), replay, authorization_server),
-                dpop=dpop_binding(settings, clock, replay, redis, encryptor.current),
+                dpop=dpop,
                 redis=redis,
             )
             context = ConnectorContext(settings=settings, clock=clock, engine=engine,

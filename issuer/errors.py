@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 from authlib.oauth2 import OAuth2Error
 from starlette.responses import Response
 
+from jwks.dpop import DPOP_ALGORITHMS
+
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -246,10 +248,31 @@ class InvalidToken(OAuthError):
     status = 401
     public_text = "The access token is missing, expired, revoked or not for this API"
 
-    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+    def __init__(self, description: str | None = None, *, reason: str | None = None,
+                 dpop: bool = False) -> None:
         super().__init__(description, reason=reason, headers={
-            # RFC 6750 §3: a 401 carries the Bearer challenge with the error code.
-            "WWW-Authenticate": 'Bearer realm="m2m-issuer", error="invalid_token"'})
+            # RFC 6750 §3: a 401 carries the Bearer challenge with the error code; a
+            # request made with the DPoP scheme gets the DPoP one (RFC 9449 §7.1).
+            "WWW-Authenticate": _challenge(self.error, dpop)})
+
+
+class InvalidDPoPProofAtAdmin(InvalidToken):
+    """RFC 9449 §7.1: the admin API's request came with the DPoP scheme and its proof
+    failed a check (missing, another method or URL, a wrong ``ath``, another key than
+    the token's ``cnf.jkt``, replayed)."""
+
+    error = "invalid_dpop_proof"
+    public_text = "The DPoP proof is invalid"
+
+    def __init__(self, *, reason: str | None = None) -> None:
+        super().__init__(reason=reason, dpop=True)
+
+
+def _challenge(error: str, dpop: bool) -> str:
+    if dpop:
+        return (f'DPoP realm="m2m-issuer", error="{error}", '
+                f'algs="{" ".join(DPOP_ALGORITHMS)}"')
+    return f'Bearer realm="m2m-issuer", error="{error}"'
 
 
 class InsufficientScope(OAuthError):

@@ -1,4 +1,5 @@
-"""Admin authorization: this issuer's own access tokens as Bearer tokens.
+"""Admin authorization: this issuer's own access tokens as Bearer tokens, or -- for a
+DPoP-bound token -- with the DPoP scheme and a proof for the request (RFC 9449 §7).
 
 The token is verified offline by ``jwks.verifier.JWKSVerifier`` -- the library resource
 servers use -- over the key ring (``issuer.keys.local.KeyRingSource``) instead of HTTP: the
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from issuer.clock import Clock
 from issuer.errors import (
     InsufficientScope,
+    InvalidDPoPProofAtAdmin,
     InvalidRequest,
     InvalidToken,
     NotFound,
@@ -37,6 +39,8 @@ from issuer.ratelimit import enforce
 from issuer.services import Services, services_of
 from issuer.settings import SIGNING_ALGS, Settings
 from issuer.store import issued_tokens
+from jwks.dpop import ReplayStore
+from jwks.errors import DPoPProofInvalid
 from jwks.verifier import JWKSVerifier, TokenError, VerifiedToken
 
 LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat
@@ -63,12 +67,17 @@ class Principal:
             raise NotFound(reason="other_tenant")
 
 
-def admin_verifier(settings: Settings, keyring: KeyRing, clock: Clock) -> JWKSVerifier:
+def admin_verifier(settings: Settings, keyring: KeyRing, clock: Clock,
+                   dpop_replay: ReplayStore) -> JWKSVerifier:
     """The admin API's verifier (built once, in the lifespan): the issuer is the issuer
     and the audience of its own admin tokens; every algorithm it can sign
-    with is accepted, so switching ``ISSUER_SIGNING_ALG`` keeps older tokens valid."""
+    with is accepted, so switching ``ISSUER_SIGNING_ALG`` keeps older tokens valid.
+    DPoP proofs are spent in the token endpoint's replay store (shared by every
+    process), within the same window."""
     return JWKSVerifier(settings.issuer_url, settings.issuer_url, algorithms=SIGNING_ALGS,
-                        leeway=LEEWAY, clock=clock, key_source=KeyRingSource(keyring, clock))
+                        leeway=LEEWAY, clock=clock, key_source=KeyRingSource(keyring, clock),
+                        dpop_replay=dpop_replay, dpop_max_age=settings.dpop_proof_max_age,
+                        dpop_leeway=settings.dpop_proof_leeway)
 
 
 async def verify_claims(token: str, services: Services) -> VerifiedToken:
@@ -78,10 +87,29 @@ async def verify_claims(token: str, services: Services) -> VerifiedToken:
     except TokenError as error:
         # Which check failed goes to the reason (logs), never to the caller.
         raise InvalidToken(reason=f"{type(error).__name__}: {error}") from None
+    return _ours(verified, dpop=False)
+
+
+async def verify_dpop_claims(token: str, request: Request, services: Services) -> VerifiedToken:
+    """RFC 9449 §7: a DPoP-bound token with the request's proof, for this request's
+    method and URL (the issuer's public URL and the path: behind a proxy the URL the
+    client signed is the public one). Raises InvalidToken or InvalidDPoPProofAtAdmin."""
+    url = services.settings.issuer_url + request.url.path
+    try:
+        verified = await services.admin_verifier.verify_dpop(
+            token, request.headers.getlist("dpop"), method=request.method, url=url)
+    except DPoPProofInvalid as error:
+        raise InvalidDPoPProofAtAdmin(reason=f"{type(error).__name__}: {error}") from None
+    except TokenError as error:
+        raise InvalidToken(reason=f"{type(error).__name__}: {error}", dpop=True) from None
+    return _ours(verified, dpop=True)
+
+
+def _ours(verified: VerifiedToken, *, dpop: bool) -> VerifiedToken:
     # Our tokens always carry these; a token without them is not ours.
     for name in ("tenant_id", "scope"):
         if not isinstance(verified.claims.get(name), str):
-            raise InvalidToken(reason=f"missing_{name}")
+            raise InvalidToken(reason=f"missing_{name}", dpop=dpop)
     return verified
 
 
@@ -92,9 +120,13 @@ async def authenticate(request: Request) -> Principal:
     if len(request.headers.getlist("authorization")) > 1:
         raise InvalidRequest("Send one Authorization header", reason="repeated_authorization")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, token = scheme.lower(), token.strip()
+    if scheme == "dpop" and token:
+        verified = await verify_dpop_claims(token, request, services)
+    elif scheme == "bearer" and token:
+        verified = await verify_claims(token, services)
+    else:
         raise InvalidToken(reason="missing_bearer_token")
-    verified = await verify_claims(token.strip(), services)
     client_id, tenant_id = verified.client_id, str(verified.tenant_id)
     jti = str(verified.claims["jti"])
     platform_tenant, allowed = await _online_check(services.engine, jti, client_id, tenant_id)

@@ -5,7 +5,7 @@ A request without a ``DPoP`` header costs one header look-up (none of this runs
 unless the client is registered ``dpop_bound_access_tokens``, which then refuses it).
 A request with one costs one signature verification (``jwks.dpop.check_proof``,
 pure CPU) and one write to the replay store: the assertion-jti table
-(``issuer.store.assertion_jtis``) under a ``dpop:<jkt>`` namespace, or Redis
+(``issuer.store.assertion_jtis``) under a ``dpop:`` namespace, or Redis
 (``SET NX EX``) when configured. The granted token then carries
 ``cnf: {"jkt": <thumbprint>}`` (§6.1) and is answered with ``token_type`` ``DPoP`` (§5).
 
@@ -22,7 +22,6 @@ import hmac
 import logging
 import math
 from collections.abc import Sequence
-from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,58 +30,48 @@ from issuer.clock import Clock
 from issuer.errors import InvalidDPoPProof, InvalidRequest, UseDPoPNonce
 from issuer.oauth.server import IssuedToken
 from issuer.settings import Settings
-from issuer.store.assertion_jtis import ReplayStore
+from issuer.store.assertion_jtis import ReplayStore as JtiStore
 from issuer.store.records import ClientRecord
-from jwks.dpop import DPOP_ALGORITHMS, MAX_PROOF_BYTES, DPoPProof, check_proof, replay_key
+from jwks.dpop import DPOP_ALGORITHMS, MAX_PROOF_BYTES, ReplayStore, check_proof, replay_key
 from jwks.errors import DPoPProofInvalid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DPOP_ALGORITHMS", "DPoPBinding", "Nonces", "ProofReplay", "dpop_binding"]
+__all__ = ["DPOP_ALGORITHMS", "DPoPBinding", "Nonces", "dpop_binding"]
 
 #: The replay table's namespace for DPoP proofs (client ids never hold a colon).
 NAMESPACE = "dpop:"
 _NONCE_LABEL = b"m2m-issuer DPoP-Nonce"
 
 
-class ProofReplay(Protocol):
-    """Where spent proof ``jti``s are kept, shared by every process (§11.1)."""
-
-    async def use(self, proof: DPoPProof, expires_at: float) -> bool:
-        """Spend the proof's ``jti`` until ``expires_at``; False when it was spent."""
-        ...
-
-
 class DatabaseProofReplay:
-    """The client-assertion replay table, under ``dpop:<jkt>``: one insert per proof."""
+    """The client-assertion replay table, under the ``dpop:`` namespace: one insert
+    per proof, keyed by :func:`jwks.dpop.replay_key` (the proof's key and ``jti``)."""
 
-    def __init__(self, store: ReplayStore) -> None:
+    def __init__(self, store: JtiStore) -> None:
         self._store = store
 
-    async def use(self, proof: DPoPProof, expires_at: float) -> bool:
-        return await self._store.use(NAMESPACE + proof.jkt, proof.jti, expires_at)
+    async def use(self, key: str, expires_at: float, now: float) -> bool:
+        return await self._store.use(NAMESPACE, key, expires_at)
 
 
 class RedisProofReplay:
-    """``SET <prefix>dpop:<hash of jkt and jti> NX EX``: one round trip per proof. While
-    Redis fails, the database (shared by every process too) takes over."""
+    """``SET <prefix>dpop:<key> NX EX``: one round trip per proof. While Redis fails,
+    the database (shared by every process too) takes over."""
 
-    def __init__(self, redis: Redis, prefix: str, clock: Clock,
-                 fallback: DatabaseProofReplay) -> None:
+    def __init__(self, redis: Redis, prefix: str, fallback: DatabaseProofReplay) -> None:
         self._redis = redis
         self._prefix = prefix + NAMESPACE
-        self._clock = clock
         self._fallback = fallback
 
-    async def use(self, proof: DPoPProof, expires_at: float) -> bool:
-        seconds = max(1, math.ceil(expires_at - self._clock.now()))
+    async def use(self, key: str, expires_at: float, now: float) -> bool:
+        seconds = max(1, math.ceil(expires_at - now))
         try:
-            stored = await self._redis.set(self._prefix + replay_key(proof), b"1", nx=True,
-                                           ex=seconds)
+            stored = await self._redis.set(self._prefix + key, b"1", nx=True, ex=seconds)
         except (RedisError, OSError) as failure:
             log.warning("DPoP replay store: Redis failed (%s); using the database",
                         type(failure).__name__)
-            return await self._fallback.use(proof, expires_at)
+            return await self._fallback.use(key, expires_at, now)
         return bool(stored)
 
 
@@ -126,13 +115,14 @@ class DPoPBinding:
     """The token endpoint's DPoP step (§5): check the request's proof, spend its
     ``jti``, bind the granted token to its key."""
 
-    def __init__(self, settings: Settings, clock: Clock, replay: ProofReplay,
+    def __init__(self, settings: Settings, clock: Clock, replay: ReplayStore,
                  nonces: Nonces | None) -> None:
         self.token_url = settings.issuer_url + "/token"
         self.max_age = settings.dpop_proof_max_age
         self.leeway = settings.dpop_proof_leeway
         self._clock = clock
-        self._replay = replay
+        #: Spent proofs, shared by every process; the admin API's DPoP check uses it too.
+        self.replay = replay
         #: Set when the server requires nonces (``ISSUER_DPOP_NONCE``).
         self.nonces = nonces
 
@@ -165,19 +155,19 @@ class DPoPBinding:
             raise UseDPoPNonce(reason="dpop_nonce_missing" if proof.nonce is None
                                else "dpop_nonce_stale")
         # §11.1: the jti is held as long as the proof's iat would be accepted.
-        if not await self._replay.use(proof, proof.iat + self.max_age + 1):
+        if not await self.replay.use(replay_key(proof), proof.iat + self.max_age + 1, now):
             raise InvalidDPoPProof("The DPoP proof was used before", reason="dpop_jti_replayed")
         return issued.bound_to(proof.jkt)
 
 
-def dpop_binding(settings: Settings, clock: Clock, store: ReplayStore, redis: Redis | None,
+def dpop_binding(settings: Settings, clock: Clock, store: JtiStore, redis: Redis | None,
                  master_key: bytes) -> DPoPBinding:
     """The token endpoint's DPoP step for these settings: proofs spent in Redis when
     configured (else, and while Redis fails, in the database); nonces keyed by the
     master key when ``ISSUER_DPOP_NONCE`` is on."""
     database = DatabaseProofReplay(store)
-    replay: ProofReplay = database if redis is None else RedisProofReplay(
-        redis, settings.redis_key_prefix, clock, database)
+    replay: ReplayStore = database if redis is None else RedisProofReplay(
+        redis, settings.redis_key_prefix, database)
     nonces = (Nonces(master_key, settings.dpop_nonce_lifetime, clock)
               if settings.dpop_nonce else None)
     return DPoPBinding(settings, clock, replay, nonces)

@@ -415,3 +415,86 @@ async def test_rfc7009_a_dpop_bound_token_is_revoked_like_any_other(client, secr
     body = (await client.post("/introspect", data={"token": token},
                               auth=secret_client.basic)).json()
     assert body == {"active": False}
+
+
+# §7 at the issuer's own admin API: a DPoP-bound admin token --------------------------
+
+TENANTS_URL = f"{ISSUER}/api/v1/tenants"
+
+
+async def dpop_admin_token(http: httpx.AsyncClient, platform_admin: Any, proofs: Proofs,
+                           key: ProofKey) -> str:
+    admin = await platform_admin()
+    response = await http.post("/token", data={**GRANT, "scope": "admin"}, auth=admin.basic,
+                               headers={"DPoP": proofs.make(key, "ES256")})
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    SEEN_SECRETS.add(token)
+    return token
+
+
+def ath(token: str) -> str:
+    return b64(hashlib.sha256(token.encode()).digest())
+
+
+async def test_s7_the_admin_api_accepts_a_dpop_bound_token_with_its_proof(
+        client, platform_admin, proofs, keys):
+    key = keys["ES256"]
+    token = await dpop_admin_token(client, platform_admin, proofs, key)
+    proof = proofs.make(key, "ES256", htm="GET", htu=TENANTS_URL, ath=ath(token))
+    response = await client.get("/api/v1/tenants",
+                                headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert response.status_code == 200, response.text
+    # The same proof again is a replay (§11.1): refused.
+    again = await client.get("/api/v1/tenants",
+                             headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert again.status_code == 401
+    assert again.json()["error"] == "invalid_dpop_proof"
+
+
+@pytest.mark.parametrize("case", ["no proof", "other url", "other method", "wrong ath",
+                                  "other key"])
+async def test_s7_1_the_admin_api_refuses_a_bad_proof_with_a_dpop_challenge(
+        client, platform_admin, proofs, keys, case):
+    key = keys["ES256"]
+    token = await dpop_admin_token(client, platform_admin, proofs, key)
+    claims: dict[str, Any] = {"htm": "GET", "htu": TENANTS_URL, "ath": ath(token)}
+    signer, alg = key, "ES256"
+    if case == "other url":
+        claims["htu"] = f"{ISSUER}/api/v1/clients"
+    elif case == "other method":
+        claims["htm"] = "POST"
+    elif case == "wrong ath":
+        claims["ath"] = ath(token + "x")
+    elif case == "other key":
+        signer, alg = keys["EdDSA"], "EdDSA"
+    headers = {"Authorization": f"DPoP {token}"}
+    if case != "no proof":
+        headers["DPoP"] = proofs.make(signer, alg, **claims)
+    response = await client.get("/api/v1/tenants", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_dpop_proof"
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("DPoP ") and 'error="invalid_dpop_proof"' in challenge
+    assert 'algs="' in challenge and "ES256" in challenge
+
+
+async def test_s7_2_a_dpop_bound_admin_token_sent_as_bearer_is_refused(
+        client, platform_admin, proofs, keys):
+    token = await dpop_admin_token(client, platform_admin, proofs, keys["ES256"])
+    response = await client.get("/api/v1/tenants", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
+async def test_s7_a_bearer_admin_token_sent_with_the_dpop_scheme_is_refused(
+        client, platform_admin, proofs, keys):
+    admin = await platform_admin()
+    token = await issue_token(client, admin, "admin")
+    proof = proofs.make(keys["ES256"], "ES256", htm="GET", htu=TENANTS_URL, ath=ath(token))
+    response = await client.get("/api/v1/tenants",
+                                headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert response.headers["www-authenticate"].startswith("DPoP ")
