@@ -17,6 +17,7 @@ and another tenant's client answers 404 like a missing one.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
@@ -69,7 +70,7 @@ TokenTtl = Annotated[int, Field(ge=60, le=86400, description="seconds")]
 RateLimit = Annotated[str, StringConstraints(pattern=registration.RATE_LIMIT.pattern),
                       Field(description="like ISSUER_RATE_LIMIT, e.g. 600/minute")]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "client_secret_jwt",
-                     "private_key_jwt"]
+                     "private_key_jwt", "federated_jwt"]
 JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
                                            pattern=rf"^https://{VISIBLE}+$"),
                     Field(description="private_key_jwt: an https URL serving the client's "
@@ -77,6 +78,30 @@ JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
 Jwks = Annotated[dict[str, Any], Field(description='private_key_jwt: the client\'s public '
                                        'JWK Set, {"keys": [...]} (RFC 7591 §2); a private '
                                        'key in it is refused')]
+
+
+class FederatedCredential(RequestModel):
+    """federated_jwt: an external token (a Kubernetes service-account token, a CI job's
+    OIDC token, a SPIFFE JWT-SVID) authenticates the client when its ``iss`` is this
+    trusted issuer's, its ``sub`` matches and its ``aud`` holds ``audience``."""
+
+    model_config = ConfigDict(strict=True)
+
+    trusted_issuer_id: str = Field(pattern=OBJECT_ID,
+                                   description="one of the client's tenant's trusted issuers")
+    subject: str = Field(min_length=1, max_length=1024, pattern=TEXT,
+                         description="the external token's sub, exactly; or a prefix "
+                                     "ending in *")
+    audience: Audience | None = Field(None, description="a value the external token's aud "
+                                      "must hold; default: this issuer's token endpoint URL")
+
+
+class FederatedCredentialOut(ResponseModel):
+    trusted_issuer_id: str
+    subject: str
+    audience: str | None = Field(description="null: this issuer's token endpoint URL")
+
+
 GrantType = Literal["client_credentials"]
 Status = Literal["active", "disabled"]
 #: The API's names for the registration's, where they differ.
@@ -95,11 +120,13 @@ class ClientCreate(RequestModel):
     default_audience: Audience | None = Field(None, description="default: the first allowed")
     grant_types: list[GrantType] = Field(["client_credentials"], min_length=1)
     token_endpoint_auth_methods: list[AuthMethod] = Field(
-        ["client_secret_basic", "client_secret_post"], min_length=1, max_length=4)
+        ["client_secret_basic", "client_secret_post"], min_length=1, max_length=5)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
+    federated_credentials: list[FederatedCredential] = Field(default_factory=list,
+                                                             max_length=20)
 
 
 class ClientPatch(PatchModel):
@@ -107,7 +134,7 @@ class ClientPatch(PatchModel):
     ``default_audience``, ``token_ttl`` or ``rate_limit`` to the default."""
 
     not_null = ("name", "allowed_scopes", "allowed_audiences", "grant_types",
-                "token_endpoint_auth_methods", "status")
+                "token_endpoint_auth_methods", "status", "federated_credentials")
 
     name: Name | None = None
     allowed_scopes: list[ScopeEntry] | None = Field(None, max_length=100)
@@ -116,12 +143,13 @@ class ClientPatch(PatchModel):
     default_audience: Audience | None = None
     grant_types: list[GrantType] | None = Field(None, min_length=1)
     token_endpoint_auth_methods: list[AuthMethod] | None = Field(None, min_length=1,
-                                                                 max_length=4)
+                                                                 max_length=5)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
     status: Status | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
+    federated_credentials: list[FederatedCredential] | None = Field(None, max_length=20)
 
 
 class SecretRotation(RequestModel):
@@ -158,6 +186,8 @@ class Client(ResponseModel):
         description="end of the previous secret's grace period (ISO 8601, UTC), if any")
     jwks: dict[str, Any] | None = Field(description="private_key_jwt: the public JWK Set")
     jwks_uri: str | None = Field(description="private_key_jwt: where the JWK Set is served")
+    federated_credentials: list[FederatedCredentialOut] = Field(
+        description="federated_jwt: the external identities that authenticate the client")
 
 
 class ClientWithSecret(Client):
@@ -288,6 +318,8 @@ def client_json(record: ClientRecord, client_secret: str | None = None, *,
         "created_at": iso(record.created_at),
         "previous_secret_expires_at": iso(expires) if expires is not None else None,
         "jwks": record.jwks, "jwks_uri": record.jwks_uri,
+        "federated_credentials": [asdict(credential)
+                                  for credential in record.federated_credentials],
     }
     if not with_secret:
         return Client.model_validate(data).model_dump(mode="json")
