@@ -116,7 +116,7 @@ class FakeOIDC:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+            def do_GET(self) -> None:
                 fake.counts[self.path] += 1
                 name = self.path.split("/")[1] if self.path.count("/") > 1 else ""
                 issuer = fake.issuers.get(name)

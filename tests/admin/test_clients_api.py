@@ -31,7 +31,8 @@ DEFAULTS = {"default_scopes": None, "allowed_audiences": [], "default_audience":
             "grant_types": ["client_credentials"],
             "token_endpoint_auth_methods": ["client_secret_basic", "client_secret_post"],
             "token_ttl": None, "rate_limit": None, "status": "active",
-            "previous_secret_expires_at": None, "jwks": None, "jwks_uri": None}
+            "previous_secret_expires_at": None, "jwks": None, "jwks_uri": None,
+            "federated_credentials": []}
 
 
 @pytest.fixture

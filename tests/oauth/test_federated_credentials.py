@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from issuer.registration import Actor
 from issuer.settings import Settings
 from issuer.trusted_issuers import create_trusted_issuer
-from tests.admin.conftest import acme_admin, globex_admin, platform  # noqa: F401 -- fixtures
+from tests.admin.conftest import Admin
 from tests.admin.test_tenants_api import INVALID_CLIENT, audit_events
-from tests.conftest import ISSUER, FakeClock, Registered, app_client
+from tests.conftest import ISSUER, FakeClock, Registered, app_client, issue_token
 from tests.fake_oidc import FakeIssuer, FakeOIDC
 
 TOKEN_ENDPOINT = f"{ISSUER}/token"
@@ -56,6 +56,24 @@ async def client(loopback_settings: Settings, clock: FakeClock
                  ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(loopback_settings, clock) as http:
         yield http
+
+
+@pytest.fixture
+async def platform(client, platform_admin) -> Admin:
+    admin = await platform_admin()
+    return Admin(admin, await issue_token(client, admin, "admin"))
+
+
+@pytest.fixture
+async def acme_admin(client, register) -> Admin:
+    admin = await register(tenant="acme", allowed_scopes=["admin"])
+    return Admin(admin, await issue_token(client, admin, "admin"))
+
+
+@pytest.fixture
+async def globex_admin(client, register) -> Admin:
+    admin = await register(tenant="globex", allowed_scopes=["admin"])
+    return Admin(admin, await issue_token(client, admin, "admin"))
 
 
 @dataclass
