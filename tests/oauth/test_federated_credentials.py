@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -552,3 +555,72 @@ async def test_rfc8414_metadata_advertises_federated_jwt(client):
     metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
     for name in ("token", "introspection", "revocation"):
         assert "federated_jwt" in metadata[f"{name}_endpoint_auth_methods_supported"]
+
+
+# README's three setups, run as written ------------------------------------------------------
+
+
+def _readme_setups() -> dict[str, str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Secretless clients (federated credentials)\n", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    return {part.split("\n", 1)[0].split(":")[0]: part
+            for part in section.split("\n#### ")[1:]}
+
+
+def _bodies(setup: str, trusted_issuer_id: str) -> list[dict[str, Any]]:
+    """The JSON bodies of the setup's ``curl -d '…'`` lines, as the shell passes them."""
+    bodies = []
+    for line in setup.splitlines():
+        line = line.strip()
+        if line.startswith("-d '{"):
+            text = line[len("-d '"):].rstrip("'").replace("'$TRUSTED_ISSUER_ID'",
+                                                          trusted_issuer_id)
+            bodies.append(json.loads(text))
+    return bodies
+
+
+def _token_form(setup: str, client_id: str, external_token: str) -> dict[str, str]:
+    """The form of the setup's ``curl $ISSUER/token`` request, as curl sends it."""
+    request = setup.split("curl -s $ISSUER/token", 1)[1].split("```", 1)[0]
+    form: dict[str, str] = {}
+    for option, value in re.findall(r"(-d|--data-urlencode) (\S+)", request):
+        name, _, given = value.partition("=") if option == "-d" else value.partition("@")
+        form[name] = given
+    substitutions = {"$CLIENT_ID": client_id, "$ID_TOKEN": external_token,
+                     "$SVID": external_token,
+                     "/var/run/secrets/m2m-issuer/token": external_token}
+    return {name: substitutions.get(value, value) for name, value in form.items()}
+
+
+def _platform_audience(setup: str) -> str:
+    """The audience the platform is told to put in the token (pod spec, job, agent)."""
+    found = (re.search(r"audience: (\S+)", setup) or re.search(r"audience=(\S+?)\"", setup)
+             or re.search(r"-audience (\S+)", setup))
+    assert found, "the setup names the token's audience"
+    return found[1]
+
+
+@pytest.mark.parametrize("name", ["Kubernetes", "CI", "SPIFFE"])
+async def test_readme_federated_setups_work_as_written(client, platform, fake_oidc, clock,
+                                                       name):
+    setup = _readme_setups()[name]
+    trusted_body, _ = _bodies(setup, "-")
+    external = fake_oidc.new_issuer(name.lower(), trusted_body["allowed_algorithms"][0])
+    created = await client.post("/api/v1/trusted-issuers", headers=platform.headers,
+                                json={**trusted_body, "issuer": external.url})
+    assert created.status_code == 201, created.text
+    _, client_body = _bodies(setup, created.json()["id"])
+    registered = await client.post("/api/v1/clients", headers=platform.headers,
+                                   json=client_body)
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["client_secret"] is None
+    [credential] = client_body["federated_credentials"]
+    audience = _platform_audience(setup)
+    assert audience == credential["audience"]  # what the platform is told matches the client
+    subject = credential["subject"].rstrip("*") + ("x" if credential["subject"][-1] == "*"
+                                                   else "")
+    token = external.token(clock.now(), sub=subject, aud=audience, lifetime=600)
+    response = await client.post("/token", data=_token_form(
+        setup, registered.json()["client_id"], token))
+    assert response.status_code == 200, response.text
