@@ -34,6 +34,8 @@ class FakeIssuer:
         self.keys: list[Key] = [self.new_key()]
         self.down = False
         self.max_age = 300
+        #: Bytes of filler added to the JWK Set (a hostile or broken issuer's).
+        self.padding = 0
 
     def new_key(self) -> Key:
         key: Key = (ECKey.generate_key("P-256") if self.alg.startswith("ES")
@@ -101,8 +103,11 @@ class FakeIssuer:
             return 200, {}, json.dumps(body).encode()
         if path == self.jwks_path:
             keys = [key.as_dict(private=False) for key in self.keys]
+            document: dict[str, Any] = {"keys": keys}
+            if self.padding:
+                document["filler"] = "x" * self.padding
             return 200, {"Cache-Control": f"max-age={self.max_age}"}, json.dumps(
-                {"keys": keys}).encode()
+                document).encode()
         return None
 
 

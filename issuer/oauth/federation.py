@@ -66,8 +66,9 @@ from jwks.sources import MAX_DOCUMENT_BYTES, JWKSKeySource, key_fits
 LEEWAY = 30
 #: Keys tried for one token at most (a token without ``kid``, a large set).
 MAX_CANDIDATES = 10
-#: Trusted issuers' key sets cached per process, at most.
-MAX_CACHED_SOURCES = 10_000
+#: Issuers' key sets cached per process, at most (each at most
+#: ``jwks.sources.MAX_DOCUMENT_BYTES`` as fetched).
+MAX_CACHED_SOURCES = 1_000
 #: A trusted issuer's key set is refetched for an unknown ``kid`` at most this often.
 MIN_REFETCH_INTERVAL = 30.0
 #: Freshness of a key set whose answer says nothing (``Cache-Control`` absent).
@@ -115,8 +116,9 @@ class OIDCKeySource(JWKSKeySource):
 
 
 class FederationKeys:
-    """The trusted issuers' public keys, one cached source per trusted issuer (and per
-    its ``issuer``/``jwks_uri``: a change starts a new cache)."""
+    """The trusted issuers' public keys, one cached source per ``issuer`` and
+    ``jwks_uri``: tenants trusting the same issuer share its (public) keys and its
+    refetch budget, and a changed ``jwks_uri`` starts a new cache."""
 
     def __init__(self, http: httpx.AsyncClient, clock: Clock, *,
                  min_refetch_interval: float = MIN_REFETCH_INTERVAL,
@@ -127,7 +129,7 @@ class FederationKeys:
         self._min_refetch_interval = min_refetch_interval
         self._default_max_age = default_max_age
         self._max_stale = max_stale
-        self._sources: dict[tuple[str, str, str | None], OIDCKeySource] = {}
+        self._sources: dict[tuple[str, str | None], OIDCKeySource] = {}
 
     async def candidates(self, trusted: TrustedIssuerRecord, alg: str,
                          kid: str | None) -> tuple[tuple[str, Key], ...]:
@@ -143,7 +145,7 @@ class FederationKeys:
         return tuple(fitting[:MAX_CANDIDATES])
 
     def _source(self, trusted: TrustedIssuerRecord) -> OIDCKeySource:
-        key = (trusted.id, trusted.issuer, trusted.jwks_uri)
+        key = (trusted.issuer, trusted.jwks_uri)
         source = self._sources.get(key)
         if source is None:
             if len(self._sources) >= MAX_CACHED_SOURCES:

@@ -253,6 +253,7 @@ async def test_each_bad_external_token_is_invalid_client_with_its_reason_audited
     assert await denial_reasons(engine) == [reason]
     [denial] = await audit_events(engine, "M2M_TOKEN_DENIED")
     assert denial.details["auth_method"] == "federated_jwt"
+    assert denial.details["federated_issuer"] in (k8s.issuer.url, fake_oidc.es256.url)
     assert denial.client_id == k8s.client.client_id
 
 
@@ -383,6 +384,16 @@ async def test_an_unreachable_issuer_never_fetched_is_refused(client, federation
                                                               clock, engine):
     issuer = fake_oidc.new_issuer("down")
     issuer.down = True
+    workload = await _trusted_workload(federation, issuer)
+    response = await client.post("/token", data=federated_form(
+        workload.client.client_id, k8s_token(workload, clock)))
+    assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
+    assert await denial_reasons(engine) == ["issuer_keys_unavailable"]
+
+
+async def test_an_oversized_key_set_is_not_read(client, federation, fake_oidc, clock, engine):
+    issuer = fake_oidc.new_issuer("bloated")
+    issuer.padding = 300 * 1024  # past the 256 KiB a key set may take
     workload = await _trusted_workload(federation, issuer)
     response = await client.post("/token", data=federated_form(
         workload.client.client_id, k8s_token(workload, clock)))
