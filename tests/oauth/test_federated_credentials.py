@@ -279,6 +279,9 @@ async def test_a_disabled_trusted_issuer_authenticates_nobody(client, k8s, clock
     response = await client.patch(f"/api/v1/trusted-issuers/{k8s.trusted_issuer_id}",
                                   json={"status": "disabled"}, headers=platform.headers)
     assert response.status_code == 200, response.text
+    [updated] = await audit_events(engine, "TRUSTED_ISSUER_UPDATED")
+    assert updated.details["changes"] == {"status": {"from": "active", "to": "disabled"}}
+    assert updated.actor == platform.client.client_id
     response = await client.post("/token", data=federated_form(
         k8s.client.client_id, k8s_token(k8s, clock)))
     assert (response.status_code, response.json()) == (401, INVALID_CLIENT)
