@@ -330,7 +330,11 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
     spec = _merged_spec(row, changes)
     _check(spec)
     jwks, jwks_uri = _checked_keys(spec)
-    federated = await _checked_federation(session, spec)
+    # Stored credentials are not checked again: one naming a trusted issuer deleted since
+    # authenticates nobody, and must not keep the client from being changed (disabled).
+    federated = (await _checked_federation(session, spec)
+                 if "federated_credentials" in changes
+                 else [dict(entry) for entry in spec.federated_credentials] or None)
     diff = _apply(row, {
         "jwks": jwks, "jwks_uri": jwks_uri, "federated_credentials": federated,
         "name": spec.name, "allowed_scopes": list(spec.allowed_scopes),

@@ -491,6 +491,10 @@ async def test_admin_api_trusts_an_issuer_and_registers_a_secretless_client(
                                     service_account="invoicer", aud=TOKEN_ENDPOINT)
     response = await client.post("/token", data=federated_form(body["client_id"], token))
     assert response.status_code == 401
+    # A credential naming the deleted issuer does not keep the client from changing.
+    disabled = await client.patch(f"/api/v1/clients/{body['client_id']}",
+                                  headers=acme_admin.headers, json={"status": "disabled"})
+    assert disabled.status_code == 200, disabled.text
 
 
 @pytest.mark.parametrize(("body", "status"), [
