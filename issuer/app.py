@@ -39,7 +39,7 @@ from starlette.types import ASGIApp
 from connectors.erp.plugin import ERP
 from connectors.netsuite.plugin import NETSUITE
 from issuer import audit, serving
-from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants
+from issuer.admin import audit_events, clients, keys, m2m_tokens, tenants, trusted_issuers
 from issuer.admin.auth import admin_verifier
 from issuer.admin.http import Endpoint
 from issuer.admin.http import routes as http_routes
@@ -61,6 +61,7 @@ from issuer.oauth.assertions import AssertionAuthenticator, ClientKeys
 from issuer.oauth.discovery import authorization_server_metadata
 from issuer.oauth.dpop import dpop_binding
 from issuer.oauth.endpoints import token
+from issuer.oauth.federation import FederatedAuthenticator, FederationKeys
 from issuer.oauth.replay import PRUNE_INTERVAL, ReplayStore
 from issuer.oauth.server import IssuerAuthorizationServer
 from issuer.oauth.token_route import TokenRoute
@@ -171,7 +172,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None,
                 store_failures=StoreFailures(clock, metrics.store_unavailable.inc),
                 admin_verifier=admin_verifier(settings, keyring, clock, dpop.replay),
                 assertions=AssertionAuthenticator(
-                    ClientKeys(jwks_http, clock, encryptor), replay, authorization_server),
+                    ClientKeys(jwks_http, clock, encryptor), replay, authorization_server,
+                    FederatedAuthenticator(engine, FederationKeys(jwks_http, clock), replay,
+                                           authorization_server,
+                                           token_endpoint=f"{settings.issuer_url}/token")),
                 dpop=dpop,
                 redis=redis,
             )
@@ -268,6 +272,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *revocation.endpoints,
     *tenants.endpoints,
     *clients.endpoints,
+    *trusted_issuers.endpoints,
     *m2m_tokens.endpoints,
     *keys.endpoints,
     *audit_events.endpoints(AUDIT_EVENTS),

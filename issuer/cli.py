@@ -20,6 +20,7 @@ from issuer import audit
 from issuer.app import CONNECTORS, ENCRYPTED_COLUMNS
 from issuer.audit import AuditQuery
 from issuer.bootstrap import bootstrap
+from issuer.cli_trusted_issuers import register_commands as register_trusted_issuer_commands
 from issuer.clock import SystemClock, utc
 from issuer.connector import CommandError
 from issuer.crypto import DecryptionError, Encryptor, check_master_key, encryptor_for
@@ -140,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     key_source.add_argument("--jwks-uri", default=None, metavar="URL",
                             help="private_key_jwt: an https URL serving the client's public "
                             "JWK Set")
+    create.add_argument("--federated-credential", action="append", nargs="+", default=[],
+                        metavar="ISSUER_ID SUBJECT [AUDIENCE]",
+                        help="federated_jwt: a trusted issuer's id, the sub its tokens carry "
+                        "(or a prefix ending in *) and optionally the aud they must hold "
+                        "(default: the token endpoint URL); repeatable")
     create.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds")
     create.add_argument("--rate-limit", default=None, metavar="RATE",
                         help='token requests allowed, e.g. "600/minute" (default: '
@@ -197,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     rewrap.add_argument("--json", action="store_true")
     rewrap.set_defaults(handler=_reencrypt)
+    register_trusted_issuer_commands(commands, (_with_engine, _require_schema))
     for connector in CONNECTORS:
         connector.register_commands(commands)
     return parser
@@ -342,8 +349,10 @@ def _read_jwks(path: str | None) -> dict[str, Any] | None:
 
 def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
     jwks = _read_jwks(args.jwks_file)
+    federated = _federated_credentials(args.federated_credential)
     methods = args.auth_method or (
-        ["private_key_jwt"] if jwks is not None or args.jwks_uri else DEFAULT_AUTH_METHODS)
+        ["private_key_jwt"] if jwks is not None or args.jwks_uri
+        else ["federated_jwt"] if federated else DEFAULT_AUTH_METHODS)
 
     async def work(engine: AsyncEngine) -> dict[str, Any]:
         await _require_schema(engine)
@@ -360,7 +369,7 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
                 auth_methods=methods,
                 token_ttl=args.ttl,
                 rate_limit=args.rate_limit,
-                jwks=jwks, jwks_uri=args.jwks_uri,
+                jwks=jwks, jwks_uri=args.jwks_uri, federated_credentials=federated,
                 dpop_bound_access_tokens=args.dpop_bound,
             )
             created = await create_client(session, spec, SystemClock(), actor="cli",
@@ -373,12 +382,23 @@ def _clients_create(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(f"client_id:     {client['client_id']}")
         if client["client_secret"] is None:
-            print("The client authenticates with private_key_jwt only: it has no secret.",
-                  file=sys.stderr)
+            print(f"The client authenticates with {' and '.join(methods)} only: it has no "
+                  "secret.", file=sys.stderr)
         else:
             print(f"client_secret: {client['client_secret']}")
             print("The secret is shown this once; store it now.", file=sys.stderr)
     return 0
+
+
+def _federated_credentials(given: list[list[str]]) -> list[dict[str, str | None]]:
+    """``--federated-credential ISSUER_ID SUBJECT [AUDIENCE]`` values as credentials."""
+    credentials: list[dict[str, str | None]] = []
+    for values in given:
+        if not 2 <= len(values) <= 3:
+            raise CommandError("--federated-credential takes ISSUER_ID SUBJECT [AUDIENCE]")
+        credentials.append({"trusted_issuer_id": values[0], "subject": values[1],
+                            "audience": values[2] if len(values) == 3 else None})
+    return credentials
 
 
 def _clients_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -36,14 +36,17 @@ class ClientAuthForm(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     client_id: str | None = Field(default=None, description="client_secret_post; optional "
-                                  "with a client assertion")
+                                  "with a client assertion; required with a federated "
+                                  "credential")
     client_secret: str | None = Field(default=None, description="client_secret_post only")
     client_assertion_type: str | None = Field(
-        default=None, description="private_key_jwt / client_secret_jwt (RFC 7523 §2.2): "
-        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        default=None, description="private_key_jwt / client_secret_jwt / federated_jwt "
+        "(RFC 7523 §2.2): urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
     client_assertion: str | None = Field(
         default=None, description="the client's signed JWT (RFC 7523 §3): iss = sub = "
-        "client_id, aud, exp at most 300 s after iat, a single-use jti")
+        "client_id, aud, exp at most 300 s after iat, a single-use jti; or (federated_jwt) "
+        "a token of one of the tenant's trusted issuers whose sub and aud match one of the "
+        "client's federated credentials")
 
 
 class TokenForm(ClientAuthForm):

@@ -31,7 +31,7 @@ from issuer.store.tenants import tenant_record
 #: RFC 6749 §2.3.1 methods: the client sends its secret.
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 #: Every token endpoint auth method (RFC 7591 §2 names); RFC 7523 §2.2 for the JWT ones.
-AUTH_METHODS = (*SECRET_METHODS, "client_secret_jwt", "private_key_jwt")
+AUTH_METHODS = (*SECRET_METHODS, "client_secret_jwt", "private_key_jwt", "federated_jwt")
 #: What a client may use unless it says otherwise.
 DEFAULT_AUTH_METHODS = SECRET_METHODS
 GRANT_TYPES = ("client_credentials",)
@@ -66,6 +66,8 @@ class ClientSpec:
     jwks: Mapping[str, Any] | None = None  # private_key_jwt: RFC 7591 §2 "jwks"
     jwks_uri: str | None = None  # ... or "jwks_uri"; never both
     dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: token requests need a proof
+    # federated_jwt: ``{trusted_issuer_id, subject, audience}`` (issuer.trusted_issuers)
+    federated_credentials: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ def _check(spec: ClientSpec) -> None:
         raise RegistrationError(f"grant types are some of {', '.join(GRANT_TYPES)}")
     if spec.token_ttl is not None and not 60 <= spec.token_ttl <= 86400:
         raise RegistrationError("a token TTL is between 60 and 86400 seconds")
+    if ("federated_jwt" in spec.auth_methods) != bool(spec.federated_credentials):
+        raise RegistrationError("a federated_jwt client has federated credentials, and "
+                                "only such a client")
 
 
 def _checked_keys(spec: ClientSpec) -> tuple[dict[str, Any] | None, str | None]:
@@ -132,6 +137,18 @@ def _checked_keys(spec: ClientSpec) -> tuple[dict[str, Any] | None, str | None]:
         return None, check_jwks_uri(spec.jwks_uri)
     except ValueError as error:
         raise RegistrationError(str(error)) from None
+
+
+async def _checked_federation(session: AsyncSession,
+                              spec: ClientSpec) -> list[dict[str, Any]] | None:
+    """The federated credentials to store (each naming one of the client's tenant's
+    trusted issuers), or None for a client without federated_jwt."""
+    from issuer.trusted_issuers import check_federated_credentials  # it imports this module
+
+    if "federated_jwt" not in spec.auth_methods:
+        return None
+    return await check_federated_credentials(session, spec.tenant_id,
+                                             spec.federated_credentials)
 
 
 def _encrypted(secret: str, client_id: str, encryptor: Encryptor | None) -> bytes:
@@ -153,7 +170,8 @@ MAX_GRACE_SECONDS = 30 * 86400
 #: What ``update_client`` may change, by ``ClientSpec``/column name.
 CLIENT_FIELDS = ("name", "allowed_scopes", "default_scopes", "allowed_audiences",
                  "default_audience", "grant_types", "auth_methods", "token_ttl", "rate_limit",
-                 "status", "jwks", "jwks_uri", "dpop_bound_access_tokens")
+                 "status", "jwks", "jwks_uri", "dpop_bound_access_tokens",
+                 "federated_credentials")
 _Row = TypeVar("_Row", Tenant, Client)
 
 
@@ -266,6 +284,7 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
         raise UnknownObject("unknown tenant")
     _check(spec)
     jwks, jwks_uri = _checked_keys(spec)
+    federated = await _checked_federation(session, spec)
     secret = new_client_secret() if _SECRET_USING & set(spec.auth_methods) else None
     client_id = new_client_id()
     now = clock.now()
@@ -276,7 +295,7 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
         secret_encrypted=(_encrypted(secret, client_id, encryptor)
                           if secret is not None and "client_secret_jwt" in spec.auth_methods
                           else None),
-        jwks=jwks, jwks_uri=jwks_uri,
+        jwks=jwks, jwks_uri=jwks_uri, federated_credentials=federated,
         allowed_scopes=list(dict.fromkeys(spec.allowed_scopes)),
         default_scopes=list(spec.default_scopes) if spec.default_scopes is not None else None,
         allowed_audiences=audiences,
@@ -294,7 +313,8 @@ async def register_client(session: AsyncSession, spec: ClientSpec, clock: Clock,
                  **({"jwksKids": _kids(jwks)} if jwks is not None else {}),
                  **({"jwksUri": jwks_uri} if jwks_uri is not None else {}),
                  **({"dpopBound": True} if spec.dpop_bound_access_tokens
-                    else {})},
+                    else {}),
+                 **({"federatedCredentials": federated} if federated else {})},
         **actor.audit_fields(),
     )
     return NewClient(record=client_record(row, tenant.status), client_secret=secret)
@@ -315,8 +335,13 @@ async def update_client(session: AsyncSession, client_id: str, changes: Mapping[
     spec = _merged_spec(row, changes)
     _check(spec)
     jwks, jwks_uri = _checked_keys(spec)
+    # Stored credentials are not checked again: one naming a trusted issuer deleted since
+    # authenticates nobody, and must not keep the client from being changed (disabled).
+    federated = (await _checked_federation(session, spec)
+                 if "federated_credentials" in changes
+                 else [dict(entry) for entry in spec.federated_credentials] or None)
     diff = _apply(row, {
-        "jwks": jwks, "jwks_uri": jwks_uri,
+        "jwks": jwks, "jwks_uri": jwks_uri, "federated_credentials": federated,
         "name": spec.name, "allowed_scopes": list(spec.allowed_scopes),
         "default_scopes": list(spec.default_scopes) if spec.default_scopes is not None else None,
         "allowed_audiences": list(spec.allowed_audiences),
@@ -379,6 +404,9 @@ def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
     if "private_key_jwt" not in value("auth_methods"):
         jwks = jwks if "jwks" in changes else None
         jwks_uri = jwks_uri if "jwks_uri" in changes else None
+    federated = value("federated_credentials") or ()
+    if "federated_jwt" not in value("auth_methods") and "federated_credentials" not in changes:
+        federated = ()  # dropping federated_jwt drops the credentials
     default_audience = value("default_audience")
     if "default_audience" not in changes and default_audience not in audiences:
         default_audience = None  # the stored default is no longer allowed
@@ -389,7 +417,7 @@ def _merged_spec(row: Client, changes: Mapping[str, Any]) -> ClientSpec:
         default_audience=default_audience or (audiences[0] if audiences else None),
         auth_methods=value("auth_methods"), grant_types=value("grant_types"),
         token_ttl=value("token_ttl"), rate_limit=value("rate_limit"),
-        jwks=jwks, jwks_uri=jwks_uri,
+        jwks=jwks, jwks_uri=jwks_uri, federated_credentials=federated,
         dpop_bound_access_tokens=value("dpop_bound_access_tokens"),
     )
 
@@ -405,8 +433,9 @@ async def rotate_secret(session: AsyncSession, client_id: str, grace_seconds: in
         raise RegistrationError(f"a grace period is 0 to {MAX_GRACE_SECONDS} seconds")
     row = _visible(await clients.lock(session, client_id), "client", visible)
     if not _SECRET_USING & set(row.auth_methods):
-        raise RegistrationConflict("this client authenticates with private_key_jwt only: "
-                                   "it has no secret to rotate")
+        raise RegistrationConflict(f"this client authenticates with "
+                                   f"{' and '.join(row.auth_methods)} only: it has no "
+                                   "secret to rotate")
     now = clock.now()
     secret = new_client_secret()
     keep = grace_seconds > 0 and row.secret_hash is not None

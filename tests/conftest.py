@@ -49,6 +49,7 @@ from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
 from issuer.store.models import Client, Tenant
+from tests.fake_oidc import FakeOIDC
 
 TEST_MASTER_KEY = bytes.fromhex("5f" * 16 + "a3" * 16)
 #: The master key rotation tests rotate to (and back from, see restore_master_key).
@@ -537,6 +538,15 @@ def set_status(engine: AsyncEngine) -> Callable[..., Awaitable[None]]:
                                          .values(status=status))
 
     return flip
+
+
+@pytest.fixture(scope="session")
+def fake_oidc() -> Iterator[FakeOIDC]:
+    """External OIDC issuers on one loopback HTTP server, for federated credentials
+    (``tests.fake_oidc``): shared by the session, so a test pays nothing to start one."""
+    fake = FakeOIDC()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tests.conftest import ISSUER, store_independent
 
-METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
+METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
+           "federated_jwt"]
 # RFC 8414 §2: the JWS algorithms of private_key_jwt and client_secret_jwt assertions.
 ASSERTION_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
                   "ES512", "EdDSA", "HS256", "HS384"]

@@ -19,7 +19,8 @@ from tests.conftest import BACKENDS
 TABLES = {"tenants", "clients", "issued_tokens", "audit_events", "signing_keys",
           "erp_connection", "erp_export",
           "used_assertion_jtis",
-          "netsuite_connectors", "encrypted_keys", "change_stamp", "alembic_version"}
+          "netsuite_connectors", "encrypted_keys", "change_stamp", "trusted_issuers",
+          "alembic_version"}
 
 
 @pytest.fixture(params=BACKENDS)

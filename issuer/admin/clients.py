@@ -17,6 +17,7 @@ and another tenant's client answers 404 like a missing one.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
@@ -69,7 +70,7 @@ TokenTtl = Annotated[int, Field(ge=60, le=86400, description="seconds")]
 RateLimit = Annotated[str, StringConstraints(pattern=registration.RATE_LIMIT.pattern),
                       Field(description="like ISSUER_RATE_LIMIT, e.g. 600/minute")]
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "client_secret_jwt",
-                     "private_key_jwt"]
+                     "private_key_jwt", "federated_jwt"]
 JwksUri = Annotated[str, StringConstraints(min_length=1, max_length=2000,
                                            pattern=rf"^https://{VISIBLE}+$"),
                     Field(description="private_key_jwt: an https URL serving the client's "
@@ -79,6 +80,30 @@ Jwks = Annotated[dict[str, Any], Field(description='private_key_jwt: the client\
                                        'key in it is refused')]
 DPoPBound = Annotated[bool, Field(description="RFC 9449 §5.2: every token request must "
                                   "carry a DPoP proof (the tokens are DPoP-bound)")]
+
+
+class FederatedCredential(RequestModel):
+    """federated_jwt: an external token (a Kubernetes service-account token, a CI job's
+    OIDC token, a SPIFFE JWT-SVID) authenticates the client when its ``iss`` is this
+    trusted issuer's, its ``sub`` matches and its ``aud`` holds ``audience``."""
+
+    model_config = ConfigDict(strict=True)
+
+    trusted_issuer_id: str = Field(pattern=OBJECT_ID,
+                                   description="one of the client's tenant's trusted issuers")
+    subject: str = Field(min_length=1, max_length=1024, pattern=TEXT,
+                         description="the external token's sub, exactly; or a prefix "
+                                     "ending in *")
+    audience: Audience | None = Field(None, description="a value the external token's aud "
+                                      "must hold; default: this issuer's token endpoint URL")
+
+
+class FederatedCredentialOut(ResponseModel):
+    trusted_issuer_id: str
+    subject: str
+    audience: str | None = Field(description="null: this issuer's token endpoint URL")
+
+
 GrantType = Literal["client_credentials"]
 Status = Literal["active", "disabled"]
 #: The API's names for the registration's, where they differ.
@@ -97,12 +122,14 @@ class ClientCreate(RequestModel):
     default_audience: Audience | None = Field(None, description="default: the first allowed")
     grant_types: list[GrantType] = Field(["client_credentials"], min_length=1)
     token_endpoint_auth_methods: list[AuthMethod] = Field(
-        ["client_secret_basic", "client_secret_post"], min_length=1, max_length=4)
+        ["client_secret_basic", "client_secret_post"], min_length=1, max_length=5)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
     dpop_bound_access_tokens: DPoPBound = False
+    federated_credentials: list[FederatedCredential] = Field(default_factory=list,
+                                                             max_length=20)
 
 
 class ClientPatch(PatchModel):
@@ -110,7 +137,8 @@ class ClientPatch(PatchModel):
     ``default_audience``, ``token_ttl`` or ``rate_limit`` to the default."""
 
     not_null = ("name", "allowed_scopes", "allowed_audiences", "grant_types",
-                "token_endpoint_auth_methods", "status", "dpop_bound_access_tokens")
+                "token_endpoint_auth_methods", "status", "dpop_bound_access_tokens",
+                "federated_credentials")
 
     name: Name | None = None
     allowed_scopes: list[ScopeEntry] | None = Field(None, max_length=100)
@@ -119,13 +147,14 @@ class ClientPatch(PatchModel):
     default_audience: Audience | None = None
     grant_types: list[GrantType] | None = Field(None, min_length=1)
     token_endpoint_auth_methods: list[AuthMethod] | None = Field(None, min_length=1,
-                                                                 max_length=4)
+                                                                 max_length=5)
     token_ttl: TokenTtl | None = None
     rate_limit: RateLimit | None = None
     status: Status | None = None
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
     dpop_bound_access_tokens: DPoPBound | None = None
+    federated_credentials: list[FederatedCredential] | None = Field(None, max_length=20)
 
 
 class SecretRotation(RequestModel):
@@ -163,6 +192,8 @@ class Client(ResponseModel):
     jwks: dict[str, Any] | None = Field(description="private_key_jwt: the public JWK Set")
     jwks_uri: str | None = Field(description="private_key_jwt: where the JWK Set is served")
     dpop_bound_access_tokens: DPoPBound
+    federated_credentials: list[FederatedCredentialOut] = Field(
+        description="federated_jwt: the external identities that authenticate the client")
 
 
 class ClientWithSecret(Client):
@@ -294,6 +325,8 @@ def client_json(record: ClientRecord, client_secret: str | None = None, *,
         "previous_secret_expires_at": iso(expires) if expires is not None else None,
         "jwks": record.jwks, "jwks_uri": record.jwks_uri,
         "dpop_bound_access_tokens": record.dpop_bound,
+        "federated_credentials": [asdict(credential)
+                                  for credential in record.federated_credentials],
     }
     if not with_secret:
         return Client.model_validate(data).model_dump(mode="json")

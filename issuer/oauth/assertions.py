@@ -27,7 +27,8 @@ from joserfc.jwk import Key, OctKey
 from issuer.clock import Clock
 from issuer.crypto import DecryptionError, Encryptor
 from issuer.errors import InvalidClient
-from issuer.oauth.client_auth import ClaimedClient
+from issuer.oauth.client_auth import FEDERATED_JWT, ClaimedClient
+from issuer.oauth.federation import FederatedAuthenticator
 from issuer.oauth.replay import ReplayStore
 from issuer.oauth.rfc7523 import (
     ASYMMETRIC_ALGORITHMS,
@@ -140,10 +141,13 @@ class ClientKeys:
 class AssertionAuthenticator:
     """Authenticates a client by its assertion: keys, Authlib, the ``jti`` (module doc)."""
 
-    def __init__(self, keys: ClientKeys, replay: ReplayStore, issuer: _Authenticates) -> None:
+    def __init__(self, keys: ClientKeys, replay: ReplayStore, issuer: _Authenticates,
+                 federation: FederatedAuthenticator | None = None) -> None:
         self._keys = keys
         self._replay = replay
         self._issuer = issuer
+        # federated_jwt: an external token instead of the client's own assertion.
+        self._federation = federation
 
     async def authenticate(self, form: Mapping[str, str], headers: Mapping[str, str],
                            claimed: ClaimedClient, record: ClientRecord,
@@ -154,6 +158,11 @@ class AssertionAuthenticator:
         ``admit`` runs once the assertion is verified and before its ``jti`` is
         spent (the token endpoint's rate limits: a refused request writes nothing).
         """
+        if claimed.method == FEDERATED_JWT:
+            if self._federation is None:
+                raise InvalidClient(reason="auth_method_not_allowed")
+            return await self._federation.authenticate(form, headers, claimed, record,
+                                                       endpoint, admit)
         assertion = claimed.assertion
         assert assertion is not None
         if assertion.method not in record.auth_methods:

@@ -22,6 +22,8 @@ from starlette.datastructures import Headers
 from issuer.errors import InvalidClient, InvalidRequest
 from issuer.oauth.rfc7523 import ClientAssertion, read_assertion
 
+#: A client authenticated by a token its platform gave it (issuer.oauth.federation).
+FEDERATED_JWT = "federated_jwt"
 _CREDENTIAL_PARAMETERS = ("client_id", "client_secret", "client_assertion",
                           "client_assertion_type")
 
@@ -30,6 +32,7 @@ _CREDENTIAL_PARAMETERS = ("client_id", "client_secret", "client_assertion",
 class ClaimedClient:
     client_id: str
     # "client_secret_basic" | "client_secret_post" | "private_key_jwt" | "client_secret_jwt"
+    # | "federated_jwt"
     method: str
     secret: str  # "" for a client assertion
     assertion: ClientAssertion | None = None
@@ -64,6 +67,13 @@ def identify(headers: Headers, form: Mapping[str, str],
         return ClaimedClient(client_id, "client_secret_basic", secret)
     if assertion:
         presented = read_assertion(form)
+        posted = form.get("client_id")
+        if (posted and posted != presented.client_id
+                and presented.issuer != presented.client_id):
+            # Not self-issued (private_key_jwt's iss and sub are the client_id): a token
+            # of an external issuer, for the client the form names (federated_jwt,
+            # issuer.oauth.federation).
+            return ClaimedClient(posted, FEDERATED_JWT, "", presented)
         # RFC 7521 §4.2: client_id, if present, "MUST identify the same client as is
         # identified by the client assertion".
         if "client_id" in form and form["client_id"] != presented.client_id:

@@ -35,7 +35,7 @@ from issuer.errors import (
     error_response,
 )
 from issuer.middleware import CLIENT_ID
-from issuer.oauth.client_auth import ClaimedClient, basic_challenge, identify
+from issuer.oauth.client_auth import FEDERATED_JWT, ClaimedClient, basic_challenge, identify
 from issuer.oauth.server import IssuedToken
 from issuer.oauth.token_request import TokenRequest, check_content_type, read_form
 from issuer.ratelimit import enforce
@@ -238,6 +238,8 @@ def granted_rows_for(issued: IssuedToken, *, source: str | None, request_id: str
                  "expiresAt": expires_at.isoformat(),
                  "secret_used": issued.secret_used,
                  **({"dpop_jkt": issued.jkt} if issued.jkt is not None else {}),
+                 **({"federated_issuer": issued.federated[0],
+                     "federated_subject": issued.federated[1]} if issued.federated else {}),
                  **(details or {})},
     )
     return [(_ISSUED_TOKENS, token_row), (_AUDIT_EVENTS, event)]
@@ -273,6 +275,10 @@ async def record_denial(services: Services, error: OAuthError, claimed: ClaimedC
     if claimed is not None:
         event_details["claimed_client_id"] = claimed.client_id[:64]
         event_details["auth_method"] = claimed.method
+        if claimed.method == FEDERATED_JWT and claimed.assertion is not None:
+            # As presented (the reason says whether it verified).
+            event_details["federated_issuer"] = (claimed.assertion.issuer or "")[:256]
+            event_details["federated_subject"] = claimed.assertion.client_id[:256]
     if error.details:
         event_details.update(error.details)
     event_details.update(details or {})

@@ -82,6 +82,10 @@ class ClientAssertion:
     client_id: str  # its ``sub``
     jti: str | None
     exp: float | None
+    #: Its ``iss``: the client itself for private_key_jwt; an external issuer for a
+    #: federated credential (``issuer.oauth.federation``).
+    issuer: str | None = None
+    iat: float | None = None
 
     @property
     def method(self) -> str:
@@ -122,11 +126,13 @@ def read_assertion(form: Mapping[str, str]) -> ClientAssertion:
     if not isinstance(sub, str) or not sub:
         # RFC 7523 §3: the subject "MUST be the 'client_id' of the OAuth client".
         raise InvalidClient(reason="client_assertion_without_sub")
-    jti, exp = claims.get("jti"), claims.get("exp")
+    jti, exp, iss, iat = (claims.get(name) for name in ("jti", "exp", "iss", "iat"))
     return ClientAssertion(
         raw=raw, alg=alg, kid=kid if isinstance(kid, str) and kid else None, client_id=sub,
         jti=jti if isinstance(jti, str) else None,
-        exp=float(exp) if _is_numeric_date(exp) else None)
+        exp=float(exp) if _is_numeric_date(exp) else None,
+        issuer=iss if isinstance(iss, str) else None,
+        iat=float(iat) if _is_numeric_date(iat) else None)
 
 
 class _JWTClientAuth(JWTBearerClientAssertion):  # type: ignore[misc]  # Authlib's classes are untyped

@@ -28,7 +28,8 @@ from issuer.errors import InvalidClient, InvalidScope, UnauthorizedClient, from_
 from issuer.keys.ring import KeyRing, SigningKey
 from issuer.oauth import client_auth
 from issuer.oauth.claims import access_token_claims, new_jti
-from issuer.oauth.client_auth import ClaimedClient
+from issuer.oauth.client_auth import FEDERATED_JWT, ClaimedClient
+from issuer.oauth.federation import FederatedJWT, FederatedKeys
 from issuer.oauth.grants import ClientCredentialsGrant, Granted
 from issuer.oauth.rfc7523 import AssertionKeys, ClientSecretJWT, PrivateKeyJWT
 from issuer.oauth.scopes import is_scope_token
@@ -63,6 +64,8 @@ class IssuedToken:
     def bound_to(self, jkt: str) -> IssuedToken:
         """This token bound to a DPoP key: RFC 9449 §6.1 ``cnf: {"jkt": ...}``."""
         return replace(self, claims={**self.claims, "cnf": {"jkt": jkt}}, jkt=jkt)
+    #: federated_jwt: the external token's (iss, sub) that authenticated the client.
+    federated: tuple[str, str] | None = None
 
     def response(self, access_token: str) -> dict[str, Any]:
         """RFC 6749 §5.1. §4.4.3: "A refresh token SHOULD NOT be included."."""
@@ -87,6 +90,10 @@ class _Client(ClientMixin):  # type: ignore[misc]  # Authlib's classes are untyp
         self.secret_used = "current"
         # The keys a client assertion may be verified with, preloaded (rfc7523).
         self.assertion_keys: AssertionKeys | None = None
+        # federated_jwt: the trusted issuer, credentials and keys, preloaded (federation);
+        # once verified, the external token's (iss, sub).
+        self.federation: FederatedKeys | None = None
+        self.federated_identity: tuple[str, str] | None = None
 
     def get_client_id(self) -> str:
         return self.record.client_id
@@ -162,6 +169,7 @@ class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]  # A
         # RFC 7523 §2.2 under the standard names (Authlib: "client_assertion_jwt").
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(issuer, clock))
         self.register_client_auth_method("client_secret_jwt", ClientSecretJWT(issuer, clock))
+        self.register_client_auth_method(FEDERATED_JWT, FederatedJWT(clock))
         # RFC 7662 and RFC 7009 endpoints, run (like the grant) on preloaded values.
         self.introspection = Introspection(self)
         self.revocation = Revocation(self)
@@ -169,12 +177,16 @@ class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]  # A
         self.register_endpoint(self.revocation)
 
     def authenticate(self, form: Mapping[str, str], headers: Mapping[str, str],
-                     claimed: ClaimedClient, record: ClientRecord, keys: AssertionKeys,
-                     endpoint: str) -> _Client:
-        """Client authentication alone, by a client assertion verified with the
-        preloaded ``keys`` (``issuer.oauth.assertions``). Pure CPU."""
+                     claimed: ClaimedClient, record: ClientRecord,
+                     keys: AssertionKeys | FederatedKeys, endpoint: str) -> _Client:
+        """Client authentication alone, by a client assertion (or an external token,
+        federated_jwt) verified with the preloaded ``keys`` (``issuer.oauth.assertions``,
+        ``issuer.oauth.federation``). Pure CPU."""
         client = _Client(record, self.clock.now())
-        client.assertion_keys = keys
+        if isinstance(keys, FederatedKeys):
+            client.federation = keys
+        else:
+            client.assertion_keys = keys
         request = _Request(form, (), headers, claimed, client)
         try:
             authenticated: _Client = self.authenticate_client(request, [claimed.method],
@@ -221,6 +233,7 @@ class IssuerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]  # A
             claims=claims, key=self.keyring.active, jti=jti, client=record,
             scopes=granted.scopes, audience=granted.audience, issued_at=issued_at,
             expires_at=issued_at + ttl, secret_used=client.secret_used,
+            federated=client.federated_identity,
         )
 
     def save_token(self, token: dict[str, Any], request: _Request) -> None:

@@ -16,7 +16,7 @@ from issuer.clock import Clock, utc
 from issuer.store import tenants
 from issuer.store.cursor import INSTANT, Identifier, Key, Keyset, Page, page_of
 from issuer.store.models import Client, Tenant
-from issuer.store.records import ClientRecord, TenantRecord
+from issuer.store.records import ClientRecord, FederatedCredential, TenantRecord
 from issuer.store.tenants import OBJECT_ID
 
 #: Every client_id this issuer issues matches this; anything else is unknown without a query.
@@ -50,7 +50,15 @@ def client_record(row: Client, tenant_status: str) -> ClientRecord:
         secret_encrypted=row.secret_encrypted,
         previous_secret_encrypted=row.previous_secret_encrypted,
         dpop_bound=bool(row.dpop_bound_access_tokens),
+        federated_credentials=federated_credentials(row.federated_credentials),
     )
+
+
+def federated_credentials(stored: list[dict[str, Any]] | None
+                          ) -> tuple[FederatedCredential, ...]:
+    """The ``federated_credentials`` column's JSON as records."""
+    return tuple(FederatedCredential(entry["trusted_issuer_id"], entry["subject"],
+                                     entry.get("audience")) for entry in stored or ())
 
 
 async def find_tenant(session: AsyncSession, name_or_id: str) -> TenantRecord | None:

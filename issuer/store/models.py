@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
     text,
 )
@@ -119,6 +120,30 @@ class Client(Base):
     #: RFC 9449 §5.2: the client's token requests must carry a DPoP proof.
     dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False,
                                                            server_default=false())
+    #: federated_jwt: ``[{trusted_issuer_id, subject, audience}]`` (issuer.federation).
+    federated_credentials: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class TrustedIssuer(Base):
+    """An external token issuer a tenant trusts for its clients' federated credentials
+    (a Kubernetes cluster, a CI system, a SPIFFE trust domain)."""
+
+    __tablename__ = "trusted_issuers"
+    __table_args__ = (UniqueConstraint("tenant_id", "issuer",
+                                       name="uq_trusted_issuers_tenant_id_issuer"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"),
+                                           index=True)
+    #: The external tokens' ``iss``, compared exactly.
+    issuer: Mapped[str] = mapped_column(String(2000))
+    #: None: discovered from ``{issuer}/.well-known/openid-configuration``.
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    allowed_algorithms: Mapped[list[str]]
+    max_token_age: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class ChangeStamp(Base):

@@ -15,6 +15,34 @@ class TenantRecord:
 
 
 @dataclass(frozen=True)
+class FederatedCredential:
+    """federated_jwt: tokens of ``trusted_issuer_id`` whose ``sub`` is ``subject`` (or
+    starts with it, when it ends in ``*``) and whose ``aud`` holds ``audience`` (None:
+    this issuer's token endpoint URL) authenticate the client."""
+
+    trusted_issuer_id: str
+    subject: str
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class TrustedIssuerRecord:
+    id: str
+    tenant_id: str
+    issuer: str
+    jwks_uri: str | None
+    allowed_algorithms: tuple[str, ...]
+    max_token_age: int
+    status: str
+    created_at: float
+    updated_at: float
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
 class ClientRecord:
     client_id: str
     tenant_id: str
@@ -41,6 +69,8 @@ class ClientRecord:
     previous_secret_encrypted: bytes | None = field(default=None, repr=False)
     #: RFC 9449 §5.2 ``dpop_bound_access_tokens``: a token request needs a DPoP proof.
     dpop_bound: bool = False
+    # federated_jwt: the external identities that authenticate the client.
+    federated_credentials: tuple[FederatedCredential, ...] = ()
 
     @property
     def active(self) -> bool:

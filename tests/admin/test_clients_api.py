@@ -32,7 +32,8 @@ DEFAULTS = {"default_scopes": None, "allowed_audiences": [], "default_audience":
             "token_endpoint_auth_methods": ["client_secret_basic", "client_secret_post"],
             "token_ttl": None, "rate_limit": None, "status": "active",
             "previous_secret_expires_at": None, "jwks": None, "jwks_uri": None,
-            "dpop_bound_access_tokens": False}
+            "dpop_bound_access_tokens": False,
+            "federated_credentials": []}
 
 
 @pytest.fixture
