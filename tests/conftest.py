@@ -575,11 +575,30 @@ class ServeProcess:
     """``issuer serve --port 0`` in a process of its own. Its URL is read from its
     start-up line; every line it writes to stderr is kept in :attr:`log`."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str, wait: bool = True) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "issuer", "serve", "--host", "127.0.0.1", "--port", "0",
              *args], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
+        if wait:
+            self.wait_until_serving()
+
+    @classmethod
+    def several(cls, env: dict[str, str], cwd: Path, count: int, *args: str) -> list[ServeProcess]:
+        """``count`` servers started at once (their start-ups overlap), each answering."""
+        servers = [cls(env, cwd, *args, wait=False) for _ in range(count)]
+        try:
+            for server in servers:
+                server.wait_until_serving()
+        except BaseException:
+            for server in servers:
+                server.process.kill()
+                server.process.wait(timeout=60)
+            raise
+        return servers
+
+    def wait_until_serving(self) -> None:
+        """Read the start-up line (the URL), then poll until a worker answers."""
         assert self.process.stderr is not None
         seen = []
         for line in self.process.stderr:

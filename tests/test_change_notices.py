@@ -111,8 +111,7 @@ def cluster(request: pytest.FixtureRequest,
         env.update({"ISSUER_REDIS_URL": REDIS_URL, "ISSUER_REDIS_KEY_PREFIX": prefix})
     servers: list[ServeProcess] = []
     try:
-        servers.append(ServeProcess(env, directory, "--workers", "1"))
-        servers.append(ServeProcess(env, directory, "--workers", "1"))
+        servers.extend(ServeProcess.several(env, directory, 2, "--workers", "1"))
         yield Cluster(servers[0], servers[1], admin)
     finally:
         for server in servers:

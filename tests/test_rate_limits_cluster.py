@@ -32,8 +32,7 @@ def two_issuers(database_url: str, tmp_path: Path) -> Iterator[list[ServeProcess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "ENCRYPTION_"))}
     env.update({"ISSUER_DATABASE_URL": database_url, "ISSUER_REDIS_URL": REDIS_URL,
                 "ISSUER_REDIS_KEY_PREFIX": prefix, "ENCRYPTION_MASTER_KEY": TEST_MASTER_KEY.hex()})
-    servers = [ServeProcess(env, tmp_path, "--workers", "1"),
-               ServeProcess(env, tmp_path, "--workers", "1")]
+    servers = ServeProcess.several(env, tmp_path, 2, "--workers", "1")
     for server in servers:
         server.scrape_workers(1)  # listening
     yield servers

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import asynccontextmanager, closing, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,22 +157,28 @@ class OwnPostgres:
     def frozen(self) -> Iterator[None]:
         """SIGSTOP every process of the cluster; SIGCONT on leaving."""
         for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+            _signal(pid, signal.SIGSTOP)
         try:
             yield
         finally:
             for pid in self._processes():
-                os.kill(pid, signal.SIGCONT)
+                _signal(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+            _signal(pid, signal.SIGCONT)
         self._process.send_signal(signal.SIGQUIT)  # immediate shutdown: it is thrown away
         self._process.wait(timeout=60)
         self._drain.join(timeout=30)
         assert self._process.stdout is not None
         self._process.stdout.close()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _signal(pid: int, signum: int) -> None:
+    """A backend listed a moment ago may have exited since: nothing to signal then."""
+    with suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 @pytest.fixture(scope="module")
