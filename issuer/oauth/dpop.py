@@ -26,12 +26,14 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from issuer.clock import Clock
+from issuer.clock import Clock, utc
 from issuer.errors import InvalidDPoPProof, InvalidRequest, UseDPoPNonce
 from issuer.oauth.server import IssuedToken
 from issuer.settings import Settings
 from issuer.store.assertion_jtis import ReplayStore as JtiStore
+from issuer.store.models import UsedAssertionJti
 from issuer.store.records import ClientRecord
+from issuer.store.writer import Rows
 from jwks.dpop import DPOP_ALGORITHMS, MAX_PROOF_BYTES, ReplayStore, check_proof, replay_key
 from jwks.errors import DPoPProofInvalid
 
@@ -42,6 +44,7 @@ __all__ = ["DPOP_ALGORITHMS", "DPoPBinding", "Nonces", "dpop_binding"]
 #: The replay table's namespace for DPoP proofs (client ids never hold a colon).
 NAMESPACE = "dpop:"
 _NONCE_LABEL = b"m2m-issuer DPoP-Nonce"
+_SPENT = UsedAssertionJti.__table__
 
 
 class DatabaseProofReplay:
@@ -116,27 +119,35 @@ class DPoPBinding:
     ``jti``, bind the granted token to its key."""
 
     def __init__(self, settings: Settings, clock: Clock, replay: ReplayStore,
-                 nonces: Nonces | None) -> None:
+                 nonces: Nonces | None, *, spend_with_token: bool = False) -> None:
         self.token_url = settings.issuer_url + "/token"
         self.max_age = settings.dpop_proof_max_age
         self.leeway = settings.dpop_proof_leeway
         self._clock = clock
         #: Spent proofs, shared by every process; the admin API's DPoP check uses it too.
         self.replay = replay
+        #: The database store: the token endpoint spends a proof's ``jti`` in the token's
+        #: own transaction (one more row beside the token record and its audit event)
+        #: instead of a transaction of its own, which on SQLite would queue behind the
+        #: group writer for the database's one write lock.
+        self.spend_with_token = spend_with_token
         #: Set when the server requires nonces (``ISSUER_DPOP_NONCE``).
         self.nonces = nonces
 
     async def bind(self, issued: IssuedToken, proofs: Sequence[str],
-                   record: ClientRecord) -> IssuedToken:
+                   record: ClientRecord) -> tuple[IssuedToken, Rows]:
         """``issued``, bound to the key of the one proof in ``proofs`` (the request's
-        ``DPoP`` headers). A client registered ``dpop_bound_access_tokens`` without a
-        proof is ``invalid_request`` (§5.2); a bad proof ``invalid_dpop_proof``; a
-        missing or stale nonce, when required, ``use_dpop_nonce`` (§8)."""
+        ``DPoP`` headers), and the rows that spend the proof's ``jti`` in the token's
+        transaction (none when Redis spent it here). A client registered
+        ``dpop_bound_access_tokens`` without a proof is ``invalid_request`` (§5.2); a
+        bad proof ``invalid_dpop_proof``; a missing or stale nonce, when required,
+        ``use_dpop_nonce`` (§8). A replay found when the rows are written is
+        :func:`replayed` (the writer's unique-key violation)."""
         if not proofs:
             if record.dpop_bound:
                 raise InvalidRequest("This client must send a DPoP proof",
                                      reason="dpop_proof_required")
-            return issued
+            return issued, []
         # §4.3 (1): "there is not more than one DPoP HTTP request header field".
         if len(proofs) > 1:
             raise InvalidDPoPProof("Send one DPoP header", reason="dpop_two_headers")
@@ -155,9 +166,18 @@ class DPoPBinding:
             raise UseDPoPNonce(reason="dpop_nonce_missing" if proof.nonce is None
                                else "dpop_nonce_stale")
         # §11.1: the jti is held as long as the proof's iat would be accepted.
-        if not await self.replay.use(replay_key(proof), proof.iat + self.max_age + 1, now):
-            raise InvalidDPoPProof("The DPoP proof was used before", reason="dpop_jti_replayed")
-        return issued.bound_to(proof.jkt)
+        key, expires_at = replay_key(proof), proof.iat + self.max_age + 1
+        if self.spend_with_token:
+            return issued.bound_to(proof.jkt), [(_SPENT, {
+                "client_id": NAMESPACE, "jti": key, "expires_at": utc(expires_at)})]
+        if not await self.replay.use(key, expires_at, now):
+            raise replayed()
+        return issued.bound_to(proof.jkt), []
+
+
+def replayed() -> InvalidDPoPProof:
+    """§11.1: the proof's ``jti`` was spent before (in this process or another)."""
+    return InvalidDPoPProof("The DPoP proof was used before", reason="dpop_jti_replayed")
 
 
 def dpop_binding(settings: Settings, clock: Clock, store: JtiStore, redis: Redis | None,
@@ -170,7 +190,7 @@ def dpop_binding(settings: Settings, clock: Clock, store: JtiStore, redis: Redis
         redis, settings.redis_key_prefix, database)
     nonces = (Nonces(master_key, settings.dpop_nonce_lifetime, clock)
               if settings.dpop_nonce else None)
-    return DPoPBinding(settings, clock, replay, nonces)
+    return DPoPBinding(settings, clock, replay, nonces, spend_with_token=redis is None)
 
 
 def _sentence(detail: str) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,6 +36,7 @@ from issuer.errors import (
 )
 from issuer.middleware import CLIENT_ID
 from issuer.oauth.client_auth import FEDERATED_JWT, ClaimedClient, basic_challenge, identify
+from issuer.oauth.dpop import replayed as dpop_replayed
 from issuer.oauth.server import IssuedToken
 from issuer.oauth.token_request import TokenRequest, check_content_type, read_form
 from issuer.ratelimit import enforce
@@ -120,19 +121,28 @@ async def _answer(services: Services, scope: Scope, headers: Headers,
         # RFC 9449: a DPoP proof binds the token to its key (issuer.oauth.dpop); without
         # one this is a header look-up and a flag.
         proofs = headers.getlist("dpop")
+        spent: Rows = []
         if proofs or issued.client.dpop_bound:
-            issued = await services.dpop.bind(issued, proofs, issued.client)
+            issued, spent = await services.dpop.bind(issued, proofs, issued.client)
         rows = granted_rows_for(issued, source=source, request_id=scope.get("request_id"))
         # Nothing leaves before it is durable: the answer waits for the record and its
         # audit event to commit; the token is signed meanwhile (on a thread, or here
         # on the loop when this process has a CPU to itself: ``Signer.inline``).
         signer = services.signer
-        if signer.inline:
-            access_token = issued.key.sign(issued.claims)
-            await services.writer.write(rows)  # within the budget
-        else:
-            access_token, _ = await asyncio.gather(signer.sign(issued.key, issued.claims),
-                                                   services.writer.write(rows))
+        try:
+            if signer.inline:
+                access_token = issued.key.sign(issued.claims)
+                await services.writer.write([*rows, *spent])  # within the budget
+            else:
+                access_token, _ = await asyncio.gather(
+                    signer.sign(issued.key, issued.claims),
+                    services.writer.write([*rows, *spent]))
+        except IntegrityError:
+            # The one unique key a granted token's rows can meet: a DPoP proof's spent
+            # jti (RFC 9449 §11.1), spent by another request first.
+            if not spent:
+                raise
+            raise dpop_replayed() from None
     except OAuthError as error:
         await record_denial(services, error, claimed, record, source=source,
                             request_id=scope.get("request_id"))
