@@ -4,9 +4,9 @@ server's nonces, and the binding of the access token to the proof's key.
 A request without a ``DPoP`` header costs one header look-up (none of this runs
 unless the client is registered ``dpop_bound_access_tokens``, which then refuses it).
 A request with one costs one signature verification (``jwks.dpop.check_proof``,
-pure CPU) and one write to the replay store: the assertion-jti table
-(``issuer.store.assertion_jtis``) under a ``dpop:`` namespace, or Redis
-(``SET NX EX``) when configured. The granted token then carries
+pure CPU) and one write to the replay store: a row of the assertion-jti table
+(``issuer.store.assertion_jtis``, namespace ``dpop:``) committed with the token's
+record and audit event, or Redis (``SET NX EX``) when configured. The granted token then carries
 ``cnf: {"jkt": <thumbprint>}`` (§6.1) and is answered with ``token_type`` ``DPoP`` (§5).
 
 Nonces (§8) are stateless: an HMAC of a time slot under a key derived from the master
