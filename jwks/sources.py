@@ -235,8 +235,12 @@ class JWKSKeySource:
             raise KeySetUnavailable(f"fetching the key set failed: {error!r}") from error
         return keys, freshness(headers, self.default_max_age)
 
+    def _metadata_url(self, issuer: str) -> str:
+        """Where ``issuer``'s metadata lies: RFC 8414 §3.1 (a subclass may differ)."""
+        return metadata_url(issuer)
+
     async def _discover(self, client: httpx.AsyncClient, issuer: str) -> str:
-        url = metadata_url(issuer)
+        url = self._metadata_url(issuer)
         status, _, body = await _get(client, url, "application/json")
         if status != 200:
             raise KeySetUnavailable(f"GET {url} answered {status}")

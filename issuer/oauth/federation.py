@@ -38,7 +38,6 @@ Every refusal is ``invalid_client`` with the one public text; the precise reason
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -60,7 +59,7 @@ from issuer.store import trusted_issuers
 from issuer.store.bounds import bounded
 from issuer.store.records import ClientRecord, FederatedCredential, TrustedIssuerRecord
 from jwks.errors import KeySetUnavailable
-from jwks.sources import MAX_DOCUMENT_BYTES, JWKSKeySource, key_fits
+from jwks.sources import JWKSKeySource, key_fits
 
 #: Clock skew tolerated on ``exp``, ``nbf`` and ``iat`` (seconds).
 LEEWAY = 30
@@ -95,24 +94,8 @@ class OIDCKeySource(JWKSKeySource):
     its suffix before the path instead); §4.3: the document's ``issuer`` "MUST exactly
     match" the one it was fetched for."""
 
-    async def _discover(self, client: httpx.AsyncClient, issuer: str) -> str:
-        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-        async with client.stream("GET", url, headers={"Accept": "application/json"}) as answer:
-            body = bytearray()
-            async for chunk in answer.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise ValueError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
-            status = answer.status_code
-        if status != 200:
-            raise KeySetUnavailable(f"GET {url} answered {status}")
-        metadata = json.loads(bytes(body))
-        if not isinstance(metadata, dict) or metadata.get("issuer") != issuer:
-            raise KeySetUnavailable(f"{url} describes another issuer")
-        jwks_uri = metadata.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not jwks_uri:
-            raise KeySetUnavailable(f"{url} has no jwks_uri")
-        return jwks_uri
+    def _metadata_url(self, issuer: str) -> str:
+        return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 class FederationKeys:
