@@ -1,6 +1,6 @@
 """The draft order a connector delivers, and the connectors' configurations.
 
-Configuration validation is FR-015: ``mode``; ``host``, ``username``, a credential
+Configuration validation: ``mode``; ``host``, ``username``, a credential
 and ``host_key`` (unless ``insecure_skip_host_key``) required for sftp;
 ``export_path`` required; paths at most :data:`MAX_PATH_LENGTH` characters. Each
 refusal names its field. Credentials are ``SecretStr``: a config's repr, or any log

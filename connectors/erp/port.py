@@ -35,7 +35,7 @@ class ConnectorError(Exception):
 
 
 class ConfigError(ConnectorError):
-    """A configuration the connector refuses; ``field`` names the culprit (FR-015)."""
+    """A configuration the connector refuses; ``field`` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", code="invalid_config")

@@ -3,9 +3,9 @@
 ``/api/v1/connectors/{connector}`` creates a connection of a registered type (its
 slug: ``dropzone-json-v1``, ``mock``); the body is the connector's config, flat, plus
 ``org_id`` (platform admins; default the caller's tenant) and ``test_on_save``.
-Config problems are 400 naming the field (FR-015); malformed JSON is 422 as
-elsewhere. No answer carries a config or a credential (SC-007). Admin or
-integrator of the org only (FR-020); another org's connection or export is 404.
+Config problems are 400 naming the field; malformed JSON is 422 as
+elsewhere. No answer carries a config or a credential. Admin or
+integrator of the org only; another org's connection or export is 404.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ async def get_export(request: Request) -> Response:
 
 
 def connection_json(record: store.ConnectionRecord) -> dict[str, Any]:
-    """The documented shape, checked: metadata only, never the config (SC-007)."""
+    """The documented shape, checked: metadata only, never the config."""
     return Connection.model_validate({
         "id": str(record.id), "org_id": record.org_id, "connector_type": record.connector_type,
         "status": record.status,
@@ -275,7 +275,7 @@ EXPORT = "/api/v1/erp-exports/{export_id}"
 DROPZONE = "/api/v1/connectors/dropzone-json-v1"
 
 _ERRORS = (400, 401, 403, 404, 409, 422)
-#: Admins and integrators of the org (FR-020).
+#: Admins and integrators of the org.
 _ROLES = (ADMIN, INTEGRATOR)
 #: In the order the routes match; ``{connector}`` is documented as the dropzone's slug.
 endpoints: list[Endpoint] = [

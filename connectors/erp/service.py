@@ -1,7 +1,7 @@
 """ConnectionService (configure, test, update, enable/disable) and PushService.
 
 Each change commits with its audit event. Configurations are validated by their
-connector (FR-015, 400 naming the field), encrypted with a fresh nonce on every
+connector (400 naming the field), encrypted with a fresh nonce on every
 write and bound to their row (``store.associated_data``), and decrypted only to
 be used. A ciphertext that fails its integrity check blocks the connection: the
 caller gets :class:`~connectors.erp.errors.ConnectorBlocked`, the log and the audit log
@@ -48,7 +48,7 @@ TEST_PASSED = "Test file written and cleaned up successfully"
 
 
 def invalid_config(error: ValidationError | ConfigError) -> InvalidRequest:
-    """FR-015: 400, each bad field named (in the text and in ``details.errors``)."""
+    """A refused configuration: 400, each bad field named (text and ``details.errors``)."""
     if isinstance(error, ConfigError):
         problems = [{"field": error.field, "message": error.reason}]
     else:

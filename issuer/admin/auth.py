@@ -184,6 +184,6 @@ async def require_platform(request: Request) -> Principal:
 
 
 async def require_connector_role(request: Request) -> Principal:
-    """The connector APIs (FR-020): an ``admin`` or ``integrator`` of the tenant (or a
+    """The connector APIs: an ``admin`` or ``integrator`` of the tenant (or a
     platform admin); any other token is 403."""
     return await require(request, ADMIN, INTEGRATOR)

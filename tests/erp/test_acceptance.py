@@ -5,7 +5,7 @@ The scenarios are derived from the ERP connector specification's user stories; m
 
 US1 configure a dropzone connection (API, POST /connectors/dropzone-json-v1)
   1.1 an org admin creates an SFTP connection: 201 ACTIVE, no config in the answer, audited
-  1.2 an invalid config is 400 naming the field (FR-015)
+  1.2 an invalid config is 400 naming the field
   1.3 a second ACTIVE connection is 409 "Only one active connector per org"
   1.4 test_on_save and the test passes: 201 with last_test_at and test_result
   1.5 test_on_save and the test fails: 400 with the test's message, nothing saved
@@ -31,7 +31,7 @@ US4 manage connections (GET, PATCH, disable, enable)
 US5 security
   5.1 config_encrypted in the database holds no credential, and is bound to its row
   5.2 no response and no log line carries the password, failures included
-  5.3 only admin and integrator tokens (FR-020): others 403, no token 401
+  5.3 only admin and integrator tokens: others 403, no token 401
   5.4 a tampered config: 409 connector_blocked, logged with the request id, audited
 
 Plus: 20 concurrent creates -> exactly one ACTIVE (the partial unique index decides).

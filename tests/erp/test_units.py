@@ -1,5 +1,5 @@
 """Unit tests: config encryption, rotation and ``reencrypt``, the registry, the
-PushService with the MOCK and with failing connectors, config validation (FR-015)."""
+PushService with the MOCK and with failing connectors, config validation."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_registry_register_get_and_unknown(tmp_path: Path):
         registry.register(MOCK, MockConnector())
 
 
-# Config validation (FR-015) ---------------------------------------------------------------
+# Config validation ---------------------------------------------------------------------------
 
 SFTP = {"mode": "sftp", "host": "sftp.example.com", "username": "erp", "password": "pw",
         "host_key": "sftp.example.com ssh-ed25519 "

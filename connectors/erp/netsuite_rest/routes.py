@@ -88,7 +88,7 @@ async def test_connection(request: Request) -> Response:
 
 
 _ERRORS = (400, 401, 403, 404, 409, 422)
-#: Admins and integrators of the org (FR-020).
+#: Admins and integrators of the org.
 _ROLES = (ADMIN, INTEGRATOR)
 endpoints: list[Endpoint] = [
     Endpoint("POST", PATH, create_connection, "Create the org's NETSUITE_REST_V1 connection "
