@@ -225,12 +225,13 @@ def postgres_url(fresh_postgres: Callable[[], str]) -> str:
     return url
 
 
-async def _reset_sql(url: str) -> str:
+async def reset_sql(url: str, *, keep_rs256_key: bool = True) -> str:
     """SQL that empties the store between tests: DELETE from every table but the
-    schema version and the signing keys (the RS256 key stays, keys of other
-    algorithms go), referencing tables before the ones they reference, and every
-    sequence restarted (so ids start where they do in a new database). DELETE, not
-    TRUNCATE: on tables this small it is an order of magnitude cheaper."""
+    schema version and the signing keys (the RS256 key stays unless
+    ``keep_rs256_key`` is false, keys of other algorithms go), referencing tables
+    before the ones they reference, and every sequence restarted (so ids start where
+    they do in a new database). DELETE, not TRUNCATE: on tables this small it is an
+    order of magnitude cheaper."""
     connection = await asyncpg.connect(_asyncpg_dsn(url))
     try:
         tables = [row[0] for row in await connection.fetch(
@@ -251,14 +252,15 @@ async def _reset_sql(url: str) -> str:
     order = [table for table in TopologicalSorter(referenced_by).static_order()
              if table not in ("alembic_version", "signing_keys")]
     return "; ".join([*(f'DELETE FROM "{table}"' for table in order),
-                      "DELETE FROM signing_keys WHERE alg <> 'RS256'",
+                      "DELETE FROM signing_keys"
+                      + (" WHERE alg <> 'RS256'" if keep_rs256_key else ""),
                       *(f'ALTER SEQUENCE "{sequence}" RESTART' for sequence in sequences)])
 
 
 @pytest.fixture(scope="session")
 def postgres_reset(postgres_url: str) -> str:
-    """The statement that empties the session's PostgreSQL store (:func:`_reset_sql`)."""
-    return str(run(_reset_sql(postgres_url)))
+    """The statement that empties the session's PostgreSQL store (:func:`reset_sql`)."""
+    return str(run(reset_sql(postgres_url)))
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,17 @@ from issuer.store.migrate import upgrade
 from issuer.store.models import SigningKeyRow
 from jwks.verifier import JWKSVerifier, UnknownKey
 from tests.admin.test_tenants_api import audit_events, bearer
-from tests.conftest import BACKENDS, ISSUER, FakeClock, Registered, issue_token, lifespan, run
+from tests.conftest import (
+    BACKENDS,
+    ISSUER,
+    KEPT,
+    FakeClock,
+    Registered,
+    issue_token,
+    lifespan,
+    reset_sql,
+    run,
+)
 from tests.jwks.conftest import AUDIENCE, CountingTransport
 from tests.test_cli import issuer as issuer_cli
 
@@ -67,6 +77,15 @@ def keyless_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def keyless_postgres(fresh_postgres: Callable[[], str]) -> tuple[str, str]:
+    """A migrated PostgreSQL store for this module, and the SQL that empties it of
+    everything, signing keys included (run before each test)."""
+    url = fresh_postgres()
+    run(_migrate(url))
+    return url, str(run(reset_sql(url, keep_rs256_key=False)))
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Overrides tests/conftest.py: a migrated store with no signing key at all."""
@@ -74,8 +93,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         target = tmp_path / "issuer.db"
         shutil.copyfile(request.getfixturevalue("keyless_sqlite"), target)
         return f"sqlite+aiosqlite:///{target}"
-    url: str = request.getfixturevalue("fresh_postgres")()
-    run(_migrate(url))
+    url, empty = request.getfixturevalue("keyless_postgres")
+    KEPT.execute(url, empty)
     return url
 
 
