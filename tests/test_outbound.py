@@ -17,7 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from connectors.erp.dropzone import DropzoneConnector
-from connectors.erp.sftp import HOST_NOT_RESOLVED
+from connectors.erp.messages import HOST_NOT_RESOLVED
 from issuer.clock import SystemClock
 from issuer.outbound import DestinationRefused, OutboundPolicy, guarded_transport
 from issuer.settings import Settings, SettingsError

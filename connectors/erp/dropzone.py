@@ -28,14 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.erp import orgfolder
+from connectors.erp.messages import EXPORT_PATH_NOT_FOUND, FILE_EXISTS, PERMISSION_DENIED
 from connectors.erp.models import DraftOrder, DropzoneConfig
 from connectors.erp.port import ConfigError, ConnectorError, ExportResult, TestResult
-from connectors.erp.sftp import (
-    EXPORT_PATH_NOT_FOUND,
-    FILE_EXISTS,
-    PERMISSION_DENIED,
-    SFTPDropzone,
-)
 from issuer.clock import Clock, utc
 from issuer.outbound import OutboundPolicy
 
@@ -103,6 +98,9 @@ class DropzoneConnector:
     @contextlib.asynccontextmanager
     async def _open(self, config: DropzoneConfig, org_id: str) -> AsyncIterator[Dropzone]:
         if config.mode == "sftp":
+            # Loaded on first use: the SSH library costs every process start otherwise.
+            from connectors.erp.sftp import SFTPDropzone
+
             async with SFTPDropzone.open(config, self._outbound) as zone:
                 yield zone
         else:

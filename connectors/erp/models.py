@@ -12,9 +12,8 @@ from __future__ import annotations
 import re
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import asyncssh
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -26,6 +25,9 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+
+if TYPE_CHECKING:
+    import asyncssh
 
 MAX_PATH_LENGTH = 1024
 #: Text a person typed: no control characters (PostgreSQL refuses NUL in text).
@@ -147,6 +149,8 @@ class DropzoneConfig(ConnectorConfig):
             if info.data.get("mode") == "sftp" and info.data.get("password") is None:
                 raise ValueError("password or private_key is required when mode is sftp")
             return value
+        import asyncssh  # on first use: the SSH library is not loaded until a key is read
+
         try:
             asyncssh.import_private_key(value.get_secret_value())
         except (asyncssh.KeyImportError, ValueError):
@@ -171,6 +175,8 @@ def trusted_host_key(line: str) -> asyncssh.SSHKey:
     """The public key of a known_hosts line (``[markers] hosts type base64 [comment]``)
     or of a bare ``type base64`` key. The host patterns are not matched: the key
     belongs to this connection's host by configuration."""
+    import asyncssh  # on first use, as above
+
     fields = line.strip().split()
     if fields and fields[0].startswith("@"):
         raise ValueError("markers (@cert-authority, @revoked) are not supported")

@@ -26,23 +26,23 @@ from collections.abc import AsyncIterator, Iterator
 import asyncssh
 from asyncssh import SSHKey
 
+from connectors.erp.messages import (
+    AUTHENTICATION_FAILED,
+    CONNECTION_REFUSED,
+    CONNECTION_TIMEOUT,
+    EXPORT_PATH_NOT_FOUND,
+    FILE_EXISTS,
+    HOST_KEY_MISMATCH,
+    HOST_NOT_RESOLVED,
+    HOST_UNREACHABLE,
+    PERMISSION_DENIED,
+    SSH_FAILED,
+)
 from connectors.erp.models import DropzoneConfig, trusted_host_key
 from connectors.erp.port import ConnectorError
 from issuer.outbound import DestinationRefused, OutboundPolicy
 
 log = logging.getLogger(__name__)
-
-AUTHENTICATION_FAILED = "Authentication failed"
-CONNECTION_TIMEOUT = "Connection timeout"
-PERMISSION_DENIED = "Permission denied"
-HOST_KEY_MISMATCH = "Host key verification failed: the server's host key is not host_key"
-EXPORT_PATH_NOT_FOUND = "Export path not found"
-CONNECTION_REFUSED = "Host unreachable: connection refused"
-#: A name that does not resolve, or resolves to no address the policy permits.
-HOST_NOT_RESOLVED = "Host unreachable: name not found or not a public address"
-HOST_UNREACHABLE = "Host unreachable"
-SSH_FAILED = "SSH connection failed"
-FILE_EXISTS = "A file of that name exists already"
 
 
 def connector_error(error: BaseException) -> ConnectorError:
