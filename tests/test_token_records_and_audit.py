@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select
 
 from issuer.audit import AuditEvent, audit_row
 from issuer.store.models import AuditEventRow, Client, IssuedToken, SigningKeyRow
-from tests.conftest import find_audit_leaks
+from tests.conftest import SEEN_SECRETS, find_audit_leaks
 
 
 async def _rows(engine, model, *where):
@@ -140,3 +140,20 @@ async def test_the_suite_wide_audit_secret_scan_catches_a_leak(engine, database_
     assert await find_audit_leaks(database_url)
     async with engine.begin() as connection:
         await connection.execute(delete(AuditEventRow))
+
+
+@pytest.mark.parametrize("secret", ["Zq9-not-shaped-like-a-secret-3f1c", "short7!"])
+async def test_the_audit_secret_scan_catches_any_secret_a_test_saw(engine, database_url,
+                                                                   secret):
+    # Secrets with no telltale shape (a NetSuite or SFTP credential, say) are caught
+    # because the suite remembers every secret a test handled.
+    SEEN_SECRETS.add(secret)
+    async with engine.begin() as connection:
+        await connection.execute(insert(AuditEventRow), [audit_row(
+            AuditEvent.CLIENT_UPDATED, at=0, details={"note": f"oops {secret} here"})])
+    try:
+        assert await find_audit_leaks(database_url) == [f"the secret {secret[:8]}..."]
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(delete(AuditEventRow))
+        SEEN_SECRETS.discard(secret)
