@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from issuer.audit import AuditEvent, audit_row
+from issuer.store.checkpoint import Checkpointer
 from issuer.store.models import AuditEventRow, IssuedToken
 from issuer.store.sqlite_inserter import SqliteInserter
 from issuer.store.write_lock import SUFFIX, WriteLock
@@ -112,3 +114,52 @@ def test_the_lock_file_lies_beside_the_database_and_is_opened_once(tmp_path):
     assert (tmp_path / "issuer.db-writer.lock").is_file()
     lock.close()
     lock.close()
+
+
+
+def test_a_checkpoint_lets_the_wal_start_over_while_writers_keep_writing(tmp_path):
+    """The checkpoint's second pass holds the writers' turn and copies what a writer
+    appended during the first: the next transaction rewinds the WAL, so a store
+    written to without a pause keeps a short WAL instead of one that grows to the
+    writer's automatic checkpoint."""
+    database = str(tmp_path / "wal.db")
+    lock = WriteLock(database)
+    with closing(sqlite3.connect(database, isolation_level=None,
+                                 check_same_thread=False)) as writer:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("CREATE TABLE t (v TEXT)")
+
+        def commit(size: int) -> None:
+            lock.acquire()
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("INSERT INTO t VALUES (?)", ("x" * size,))
+                writer.execute("COMMIT")
+            finally:
+                lock.release()
+
+        for n in range(1, 50):
+            commit(2000 * n)
+        checkpointer = Checkpointer(database, busy_timeout=1.0, interval=3600)
+        turn = checkpointer._write_lock
+        take, give_back = turn.acquire, turn.release
+        passed = threading.Event()
+
+        def acquire() -> None:
+            commit(100_000)  # a writer's commit between the two passes
+            take()
+
+        def release() -> None:
+            give_back()
+            passed.set()
+
+        turn.acquire, turn.release = acquire, release  # type: ignore[method-assign]
+        checkpointer.start()
+        checkpointer.committed()
+        assert passed.wait(10)
+        commit(10)
+        frames = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        checkpointer.close()
+    lock.close()
+    assert frames <= 3  # the WAL started over: the last commit's frames only
