@@ -45,6 +45,7 @@ from issuer.app import create_app
 from issuer.clock import SystemClock
 from issuer.crypto import encryptor_for
 from issuer.registration import ClientSpec, create_client, create_tenant
+from issuer.serving import SWITCH_INTERVAL
 from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
@@ -180,10 +181,12 @@ async def _run(args: argparse.Namespace, database_url: str) -> None:
         state = manager._state  # the lifespan's state (services)
         wrapped = manager.app
         await _drive(wrapped, authorization, args.warmup, args.concurrency)
-        # The garbage collector as `issuer serve` sets it (issuer.app.create_app_from_env).
+        # The garbage collector and switch interval as `issuer serve` sets them
+        # (issuer.app.create_app_from_env).
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         profiler = cProfile.Profile() if args.cprofile else None
         wall = time.perf_counter()
         cpu = time.process_time()

@@ -17,6 +17,7 @@ import gc
 import ipaddress
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -353,12 +354,14 @@ def create_app_from_env() -> Starlette:
     has started, its services) leave the garbage collector's view, and young
     collections run less often: the token path allocates many short-lived objects
     and creates no cycles worth chasing. Tokens are signed on the event loop when
-    every CPU has a worker of its own (:func:`issuer.serving.sign_threads`).
+    every CPU has a worker of its own (:func:`issuer.serving.sign_threads`). The
+    interpreter's switch interval is :data:`issuer.serving.SWITCH_INTERVAL`.
     """
     app = create_app(Settings.from_env(), sign_threads=serving.sign_threads(),
                      freeze_gc=True)
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    sys.setswitchinterval(serving.SWITCH_INTERVAL)
     return app
 
 

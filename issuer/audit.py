@@ -102,6 +102,20 @@ def vocabulary(*more: Iterable[Event]) -> tuple[str, ...]:
 
 
 _FORBIDDEN_DETAIL_KEYS = ("secret", "token", "hash", "password", "assertion", "private")
+#: Detail keys already checked and allowed (at most :data:`_ALLOWED_KEYS_KEPT`), so that
+#: the token path's fixed keys are checked once, not once per event.
+_ALLOWED_DETAIL_KEYS: set[str] = set()
+_ALLOWED_KEYS_KEPT = 1024
+
+
+def _check_detail_key(key: str) -> None:
+    lowered = key.lower()
+    if any(word in lowered for word in _FORBIDDEN_DETAIL_KEYS) and not lowered.endswith(
+        ("_type", "_used", "kind")
+    ):
+        raise ValueError(f"audit details must not carry {key!r}")
+    if len(_ALLOWED_DETAIL_KEYS) < _ALLOWED_KEYS_KEPT:
+        _ALLOWED_DETAIL_KEYS.add(key)
 
 
 def audit_row(
@@ -118,11 +132,8 @@ def audit_row(
     """The column values of one audit event."""
     details = dict(details or {})
     for key in details:
-        lowered = key.lower()
-        if any(word in lowered for word in _FORBIDDEN_DETAIL_KEYS) and not lowered.endswith(
-            ("_type", "_used", "kind")
-        ):
-            raise ValueError(f"audit details must not carry {key!r}")
+        if key not in _ALLOWED_DETAIL_KEYS:
+            _check_detail_key(key)
     return {
         "at": utc(at),
         "event": event.value,

@@ -104,14 +104,41 @@ class StoreBudget:
 
 
 async def _wait_for(future: asyncio.Future[T], seconds: float | None) -> T:
-    timer = asyncio.timeout(seconds)
+    """Await ``future``, cancelling it after ``seconds``: one timer on the loop, which
+    cancels the future itself (cheaper than a timeout scope, which cancels the task)."""
+    if seconds is None:
+        return await future
+    expiry = _Expiry(future)
+    timer = asyncio.get_running_loop().call_later(seconds, expiry.fire)
     try:
-        async with timer:
-            return await future
-    except TimeoutError:
-        if timer.expired():
+        return await future
+    except asyncio.CancelledError:
+        if expiry.fired and not _cancelling():
             raise StoreTimeout("the store did not answer in time") from None
-        raise  # the future's own failure (a driver's timeout)
+        raise
+    finally:
+        timer.cancel()
+
+
+class _Expiry:
+    """The timer's end: cancels the future if it is still pending."""
+
+    __slots__ = ("fired", "future")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.fired = False
+
+    def fire(self) -> None:
+        if not self.future.done():
+            self.fired = True
+            self.future.cancel()
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself is being cancelled (from outside)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 _CURRENT: ContextVar[StoreBudget | None] = ContextVar("store_budget", default=None)

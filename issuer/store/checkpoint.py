@@ -10,8 +10,17 @@ pages, a safety net should this thread fail) and tells a :class:`Checkpointer`
 after each commit; the checkpointer runs a ``PASSIVE``
 checkpoint on its own connection and thread at most every ``interval`` seconds
 while commits come in. A passive checkpoint never blocks the writer (WAL lets a
-checkpoint and a writer run at once; it copies what no reader still needs) and
-the WAL stays about ``interval`` seconds of writes long.
+checkpoint and a writer run at once; it copies what no reader still needs).
+
+Under steady load a passive checkpoint alone never lets the WAL start over:
+SQLite rewinds the WAL only when a writer begins after every frame was copied,
+and the group writers append new frames while a checkpoint copies the old ones.
+The WAL then grows to :data:`WRITER_AUTOCHECKPOINT` pages, after which every
+commit of the writer's connection runs a checkpoint of its own (and fsyncs the
+database file) before it returns. So each checkpoint here is two passes: the
+bulk beside the writers, then what they appended meanwhile while holding the
+writers' turn (issuer.store.write_lock) -- a short pause -- after which the next
+writer rewinds the WAL: it stays about ``interval`` seconds of writes long.
 
 Durability does not change: a commit is durable when it returns (the WAL is
 fsynced, ``synchronous=FULL``); the checkpoint only moves committed pages into
@@ -26,6 +35,8 @@ import logging
 import sqlite3
 import threading
 
+from issuer.store.write_lock import WriteLock
+
 log = logging.getLogger(__name__)
 
 #: Seconds between two checkpoints while commits come in.
@@ -37,6 +48,7 @@ WRITER_AUTOCHECKPOINT = 16384
 class Checkpointer:
     def __init__(self, path: str, *, busy_timeout: float, interval: float = INTERVAL) -> None:
         self._path = path
+        self._write_lock = WriteLock(path)  # a file description of its own: the writers wait
         self._busy_timeout = busy_timeout
         self._interval = interval
         self._committed = threading.Event()
@@ -78,10 +90,21 @@ class Checkpointer:
         finally:
             if connection is not None:
                 connection.close()
+            self._write_lock.close()
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         try:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            try:
+                self._write_lock.acquire()
+            except OSError as error:
+                log.debug("WAL checkpoint without the writers' turn: %s", error)
+                return
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                self._write_lock.release()
         except sqlite3.OperationalError as error:  # e.g. locked by a schema change: next time
             log.debug("WAL checkpoint skipped: %s", error)
-        self.checkpoints += 1
+        finally:
+            self.checkpoints += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Column, Table
@@ -36,42 +37,50 @@ class InsertPlan:
     defaults: tuple[Any, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
-    @property
+    @cached_property
     def keys(self) -> tuple[str, ...]:
         """The rows' keys for the columns (a column's ``key``, usually its name)."""
         return tuple(column.key for column in self.columns)
 
+    @cached_property
+    def _bound(self) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+        """The columns that have a bind processor: (position, processor)."""
+        return tuple((index, processor) for index, processor in enumerate(self.processors)
+                     if processor is not None)
+
     def rows(self, values: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """The driver's values, one tuple per row (for executemany)."""
-        pairs = list(zip(self.keys, self.defaults, self.processors, strict=True))
+        """The driver's values, one tuple per row (for executemany). A row has a
+        value for every column without a default (the plan was made from its keys)."""
+        keys, defaults, bound = self.keys, self.defaults, self._bound
+        out = []
         try:
-            return [tuple(_bind(row, name, default, processor)
-                          for name, default, processor in pairs) for row in values]
+            for row in values:
+                driver = list(map(row.get, keys, defaults))
+                for index, processor in bound:
+                    driver[index] = processor(driver[index])
+                out.append(tuple(driver))
         except Exception as error:
             raise self._unbindable(error) from error
+        return out
 
     def columns_of(self, values: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """The driver's values, one list per column (for arrays to unnest)."""
+        keys, defaults = self.keys, self.defaults
+        columns = [list(column) for column in
+                   zip(*(map(row.get, keys, defaults) for row in values), strict=True)] \
+            if values else [[] for _ in keys]
         try:
-            return [[_bind(row, name, default, processor) for row in values]
-                    for name, default, processor in zip(self.keys, self.defaults,
-                                                        self.processors, strict=True)]
+            for index, processor in self._bound:
+                columns[index] = list(map(processor, columns[index]))
         except Exception as error:
             raise self._unbindable(error) from error
+        return columns
 
     def _unbindable(self, error: Exception) -> StatementError:
         """A value its column's type refuses (e.g. a naive datetime), raised as the
         engine raises it: a bad row, not an unavailable store."""
         return StatementError(str(error), f"INSERT INTO {self.table.name}", None, error,
                               hide_parameters=True)
-
-
-def _bind(row: dict[str, Any], name: str, default: Any,
-          processor: Callable[[Any], Any] | None) -> Any:
-    value = row.get(name, default)
-    if value is _MISSING:  # pragma: no cover - plans only take such columns from keys
-        raise CompileError(f"no value for column {name!r}")
-    return value if processor is None else processor(value)
 
 
 class RowEncoder:

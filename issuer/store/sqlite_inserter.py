@@ -3,7 +3,9 @@
 Every batch is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on that connection, with
 one ``executemany`` per table (and set of columns): one hop to the thread per
 batch, not one per statement as through aiosqlite, and no SQLAlchemy statement
-compilation. The connection runs the pragmas of every store connection
+compilation. Each transaction is taken under :class:`issuer.store.write_lock.WriteLock`,
+so the writers of several worker processes hand the file's write lock to each
+other without SQLite's sleep-and-retry. The connection runs the pragmas of every store connection
 (issuer.store.db: WAL, ``synchronous=FULL``, ``busy_timeout`` from
 ``ISSUER_STORE_TIMEOUT``, foreign keys), and leaves WAL checkpoints to
 :class:`issuer.store.checkpoint.Checkpointer`, off the commit path.
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from issuer.store.checkpoint import WRITER_AUTOCHECKPOINT, Checkpointer
 from issuer.store.db import sqlite_pragmas, store_options
 from issuer.store.rowcodec import InsertPlan, RowEncoder, Rows
+from issuer.store.write_lock import WriteLock
 
 
 class SqliteInserter:
@@ -36,6 +39,7 @@ class SqliteInserter:
         self._sql: dict[InsertPlan, str] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._connection: sqlite3.Connection | None = None  # used on the executor's thread only
+        self._write_lock = WriteLock(self._path)  # the writers of other processes take turns
         self._checkpointer = Checkpointer(self._path, busy_timeout=self._busy_timeout) \
             if checkpoints else None
         self._checkpointer_started = False
@@ -65,6 +69,10 @@ class SqliteInserter:
 
     def _insert(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         connection = self._connection or self._open()
+        try:
+            self._write_lock.acquire()
+        except OSError as error:
+            raise exc.OperationalError(None, None, error, hide_parameters=True) from error
         sql = "BEGIN IMMEDIATE"
         try:
             connection.execute(sql)
@@ -75,6 +83,8 @@ class SqliteInserter:
         except sqlite3.Error as error:
             self._rollback(connection)
             raise _translated(error, sql, [rows for _, rows in statements]) from error
+        finally:
+            self._write_lock.release()
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -109,6 +119,7 @@ class SqliteInserter:
 
     def _stop(self) -> None:
         self._close()
+        self._write_lock.close()
         if self._checkpointer is not None and self._checkpointer_started:
             self._checkpointer.close()
 
