@@ -29,16 +29,17 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from issuer.store import change_stamp
 from issuer.store.change_stamp import StampReader
 from issuer.store.clients import ClientStore
+from issuer.store.db import asyncpg_arguments
 
 log = logging.getLogger(__name__)
 
@@ -220,20 +221,15 @@ class ChangeNotices:
                 await redis.aclose()
 
     async def _listen_postgresql(self) -> None:
-        # A connection of its own, outside the pool: it stays open for LISTEN.
-        engine = create_async_engine(self._engine.url, poolclass=NullPool, connect_args={
-            "timeout": TIMEOUT, "server_settings": {"application_name": PG_APPLICATION}})
+        # A raw connection of its own, outside the pool, that stays open for LISTEN (an
+        # engine of its own would only add its dialect's set-up queries to each start).
+        raw = await asyncpg.connect(**{
+            **asyncpg_arguments(self._engine), "timeout": TIMEOUT,
+            "server_settings": {"application_name": PG_APPLICATION}})
         try:
-            async with engine.connect() as connection:
-                try:
-                    await self._listen_on(
-                        (await connection.get_raw_connection()).driver_connection)
-                finally:
-                    # Closed without a reset (the connection may be dead already).
-                    with contextlib.suppress(Exception):
-                        await connection.invalidate()
+            await self._listen_on(raw)
         finally:
-            await engine.dispose()
+            raw.terminate()  # closed without a reset (the connection may be dead already)
 
     async def _listen_on(self, raw: Any) -> None:
         """LISTEN on an asyncpg connection until it is lost or stops answering."""

@@ -36,7 +36,8 @@ from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.applications import Starlette
 
 from issuer.app import create_app
@@ -44,7 +45,7 @@ from issuer.bootstrap import bootstrap
 from issuer.clock import SystemClock
 from issuer.crypto import Encryptor, encryptor_for
 from issuer.keys.ring import KeyRing
-from issuer.registration import ClientSpec, create_client, create_tenant
+from issuer.registration import ClientSpec, NewClient, create_client, create_tenant
 from issuer.settings import Settings
 from issuer.store.db import create_engine
 from issuer.store.migrate import upgrade
@@ -124,6 +125,7 @@ class _KeptConnections:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: dict[str, asyncpg.Connection] = {}
+        self._engines: dict[str, AsyncEngine] = {}
         self._lock = threading.Lock()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -168,6 +170,19 @@ class _KeptConnections:
                     raise
         raise AssertionError("unreachable")
 
+    async def with_engine(self, url: str, work: Callable[[AsyncEngine], Awaitable[Any]]) -> Any:
+        """``await work(engine)`` on this thread's loop with the engine kept for ``url``,
+        awaited from the caller's loop: its pooled connection serves every test of the
+        process, where a test's own engine would connect (and set up its dialect) anew."""
+        async def call() -> Any:
+            engine = self._engines.get(url)
+            if engine is None:
+                engine = self._engines[url] = create_engine(url)
+            return await work(engine)
+
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(call(), self._running_loop()))
+
     def close(self) -> None:
         if self._loop is None:
             return
@@ -176,6 +191,9 @@ class _KeptConnections:
             for connection in self._connections.values():
                 with suppress(Exception):
                     await connection.close(timeout=5)
+            for engine in self._engines.values():
+                with suppress(Exception):
+                    await asyncio.wait_for(engine.dispose(), 5)
 
         asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -486,20 +504,34 @@ class Registered:
         return (self.client_id, self.client_secret)
 
 
+async def on_store(engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[Any]]) -> Any:
+    """``await work(engine)``; on this run's PostgreSQL server with the engine kept for
+    the whole test process instead (:meth:`_KeptConnections.with_engine`): a test's own
+    engine is left unused, so it never connects."""
+    url = engine.url.render_as_string(hide_password=False)
+    if PG_URL is not None and engine.url.get_backend_name() == "postgresql" and (
+            make_url(PG_URL).host, make_url(PG_URL).port) == (engine.url.host, engine.url.port):
+        return await KEPT.with_engine(url, work)
+    return await work(engine)
+
+
 @pytest.fixture
 def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[Registered]]:
     """``await register(allowed_scopes=[...], ...)``: a tenant (reused by name) and a client."""
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
     tenants: dict[str, str] = {}
 
     async def make(tenant: str = "acme", **spec: Any) -> Registered:
-        async with sessions() as session, session.begin():
-            if tenant not in tenants:
-                tenants[tenant] = (await create_tenant(session, tenant, clock)).id
-            spec.setdefault("name", "test client")
-            spec.setdefault("allowed_scopes", ["orders:read"])
-            created = await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
-                                          clock, encryptor=Encryptor(current=TEST_MASTER_KEY))
+        spec.setdefault("name", "test client")
+        spec.setdefault("allowed_scopes", ["orders:read"])
+
+        async def write(engine: AsyncEngine) -> NewClient:
+            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+                if tenant not in tenants:
+                    tenants[tenant] = (await create_tenant(session, tenant, clock)).id
+                return await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
+                                           clock, encryptor=Encryptor(current=TEST_MASTER_KEY))
+
+        created = await on_store(engine, write)
         if created.client_secret:
             SEEN_SECRETS.add(created.client_secret)
         return Registered(created.record.client_id, created.client_secret, tenants[tenant])
@@ -513,7 +545,7 @@ def platform_admin(engine: AsyncEngine, clock: FakeClock) -> Callable[[], Awaita
     (scopes ``admin introspect``), as ``issuer serve`` creates them on first start."""
 
     async def make() -> Registered:
-        created = await bootstrap(engine, clock)
+        created = await on_store(engine, lambda engine: bootstrap(engine, clock))
         assert created is not None, "bootstrap runs once per store"
         record = created.record
         if created.client_secret:

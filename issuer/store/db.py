@@ -84,6 +84,21 @@ def create_engine(database_url: str, *, timeout: float | None = None,
     return engine
 
 
+def asyncpg_arguments(engine: AsyncEngine) -> dict[str, Any]:
+    """``asyncpg.connect`` keyword arguments for a PostgreSQL connection beside
+    ``engine``'s pool (the group writer's, the LISTEN of change notices): the URL's,
+    plus what the engine was made with (its timeouts)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    arguments: dict[str, Any] = {**params, **store_options(engine).connect_args}
+    # SQLAlchemy's own arguments of its asyncpg adapter (from the URL's query).
+    cache_size = arguments.pop("prepared_statement_cache_size", None)
+    if cache_size is not None:
+        arguments["statement_cache_size"] = int(cache_size)
+    for name in ("prepared_statement_name_func", "async_creator_fn"):
+        arguments.pop(name, None)
+    return arguments
+
+
 def is_sqlite_file(database_url: str) -> bool:
     """A SQLite database in a plain file, which a connection beside the engine's sees."""
     return database_url.startswith("sqlite") and not _in_memory(database_url)

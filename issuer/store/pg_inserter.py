@@ -34,7 +34,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.store.db import store_options
+from issuer.store.db import asyncpg_arguments, store_options
 from issuer.store.rowcodec import InsertPlan, RowEncoder, Rows
 
 Mode = Literal["unnest", "executemany"]
@@ -55,15 +55,7 @@ _BROKEN = (OSError, asyncpg.InterfaceError, asyncpg.exceptions.PostgresConnectio
 class PostgresInserter:
     def __init__(self, engine: AsyncEngine, *, mode: Mode = "unnest") -> None:
         options = store_options(engine)
-        _, params = engine.dialect.create_connect_args(engine.url)
-        arguments: dict[str, Any] = {**params, **options.connect_args}
-        # SQLAlchemy's own arguments of its asyncpg adapter (from the URL's query).
-        cache_size = arguments.pop("prepared_statement_cache_size", None)
-        if cache_size is not None:
-            arguments["statement_cache_size"] = int(cache_size)
-        for name in ("prepared_statement_name_func", "async_creator_fn"):
-            arguments.pop(name, None)
-        self._connect_args = arguments
+        self._connect_args = asyncpg_arguments(engine)
         self._close_timeout = options.timeout
         self._encoder = RowEncoder(engine.dialect)
         self._preparer = engine.dialect.identifier_preparer
