@@ -515,28 +515,47 @@ async def on_store(engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[
     return await work(engine)
 
 
-@pytest.fixture
-def register(engine: AsyncEngine, clock: FakeClock) -> Callable[..., Awaitable[Registered]]:
-    """``await register(allowed_scopes=[...], ...)``: a tenant (reused by name) and a client."""
-    tenants: dict[str, str] = {}
+class Registrar:
+    """``await register(tenant="acme", **spec)``: a tenant (reused by name) and a client;
+    ``await register.many({"tenant": ..., **spec}, ...)``: several, in one transaction."""
 
-    async def make(tenant: str = "acme", **spec: Any) -> Registered:
-        spec.setdefault("name", "test client")
-        spec.setdefault("allowed_scopes", ["orders:read"])
+    def __init__(self, engine: AsyncEngine, clock: FakeClock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._tenants: dict[str, str] = {}
 
-        async def write(engine: AsyncEngine) -> NewClient:
+    async def __call__(self, tenant: str = "acme", **spec: Any) -> Registered:
+        [registered] = await self.many({"tenant": tenant, **spec})
+        return registered
+
+    async def many(self, *specs: dict[str, Any]) -> list[Registered]:
+        async def write(engine: AsyncEngine) -> list[tuple[str, NewClient]]:
+            made = []
             async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-                if tenant not in tenants:
-                    tenants[tenant] = (await create_tenant(session, tenant, clock)).id
-                return await create_client(session, ClientSpec(tenant_id=tenants[tenant], **spec),
-                                           clock, encryptor=Encryptor(current=TEST_MASTER_KEY))
+                for given in specs:
+                    spec = {"name": "test client", "allowed_scopes": ["orders:read"], **given}
+                    tenant = spec.pop("tenant", "acme")
+                    if tenant not in self._tenants:
+                        self._tenants[tenant] = (
+                            await create_tenant(session, tenant, self._clock)).id
+                    made.append((tenant, await create_client(
+                        session, ClientSpec(tenant_id=self._tenants[tenant], **spec),
+                        self._clock, encryptor=Encryptor(current=TEST_MASTER_KEY))))
+            return made
 
-        created = await on_store(engine, write)
-        if created.client_secret:
-            SEEN_SECRETS.add(created.client_secret)
-        return Registered(created.record.client_id, created.client_secret, tenants[tenant])
+        registered = []
+        for tenant, created in await on_store(self._engine, write):
+            if created.client_secret:
+                SEEN_SECRETS.add(created.client_secret)
+            registered.append(Registered(created.record.client_id, created.client_secret,
+                                         self._tenants[tenant]))
+        return registered
 
-    return make
+
+@pytest.fixture
+def register(engine: AsyncEngine, clock: FakeClock) -> Registrar:
+    """A :class:`Registrar` on the test's store."""
+    return Registrar(engine, clock)
 
 
 @pytest.fixture

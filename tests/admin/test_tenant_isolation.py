@@ -102,19 +102,16 @@ class World:
 
 @pytest.fixture
 async def world(register: Any, engine: AsyncEngine, clock: FakeClock) -> World:
-    b_admin = await register(tenant="tenant-b", allowed_scopes=["admin"])
+    b_admin, b_worker, a_admin, a_integrator, a_worker = await register.many(
+        {"tenant": "tenant-b", "allowed_scopes": ["admin"]}, {"tenant": "tenant-b"},
+        {"tenant": "tenant-a", "allowed_scopes": ["admin"]},
+        {"tenant": "tenant-a", "allowed_scopes": ["integrator"]}, {"tenant": "tenant-a"})
     async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
         b_trusted = await create_trusted_issuer(
             session, b_admin.tenant_id, issuer="https://cluster-b.example", clock=clock,
             actor=Actor("test"), allow_http=False)
-    return World(
-        a_admin=await register(tenant="tenant-a", allowed_scopes=["admin"]),
-        a_integrator=await register(tenant="tenant-a", allowed_scopes=["integrator"]),
-        a_worker=await register(tenant="tenant-a"),
-        b_admin=b_admin,
-        b_worker=await register(tenant="tenant-b"),
-        b_trusted_issuer=b_trusted.id,
-    )
+    return World(a_admin=a_admin, a_integrator=a_integrator, a_worker=a_worker,
+                 b_admin=b_admin, b_worker=b_worker, b_trusted_issuer=b_trusted.id)
 
 
 async def call(http: httpx.AsyncClient, endpoint: Endpoint, headers: dict[str, str],

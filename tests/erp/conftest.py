@@ -30,7 +30,7 @@ import pytest
 
 from connectors.erp.models import Customer, DraftOrder, OrderLine
 from issuer.settings import Settings
-from tests.conftest import Registered, issue_token
+from tests.conftest import Registrar, issue_token
 
 #: The test SFTP servers listen on loopback, which outbound connections refuse by
 #: default: the tests allow it, as an operator would allow a private network.
@@ -209,12 +209,13 @@ class Org:
 
 
 @pytest.fixture
-def make_org(client: httpx.AsyncClient, register: Callable[..., Awaitable[Registered]]
+def make_org(client: httpx.AsyncClient, register: Registrar
              ) -> Callable[[str], Awaitable[Org]]:
     async def make(name: str) -> Org:
-        admin = await register(tenant=name, allowed_scopes=["admin"])
-        integrator = await register(tenant=name, allowed_scopes=["integrator"])
-        worker = await register(tenant=name, allowed_scopes=["orders:read"])
+        admin, integrator, worker = await register.many(
+            {"tenant": name, "allowed_scopes": ["admin"]},
+            {"tenant": name, "allowed_scopes": ["integrator"]},
+            {"tenant": name, "allowed_scopes": ["orders:read"]})
         return Org(admin.tenant_id, bearer(await issue_token(client, admin, "admin")),
                    bearer(await issue_token(client, integrator, "integrator")),
                    bearer(await issue_token(client, worker, "orders:read")))
