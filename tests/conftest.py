@@ -508,11 +508,14 @@ async def on_store(engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[
     """``await work(engine)``; on this run's PostgreSQL server with the engine kept for
     the whole test process instead (:meth:`_KeptConnections.with_engine`): a test's own
     engine is left unused, so it never connects."""
-    url = engine.url.render_as_string(hide_password=False)
-    if PG_URL is not None and engine.url.get_backend_name() == "postgresql" and (
-            make_url(PG_URL).host, make_url(PG_URL).port) == (engine.url.host, engine.url.port):
-        return await KEPT.with_engine(url, work)
+    if engine.url.get_backend_name() == "postgresql" and (
+            engine.url.host, engine.url.port) == _PG_SERVER:
+        return await KEPT.with_engine(engine.url.render_as_string(hide_password=False), work)
     return await work(engine)
+
+
+#: The host and port of this run's PostgreSQL server (None when there is none).
+_PG_SERVER = (make_url(PG_URL).host, make_url(PG_URL).port) if PG_URL else None
 
 
 class Registrar:
