@@ -223,9 +223,18 @@ class ChangeNotices:
     async def _listen_postgresql(self) -> None:
         # A raw connection of its own, outside the pool, that stays open for LISTEN (an
         # engine of its own would only add its dialect's set-up queries to each start).
-        raw = await asyncpg.connect(**{
+        connecting = asyncio.ensure_future(asyncpg.connect(**{
             **asyncpg_arguments(self._engine), "timeout": TIMEOUT,
-            "server_settings": {"application_name": PG_APPLICATION}})
+            "server_settings": {"application_name": PG_APPLICATION}}))
+        try:
+            raw = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Stopped mid-connect (the app stopping as it starts): a connect cut short
+            # leaves asyncpg a failed future nobody reads (logged as "Future exception
+            # was never retrieved"); let it end, within its timeout, and close it.
+            with contextlib.suppress(Exception):
+                (await connecting).terminate()
+            raise
         try:
             await self._listen_on(raw)
         finally:

@@ -10,6 +10,8 @@ notice channel; each test makes a tenant and clients of its own.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import shutil
 import time
@@ -390,3 +392,29 @@ async def test_after_the_listen_connection_drops_the_cache_is_dropped_and_missed
             return (await _listener_pids(settings.database_url)) not in ([], [pid])
 
         await within(RECONNECT + 2.0, listening_again)
+
+
+@pytest.mark.parametrize("database_url", [b for b in BACKENDS if b == "postgres"],
+                         indirect=True)
+async def test_an_app_stopped_as_it_starts_leaves_no_listen_connection_and_no_unread_error(
+        settings, clock):
+    """Stopped while its LISTEN connection is still being made, the app lets the connect
+    end and closes it: a connect cut short would leave asyncpg a failed future nobody
+    reads (logged at garbage collection as "Future exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    unread: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unread.append(context["message"]))
+    try:
+        for _ in range(5):
+            async with app_client(settings, clock):
+                pass
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert unread == []
+
+    async def no_listener() -> bool:
+        return await _listener_pids(settings.database_url) == []
+
+    await within(TIMEOUT, no_listener)
