@@ -268,22 +268,27 @@ class InvalidDPoPProofAtAdmin(InvalidToken):
         super().__init__(reason=reason, dpop=True)
 
 
-def _challenge(error: str, dpop: bool) -> str:
+def _challenge(error: str, dpop: bool, *, scope: str | None = None) -> str:
+    scheme = "DPoP" if dpop else "Bearer"
+    challenge = f'{scheme} realm="m2m-issuer", error="{error}"'
+    if scope is not None:
+        challenge += f', scope="{scope}"'
     if dpop:
-        return (f'DPoP realm="m2m-issuer", error="{error}", '
-                f'algs="{" ".join(DPOP_ALGORITHMS)}"')
-    return f'Bearer realm="m2m-issuer", error="{error}"'
+        challenge += f', algs="{" ".join(DPOP_ALGORITHMS)}"'
+    return challenge
 
 
 class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1: the token is valid but grants none of ``scope``; a request made
+    with the DPoP scheme gets the DPoP challenge (RFC 9449 §7.1)."""
+
     error = "insufficient_scope"
     status = 403
     public_text = "The access token does not grant this operation"
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, *, dpop: bool = False) -> None:
         super().__init__(reason=f"needs {scope}", headers={
-            "WWW-Authenticate": f'Bearer realm="m2m-issuer", error="insufficient_scope", '
-                                f'scope="{scope}"'})
+            "WWW-Authenticate": _challenge(self.error, dpop, scope=scope)})
 
 
 class NotFound(OAuthError):

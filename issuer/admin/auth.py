@@ -57,6 +57,7 @@ class Principal:
     scopes: frozenset[str]
     platform: bool  # a client of the platform tenant holding ``admin``
     jti: str
+    dpop: bool = False  # the request came with the DPoP scheme (its challenges too)
 
     def sees(self, tenant_id: str | None) -> bool:
         return self.platform or tenant_id == self.tenant_id
@@ -121,7 +122,8 @@ async def authenticate(request: Request) -> Principal:
         raise InvalidRequest("Send one Authorization header", reason="repeated_authorization")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     scheme, token = scheme.lower(), token.strip()
-    if scheme == "dpop" and token:
+    dpop = scheme == "dpop"
+    if dpop and token:
         verified = await verify_dpop_claims(token, request, services)
     elif scheme == "bearer" and token:
         verified = await verify_claims(token, services)
@@ -134,7 +136,7 @@ async def authenticate(request: Request) -> Principal:
     # ``admin`` off a client disarms its admin tokens at the next request.
     scopes = frozenset(scope for scope in verified.scopes if scope_allowed(scope, allowed))
     return Principal(client_id=client_id, tenant_id=tenant_id, scopes=scopes,
-                     platform=platform_tenant and ADMIN in scopes, jti=jti)
+                     platform=platform_tenant and ADMIN in scopes, jti=jti, dpop=dpop)
 
 
 async def _online_check(engine: AsyncEngine, jti: str, client_id: str,
@@ -166,7 +168,7 @@ async def require(request: Request, *any_of: str) -> Principal:
         services.metrics.rate_limited.labels(refused.policy).inc()
         raise
     if not principal.scopes & set(any_of):
-        raise InsufficientScope(" ".join(any_of))
+        raise InsufficientScope(" ".join(any_of), dpop=principal.dpop)
     return principal
 
 
@@ -179,7 +181,7 @@ async def require_integrator(request: Request) -> Principal:
 async def require_platform(request: Request) -> Principal:
     principal = await require(request, ADMIN)
     if not principal.platform:
-        raise InsufficientScope(ADMIN)
+        raise InsufficientScope(ADMIN, dpop=principal.dpop)
     return principal
 
 

@@ -124,7 +124,7 @@ async def update_tenant(request: Request) -> Response:
     tenant_id = object_id(request.path_params["tenant_id"])
     principal.check_tenant(tenant_id)  # another tenant: 404 before 403
     if not principal.platform:
-        raise InsufficientScope(ADMIN)
+        raise InsufficientScope(ADMIN, dpop=principal.dpop)
     body = await parse_body(request, TenantPatch)
     with registration_errors():
         async with transaction(request) as session:

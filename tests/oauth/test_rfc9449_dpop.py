@@ -498,3 +498,22 @@ async def test_s7_a_bearer_admin_token_sent_with_the_dpop_scheme_is_refused(
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"
     assert response.headers["www-authenticate"].startswith("DPoP ")
+
+
+async def test_s7_1_a_dpop_caller_without_the_scope_gets_403_with_a_dpop_challenge(
+        client, register, proofs, keys):
+    key = keys["ES256"]
+    reader = await register(allowed_scopes=["orders:read"])
+    issued = await client.post("/token", data={**GRANT, "scope": "orders:read"},
+                               auth=reader.basic, headers={"DPoP": proofs.make(key, "ES256")})
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    SEEN_SECRETS.add(token)
+    proof = proofs.make(key, "ES256", htm="GET", htu=TENANTS_URL, ath=ath(token))
+    response = await client.get("/api/v1/tenants",
+                                headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("DPoP ") and 'error="insufficient_scope"' in challenge
+    assert 'scope="admin"' in challenge and 'algs="' in challenge
