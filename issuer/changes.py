@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -39,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from issuer.store import change_stamp
 from issuer.store.change_stamp import StampReader
 from issuer.store.clients import ClientStore
-from issuer.store.db import asyncpg_arguments
+from issuer.store.db import asyncpg_arguments, connect_raw
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +222,8 @@ class ChangeNotices:
     async def _listen_postgresql(self) -> None:
         # A raw connection of its own, outside the pool, that stays open for LISTEN (an
         # engine of its own would only add its dialect's set-up queries to each start).
-        connecting = asyncio.ensure_future(asyncpg.connect(**{
-            **asyncpg_arguments(self._engine), "timeout": TIMEOUT,
-            "server_settings": {"application_name": PG_APPLICATION}}))
-        try:
-            raw = await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            # Stopped mid-connect (the app stopping as it starts): a connect cut short
-            # leaves asyncpg a failed future nobody reads (logged as "Future exception
-            # was never retrieved"); let it end, within its timeout, and close it.
-            with contextlib.suppress(Exception):
-                (await connecting).terminate()
-            raise
+        raw = await connect_raw({**asyncpg_arguments(self._engine), "timeout": TIMEOUT,
+                                 "server_settings": {"application_name": PG_APPLICATION}})
         try:
             await self._listen_on(raw)
         finally:

@@ -18,12 +18,15 @@ and ``-shm`` files the database file's mode.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -97,6 +100,20 @@ def asyncpg_arguments(engine: AsyncEngine) -> dict[str, Any]:
     for name in ("prepared_statement_name_func", "async_creator_fn"):
         arguments.pop(name, None)
     return arguments
+
+
+async def connect_raw(arguments: dict[str, Any]) -> asyncpg.Connection:
+    """``asyncpg.connect(**arguments)`` (:func:`asyncpg_arguments`). Cancelled mid-connect
+    (an app stopping as it starts), it lets the connect end -- bounded by its
+    ``timeout`` -- and closes what it opened: a connect cut short leaves asyncpg a failed
+    future nobody reads, logged as "Future exception was never retrieved"."""
+    connecting = asyncio.ensure_future(asyncpg.connect(**arguments))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            (await connecting).terminate()
+        raise
 
 
 def is_sqlite_file(database_url: str) -> bool:

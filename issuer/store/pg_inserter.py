@@ -34,7 +34,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.store.db import asyncpg_arguments, store_options
+from issuer.store.db import asyncpg_arguments, connect_raw, store_options
 from issuer.store.rowcodec import InsertPlan, RowEncoder, Rows
 
 Mode = Literal["unnest", "executemany"]
@@ -102,7 +102,7 @@ class PostgresInserter:
             return connection
         self._connection = None
         try:
-            self._connection = await asyncpg.connect(**self._connect_args)
+            self._connection = await connect_raw(self._connect_args)
         except Exception as error:
             raise OperationalError(None, None, error, hide_parameters=True,
                                    connection_invalidated=True) from error
